@@ -1,0 +1,362 @@
+//! `payperplay serve` configuration: a TOML file (see `prod/payperplay.example.toml`)
+//! plus environment overrides. Unknown keys are errors, so a typo does not silently
+//! fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use payperplay_core::CoreConfig;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: Box<toml::de::Error> },
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// The core's configuration (tiers, billing, queue, catalog, scaling policy).
+    #[serde(default)]
+    pub core: CoreConfig,
+    /// Dedicated machines added to the fleet on the first start.
+    #[serde(default)]
+    pub fleet: FleetConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Base URL put into verification mails.
+    pub public_base_url: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 16 * 1024,
+            public_base_url: "http://127.0.0.1:8080".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/db`. Override: `PAYPERPLAY_DATABASE_URL`
+    /// or `DATABASE_URL`.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: SecretString::from("postgres://payperplay@127.0.0.1:5432/payperplay"),
+            max_connections: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain SMTP: only for a relay on loopback.
+    None,
+    StartTls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub from: String,
+    /// A mail is tried this many times before it is marked failed.
+    pub send_attempts_max: u32,
+    /// Backoff after the first failure; doubles per attempt.
+    pub retry_backoff_ms: u64,
+    /// How often the mailer looks for due mail when not woken earlier.
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".to_string(),
+            port: 25,
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            from: "PayPerPlay <noreply@payperplay.invalid>".to_string(),
+            send_attempts_max: 8,
+            retry_backoff_ms: 2_000,
+            poll_interval_ms: 5_000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub session_ttl_ms: u64,
+    pub verification_ttl_ms: u64,
+    /// Login attempts allowed per client address per minute.
+    pub login_per_minute: u32,
+    /// Registrations allowed per client address per minute.
+    pub register_per_minute: u32,
+    /// Accounts registered with these addresses get the admin role.
+    pub admin_emails: Vec<String>,
+    pub argon2: Argon2Config,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_ms: 30 * 24 * 3_600_000,
+            verification_ttl_ms: 48 * 3_600_000,
+            login_per_minute: 10,
+            register_per_minute: 5,
+            admin_emails: Vec::new(),
+            argon2: Argon2Config::default(),
+        }
+    }
+}
+
+/// argon2id cost parameters (defaults: OWASP's 19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Argon2Config {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Capacity of the channel into the core task; a full channel answers 503.
+    pub input_queue_len_max: usize,
+    /// Delay the fake container runtime waits before reporting `ServerBooted`.
+    pub fake_boot_ms: u64,
+    /// Delay the fake cloud provider waits before a VM is ready.
+    pub fake_provision_ms: u64,
+    /// Commands retried this many times before being reported failed to the core.
+    pub command_attempts_max: u32,
+    pub command_retry_backoff_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            input_queue_len_max: 4096,
+            fake_boot_ms: 2_000,
+            fake_provision_ms: 30_000,
+            command_attempts_max: 3,
+            command_retry_backoff_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    pub dedicated_nodes: Vec<DedicatedNodeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedicatedNodeConfig {
+    pub name: String,
+    pub capacity_mib: u32,
+    #[serde(default)]
+    pub monthly_cost_micros: u64,
+    /// Whether this machine also runs the platform (gets a larger reserve).
+    pub is_system: bool,
+}
+
+impl Config {
+    /// Reads `path` (when given), then applies environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    source: Box::new(source),
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Environment overrides; `lookup` is `std::env::var` outside tests.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(url) = lookup("PAYPERPLAY_DATABASE_URL").or_else(|| lookup("DATABASE_URL")) {
+            self.database.url = SecretString::from(url);
+        }
+        if let Some(listen) = lookup("PAYPERPLAY_LISTEN") {
+            self.http.listen = listen.parse().map_err(|_| ConfigError::Env {
+                name: "PAYPERPLAY_LISTEN",
+                message: "expected an address like 127.0.0.1:8080".to_string(),
+            })?;
+        }
+        if let Some(url) = lookup("PAYPERPLAY_PUBLIC_BASE_URL") {
+            self.http.public_base_url = url;
+        }
+        if let Some(host) = lookup("PAYPERPLAY_SMTP_HOST") {
+            self.smtp.host = host;
+        }
+        if let Some(port) = lookup("PAYPERPLAY_SMTP_PORT") {
+            self.smtp.port = port.parse().map_err(|_| ConfigError::Env {
+                name: "PAYPERPLAY_SMTP_PORT",
+                message: "expected a port number".to_string(),
+            })?;
+        }
+        if let Some(username) = lookup("PAYPERPLAY_SMTP_USERNAME") {
+            self.smtp.username = Some(username);
+        }
+        if let Some(password) = lookup("PAYPERPLAY_SMTP_PASSWORD") {
+            self.smtp.password = Some(SecretString::from(password));
+        }
+        if let Some(from) = lookup("PAYPERPLAY_SMTP_FROM") {
+            self.smtp.from = from;
+        }
+        if let Some(emails) = lookup("PAYPERPLAY_ADMIN_EMAILS") {
+            self.auth.admin_emails = emails
+                .split(',')
+                .map(|email| email.trim().to_lowercase())
+                .filter(|email| !email.is_empty())
+                .collect();
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database.url.expose_secret().is_empty() {
+            return Err(ConfigError::Invalid("database.url is empty".to_string()));
+        }
+        if self.smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "smtp.from {:?} is not a mailbox",
+                self.smtp.from
+            )));
+        }
+        if self.smtp.send_attempts_max == 0 || self.runtime.command_attempts_max == 0 {
+            return Err(ConfigError::Invalid(
+                "smtp.send_attempts_max and runtime.command_attempts_max must be at least 1".to_string(),
+            ));
+        }
+        if self.runtime.input_queue_len_max == 0 {
+            return Err(ConfigError::Invalid(
+                "runtime.input_queue_len_max must be at least 1".to_string(),
+            ));
+        }
+        if self.auth.login_per_minute == 0 || self.auth.register_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.login_per_minute and auth.register_per_minute must be at least 1".to_string(),
+            ));
+        }
+        for node in &self.fleet.dedicated_nodes {
+            if node.capacity_mib == 0 || node.name.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "fleet.dedicated_nodes: {:?} needs a name and a capacity",
+                    node.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_env_overrides_apply() {
+        let text = include_str!("../payperplay.example.toml");
+        let mut config = Config::from_toml(text).expect("example config parses");
+        config.validate().expect("example config is valid");
+        assert_eq!(config.fleet.dedicated_nodes.len(), 1);
+        config
+            .apply_env(|name| match name {
+                "PAYPERPLAY_LISTEN" => Some("127.0.0.1:9999".to_string()),
+                "DATABASE_URL" => Some("postgres://x@127.0.0.1/y".to_string()),
+                "PAYPERPLAY_SMTP_PORT" => Some("2525".to_string()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.http.listen.port(), 9999);
+        assert_eq!(config.smtp.port, 2525);
+        assert_eq!(config.database.url.expose_secret(), "postgres://x@127.0.0.1/y");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_env_are_errors() {
+        let error = Config::from_toml("[http]\nlisten_address = \"x\"\n").unwrap_err();
+        assert!(error.to_string().contains("listen_address"), "{error}");
+        let mut config = Config::default();
+        let error = config
+            .apply_env(|name| (name == "PAYPERPLAY_SMTP_PORT").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(error.to_string().contains("PAYPERPLAY_SMTP_PORT"));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let mut config = Config::default();
+        config.database.url = SecretString::from("postgres://u:hunter2@127.0.0.1/db");
+        config.smtp.password = Some(SecretString::from("smtp-hunter2"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+}

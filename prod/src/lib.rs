@@ -1,0 +1,134 @@
+//! PayPerPlay's production shell: drives the pure core (`payperplay-core`) with real
+//! requests and observations and carries out its decisions.
+//!
+//! - [`runtime`]: one task owns the core; every input is journaled, then handled.
+//! - [`store`]: Postgres (sqlx), every query in one place.
+//! - [`api`]: the REST API under /v1 (axum + utoipa).
+//! - [`email`]: the mail outbox and the SMTP mailer (lettre).
+//! - [`drivers`]: driver traits and in-process fakes (Docker, Hetzner come later).
+//! - [`supervise`]: restarts background tasks that panic or fail.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod drivers;
+pub mod email;
+pub mod error;
+pub mod runtime;
+pub mod store;
+pub mod supervise;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::drivers::{Drivers, FakeCloud, FakeContainers};
+use crate::email::Mailer;
+use crate::runtime::{Runtime, RuntimeDeps, RuntimeHandle};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mail(#[from] email::MailError),
+}
+
+/// The background half of the shell: the runtime owning the core and the mailer,
+/// both supervised. The journal is replayed before `start` returns, so the API
+/// built on `handle` never sees a half-recovered core.
+pub struct Services {
+    pub handle: RuntimeHandle,
+    pub mail_wakeup: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Services {
+    pub async fn start(
+        config: &Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        drivers: Drivers,
+    ) -> Result<Services, StartError> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mail_wakeup = Arc::new(Notify::new());
+        let (handle, inbox) = runtime::channel(config.runtime.input_queue_len_max);
+        let deps = RuntimeDeps {
+            store: store.clone(),
+            clock: clock.clone(),
+            drivers,
+            mail_wakeup: mail_wakeup.clone(),
+            core_config: config.core.clone(),
+            runtime_config: config.runtime.clone(),
+            fleet: config.fleet.clone(),
+            public_base_url: config.http.public_base_url.clone(),
+        };
+        let recovered = Runtime::recover(deps.clone(), handle.clone()).await?;
+        let mailer = Arc::new(Mailer::new(
+            &config.smtp,
+            store.clone(),
+            clock.clone(),
+            mail_wakeup.clone(),
+        )?);
+
+        let mut tasks = Vec::new();
+        let mut first = Some(recovered);
+        let runtime_handle = handle.clone();
+        let runtime_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(supervise::supervise(
+            "runtime",
+            shutdown_rx.clone(),
+            move || {
+                let recovered = first.take();
+                let deps = deps.clone();
+                let handle = runtime_handle.clone();
+                let inbox = inbox.clone();
+                let shutdown = runtime_shutdown.clone();
+                async move {
+                    let runtime = match recovered {
+                        Some(runtime) => runtime,
+                        None => Runtime::recover(deps, handle).await?,
+                    };
+                    runtime.run(inbox, shutdown).await
+                }
+            },
+        )));
+        let mailer_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(supervise::supervise("mailer", shutdown_rx, move || {
+            let mailer = mailer.clone();
+            let shutdown = mailer_shutdown.clone();
+            async move { mailer.run(shutdown).await }
+        })));
+        Ok(Services {
+            handle,
+            mail_wakeup,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Signals shutdown and waits for the runtime and mailer to finish their
+    /// current step. Inputs not yet journaled are not handled (their callers get
+    /// 503); everything journaled is recovered by the next start.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The default drivers for now: in-process fakes.
+pub fn fake_drivers(config: &Config) -> Drivers {
+    Drivers {
+        cloud: Arc::new(FakeCloud::new(config.runtime.fake_provision_ms)),
+        containers: Arc::new(FakeContainers::new(config.runtime.fake_boot_ms)),
+    }
+}

@@ -1,0 +1,145 @@
+//! `payperplay`: the production shell's command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use payperplay_prod::api::{self, AppState};
+use payperplay_prod::clock::{Clock, SystemClock};
+use payperplay_prod::config::Config;
+use payperplay_prod::store::{self, Store};
+use payperplay_prod::{Services, fake_drivers, telemetry};
+use secrecy::ExposeSecret;
+
+#[derive(Parser)]
+#[command(name = "payperplay", version, about = "PayPerPlay production shell")]
+struct Cli {
+    /// TOML configuration file (see prod/payperplay.example.toml). Environment
+    /// variables override it.
+    #[arg(long, short, global = true, env = "PAYPERPLAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, the runtime loop and the mailer until SIGTERM or Ctrl-C.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Check the configuration and print it (secrets redacted).
+    CheckConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logging();
+    let config = Config::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(&config).await,
+            Command::Openapi => openapi().await,
+            Command::CheckConfig => {
+                println!("{config:#?}");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn connect(config: &Config) -> anyhow::Result<Store> {
+    let pool = store::connect(config.database.url.expose_secret(), config.database.max_connections)
+        .await
+        .context("connecting to the database")?;
+    Ok(Store::new(pool))
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = connect(config).await?;
+    store::migrate(&store.pool).await.context("migrating")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn openapi() -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&api::openapi_document())?);
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = connect(&config).await?;
+    check_migrated(&store).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let services = Services::start(&config, store.clone(), clock.clone(), fake_drivers(&config))
+        .await
+        .context("starting the runtime")?;
+    let state = AppState::new(
+        &config,
+        store,
+        services.handle.clone(),
+        clock,
+        services.mail_wakeup.clone(),
+    );
+    let app = api::app(state, config.http.body_limit_bytes);
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding {}", config.http.listen))?;
+    tracing::info!(listen = %config.http.listen, "serving");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("HTTP stopped, stopping the runtime");
+    services.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn check_migrated(store: &Store) -> anyhow::Result<()> {
+    let latest = store::MIGRATOR
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0);
+    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&store.pool)
+        .await
+        .ok()
+        .flatten();
+    if applied != Some(latest) {
+        anyhow::bail!("database schema is not at migration {latest} (found {applied:?}): run `payperplay migrate`");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}
