@@ -1,0 +1,138 @@
+//! Restart recovery: the runtime is stopped while starts are queued and restarted on
+//! the same database; the journal replay restores queue, servers and balances.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::{TestApp, eventually};
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn queue_servers_and_balances_survive_a_restart(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user("persistent@example.com").await;
+    let (other, other_id) = app.user("second@example.com").await;
+    app.credit(&admin, user_id, 50_000_000).await;
+    app.credit(&admin, other_id, 7_000_000).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(app.create_server(&token, &format!("s{n}"), 4096).await);
+    }
+    let other_server = app.create_server(&other, "other", 2048).await;
+    for id in &ids {
+        let (status, _) = app
+            .call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    for id in &ids[..3] {
+        eventually("first three running", || async {
+            app.state_of(&token, *id).await == "running"
+        })
+        .await;
+    }
+    let (_, before_queue) = app.get("/v1/admin/queue", &admin).await;
+    assert_eq!(before_queue.as_array().unwrap().len(), 2);
+    let (_, before_servers) = app.get("/v1/servers", &token).await;
+    let (_, before_balance) = app.get("/v1/billing/balance", &token).await;
+    let (_, before_other_balance) = app.get("/v1/billing/balance", &other).await;
+    let journal_len_before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    let app = app.restart().await;
+
+    let (status, after_queue) = app.get("/v1/admin/queue", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after_queue, before_queue, "queue intact");
+    let (_, after_servers) = app.get("/v1/servers", &token).await;
+    assert_eq!(after_servers, before_servers, "servers intact");
+    let (_, after_balance) = app.get("/v1/billing/balance", &token).await;
+    assert_eq!(after_balance, before_balance, "balance intact");
+    let (_, after_other_balance) = app.get("/v1/billing/balance", &other).await;
+    assert_eq!(after_other_balance, before_other_balance);
+    assert_eq!(app.state_of(&other, other_server).await, "stopped");
+    // Replay handled nothing new (no dedicated node added twice, no duplicate users).
+    let journal_len_after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(journal_len_after, journal_len_before, "replay re-journals nothing");
+    let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+
+    // The restarted runtime goes on: freeing capacity starts the head of the queue.
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/servers/{}/stop", ids[1]),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually("queued head runs after restart", || async {
+        app.state_of(&token, ids[3]).await == "running"
+    })
+    .await;
+    // No ledger entry was posted twice across the restart.
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT command_id FROM ledger_entries WHERE command_id IS NOT NULL GROUP BY command_id HAVING COUNT(*) > 1) d",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(duplicates, 0);
+    assert_eq!(
+        app.store.balance(user_id).await.unwrap(),
+        app.store.ledger_sum(user_id).await.unwrap()
+    );
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn commands_unfinished_at_a_stop_are_carried_out_after_restart(pool: PgPool) {
+    let app = TestApp::start(pool).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user("unfinished@example.com").await;
+    app.credit(&admin, user_id, 9_000_000).await;
+    let id = app.create_server(&token, "s", 2048).await;
+    let (status, _) = app
+        .call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually("running", || async { app.state_of(&token, id).await == "running" }).await;
+    // Simulate a crash after a top-up was journaled but before its ledger entry was
+    // posted: remove the entry and mark its command pending again.
+    let command_id: i64 = sqlx::query_scalar("SELECT command_id FROM ledger_entries WHERE kind = 'top_up'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM ledger_entries WHERE command_id = $1")
+        .bind(command_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET balance_micros = balance_micros - 9000000 WHERE id = $1")
+        .bind(user_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE commands SET status = 'pending' WHERE id = $1")
+        .bind(command_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.store.balance(user_id).await.unwrap(), 0);
+
+    let app = app.restart().await;
+    eventually("top-up posted again after restart", || async {
+        app.store.balance(user_id).await.unwrap() == 9_000_000
+    })
+    .await;
+    // The running server is still running in the rebuilt core.
+    assert_eq!(app.state_of(&token, id).await, "running");
+    app.stop().await;
+}
