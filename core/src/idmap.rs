@@ -1,0 +1,162 @@
+//! A map from dense integer ids to values: a vector slot per id below `DENSE_MAX`
+//! (what databases and the simulator hand out), an ordered map above. Iteration is in
+//! ascending id order, so it is deterministic, and lookups on the hot path are an
+//! index instead of a tree walk.
+
+use std::collections::BTreeMap;
+
+const DENSE_MAX: u64 = 1 << 22;
+
+pub trait DenseId: Copy + Ord {
+    fn index(self) -> u64;
+    fn from_index(index: u64) -> Self;
+}
+
+macro_rules! dense_id {
+    ($($t:ty),*) => {$(
+        impl DenseId for $t {
+            fn index(self) -> u64 {
+                self.0
+            }
+            fn from_index(index: u64) -> Self {
+                Self(index)
+            }
+        }
+    )*};
+}
+
+dense_id!(crate::types::ServerId, crate::types::UserId, crate::types::NodeId);
+
+#[derive(Debug, Clone)]
+pub struct IdMap<K: DenseId, V> {
+    dense: Vec<Option<V>>,
+    sparse: BTreeMap<K, V>,
+    len: usize,
+}
+
+impl<K: DenseId, V> Default for IdMap<K, V> {
+    fn default() -> Self {
+        IdMap {
+            dense: Vec::new(),
+            sparse: BTreeMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: DenseId, V> IdMap<K, V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let i = key.index();
+        if i < DENSE_MAX {
+            self.dense.get(i as usize).and_then(Option::as_ref)
+        } else {
+            self.sparse.get(key)
+        }
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = key.index();
+        if i < DENSE_MAX {
+            self.dense.get_mut(i as usize).and_then(Option::as_mut)
+        } else {
+            self.sparse.get_mut(key)
+        }
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let i = key.index();
+        let previous = if i < DENSE_MAX {
+            let i = i as usize;
+            if self.dense.len() <= i {
+                self.dense.resize_with(i + 1, || None);
+            }
+            self.dense[i].replace(value)
+        } else {
+            self.sparse.insert(key, value)
+        };
+        if previous.is_none() {
+            self.len += 1;
+        }
+        previous
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let i = key.index();
+        let removed = if i < DENSE_MAX {
+            self.dense.get_mut(i as usize).and_then(Option::take)
+        } else {
+            self.sparse.remove(key)
+        };
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// Entries in ascending id order.
+    pub fn iter(&self) -> impl Iterator<Item = (K, &V)> {
+        self.dense
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (K::from_index(i as u64), v)))
+            .chain(self.sparse.iter().map(|(&k, v)| (k, v)))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, v)| v)
+    }
+}
+
+impl<K: DenseId + std::fmt::Debug, V> std::ops::Index<&K> for IdMap<K, V> {
+    type Output = V;
+
+    #[inline]
+    fn index(&self, key: &K) -> &V {
+        self.get(key).unwrap_or_else(|| panic!("no entry for {key:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ServerId;
+
+    #[test]
+    fn dense_and_sparse_ids_iterate_in_order() {
+        let mut map = IdMap::new();
+        map.insert(ServerId(1 << 40), "far");
+        map.insert(ServerId(7), "seven");
+        map.insert(ServerId(2), "two");
+        assert_eq!(map.len(), 3);
+        assert_eq!(
+            map.keys().collect::<Vec<_>>(),
+            vec![ServerId(2), ServerId(7), ServerId(1 << 40)]
+        );
+        assert_eq!(map.remove(&ServerId(7)), Some("seven"));
+        assert_eq!(map.remove(&ServerId(7)), None);
+        assert_eq!(map[&ServerId(1 << 40)], "far");
+        assert_eq!(map.len(), 2);
+    }
+}

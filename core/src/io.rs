@@ -1,0 +1,300 @@
+//! What goes into the core (`Input`), what comes out as decisions (`Command`) and as
+//! facts for observers (`Event`), and how a request is refused (`Rejection`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{CommandId, LocationIdx, NodeId, ServerId, ServerTypeIdx, Timestamp, UserId};
+
+/// Everything that happens reaches the core as an input. The production shell
+/// journals each one before handling it; the simulator replays them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Input {
+    // --- user requests ---
+    RegisterUser {
+        user_id: UserId,
+    },
+    TopUp {
+        user_id: UserId,
+        amount_micros: i64,
+    },
+    CreateServer {
+        server_id: ServerId,
+        owner: UserId,
+        ram_mib: u32,
+    },
+    /// Change the RAM tier of a server that holds no RAM.
+    UpdateServerTier {
+        server_id: ServerId,
+        ram_mib: u32,
+    },
+    StartServer {
+        server_id: ServerId,
+    },
+    StopServer {
+        server_id: ServerId,
+    },
+    /// Withdraw a start that is still queued.
+    CancelStart {
+        server_id: ServerId,
+    },
+    DeleteServer {
+        server_id: ServerId,
+    },
+    // --- fleet administration ---
+    AddDedicatedNode {
+        name: String,
+        capacity_mib: u32,
+        monthly_cost_micros: u64,
+        is_system: bool,
+    },
+    // --- observations ---
+    /// The Minecraft server inside a started container accepts players.
+    ServerBooted {
+        server_id: ServerId,
+    },
+    PlayerCount {
+        server_id: ServerId,
+        players: u32,
+    },
+    /// A container stopped without being asked to (crash, OOM kill).
+    ContainerExited {
+        server_id: ServerId,
+    },
+    NodeLost {
+        node_id: NodeId,
+    },
+    // --- results of commands ---
+    CommandSucceeded {
+        command_id: CommandId,
+    },
+    CommandFailed {
+        command_id: CommandId,
+        reason: String,
+    },
+    /// The time returned by `poll_timeout` has come.
+    Timeout,
+}
+
+/// A decision, for the shell to carry out. `id` is the idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: CommandId,
+    pub kind: CommandKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Order a cloud VM. Success means the VM is ready to take containers.
+    ProvisionNode {
+        node_id: NodeId,
+        server_type: ServerTypeIdx,
+        location: LocationIdx,
+    },
+    /// Delete a cloud VM (it is empty). Success means the provider stopped billing.
+    DeleteNode {
+        node_id: NodeId,
+    },
+    /// Start a server's container with `ram_mib` on `node_id`, restoring its world
+    /// from the archive first when `restore_world` is set. Success means the container
+    /// runs; `Input::ServerBooted` follows when Minecraft accepts players.
+    StartContainer {
+        server_id: ServerId,
+        node_id: NodeId,
+        ram_mib: u32,
+        restore_world: bool,
+    },
+    /// Stop a server's container cleanly (world saved). Success means it has exited.
+    StopContainer {
+        server_id: ServerId,
+        node_id: NodeId,
+        reason: StopReason,
+    },
+    ArchiveWorld {
+        server_id: ServerId,
+    },
+    DeleteWorld {
+        server_id: ServerId,
+    },
+    /// Persist a ledger entry. The core has already applied it to its balance.
+    PostLedgerEntry {
+        entry: LedgerEntry,
+    },
+    SendEmail {
+        user_id: UserId,
+        email: Email,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Requested,
+    Idle,
+    OutOfBalance,
+    Deleted,
+    /// The container exited on its own (crash, OOM kill).
+    Crashed,
+    /// Its node was lost; the server was queued to start elsewhere.
+    NodeLost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub user_id: UserId,
+    pub server_id: Option<ServerId>,
+    /// Positive credits the balance, negative debits it.
+    pub amount_micros: i64,
+    pub kind: LedgerKind,
+    /// Start and end of the accrual period this entry settles (equal for top-ups).
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    TopUp,
+    RamTime,
+    Storage,
+    ArchiveStorage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Email {
+    LowBalance { balance_micros: i64 },
+    StoppedForZeroBalance { server_ids: Vec<ServerId> },
+}
+
+/// A fact for observers (metrics, the simulator's outcome recorder, the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    StartQueued {
+        server_id: ServerId,
+        position: u32,
+    },
+    StartPlaced {
+        server_id: ServerId,
+        node_id: NodeId,
+        requested_at: Timestamp,
+    },
+    ServerRunning {
+        server_id: ServerId,
+        requested_at: Timestamp,
+        placed_at: Timestamp,
+    },
+    StartEnded {
+        server_id: ServerId,
+        requested_at: Timestamp,
+        outcome: StartOutcome,
+    },
+    /// A server's RAM went back to its node (stopped, failed, or its node was lost).
+    RamReleased {
+        server_id: ServerId,
+        node_id: NodeId,
+        ram_mib: u32,
+    },
+    ServerStopped {
+        server_id: ServerId,
+        reason: StopReason,
+    },
+    ServerArchived {
+        server_id: ServerId,
+    },
+    NodeRequested {
+        node_id: NodeId,
+        server_type: ServerTypeIdx,
+        location: LocationIdx,
+    },
+    NodeReady {
+        node_id: NodeId,
+    },
+    NodeRemoved {
+        node_id: NodeId,
+        reason: NodeRemoval,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StartOutcome {
+    Running,
+    Rejected { reason: RejectReason },
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRemoval {
+    Deleted,
+    ProvisionFailed,
+    Lost,
+}
+
+/// Why a request was refused. Rejections are values, never panics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum RejectReason {
+    UnknownUser,
+    UnknownServer,
+    UnknownNode,
+    UnknownCommand,
+    DuplicateId,
+    InvalidTier {
+        ram_mib: u32,
+    },
+    InvalidAmount,
+    WrongState {
+        state: String,
+    },
+    InsufficientBalance,
+    QueueFull,
+    /// No node type in the catalog (nor any dedicated node) could ever hold the tier.
+    NoCapacityForTier {
+        ram_mib: u32,
+    },
+    /// The start was retried `start_attempts_max` times and failed each time.
+    TooManyAttempts,
+    ServerDeleted,
+    OutOfBalance,
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectReason::UnknownUser => write!(f, "unknown user"),
+            RejectReason::UnknownServer => write!(f, "unknown server"),
+            RejectReason::UnknownNode => write!(f, "unknown node"),
+            RejectReason::UnknownCommand => write!(f, "unknown command id"),
+            RejectReason::DuplicateId => write!(f, "id already in use"),
+            RejectReason::InvalidTier { ram_mib } => write!(f, "{ram_mib} MiB is not a RAM tier"),
+            RejectReason::InvalidAmount => write!(f, "amount must be positive"),
+            RejectReason::WrongState { state } => write!(f, "not allowed while the server is {state}"),
+            RejectReason::InsufficientBalance => write!(f, "balance is not positive"),
+            RejectReason::QueueFull => write!(f, "start queue is full"),
+            RejectReason::NoCapacityForTier { ram_mib } => {
+                write!(f, "no node type can hold {ram_mib} MiB")
+            }
+            RejectReason::TooManyAttempts => write!(f, "start failed too many times"),
+            RejectReason::ServerDeleted => write!(f, "server was deleted"),
+            RejectReason::OutOfBalance => write!(f, "balance ran out"),
+        }
+    }
+}
+
+/// Returned by `Core::handle` when an input is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub reason: RejectReason,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.reason.fmt(f)
+    }
+}
+
+impl std::error::Error for Rejection {}

@@ -1,0 +1,29 @@
+//! PayPerPlay's scheduling and billing core.
+//!
+//! A sans-IO state machine (after quinn-proto, str0m and Firezone's connlib): the
+//! driver passes every input with the current time to [`Core::handle`], then drains
+//! [`Core::poll_command`] (decisions to carry out) and [`Core::poll_event`] (facts for
+//! observers) until both return `None`, and wakes the core at [`Core::poll_timeout`].
+//! The core never reads a clock, never does I/O and draws no random numbers; the
+//! simulator and the production shell drive the very same code.
+
+pub mod config;
+pub mod idmap;
+pub mod io;
+mod machine;
+pub mod model;
+pub mod placement;
+pub mod queue;
+pub mod scaling;
+pub mod types;
+pub mod units;
+
+pub use config::{BillingConfig, Catalog, CoreConfig, LifecycleConfig, QueueConfig, ReserveConfig, ServerType};
+pub use io::{
+    Command, CommandKind, Email, Event, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason, Rejection,
+    StartOutcome, StopReason,
+};
+pub use machine::{Core, CoreStats, QueueStatus};
+pub use model::{Node, NodeKind, NodeState, Server, ServerState, User};
+pub use scaling::{FleetTotals, FleetView, PolicyConfig, ReactiveConfig, ScalingDecision, ScalingPolicy, Trigger};
+pub use types::*;

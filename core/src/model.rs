@@ -1,0 +1,167 @@
+//! The domain: nodes (machines), servers (Minecraft servers) and users (balances).
+
+use serde::{Deserialize, Serialize};
+
+use crate::io::StopReason;
+use crate::types::{CommandId, LocationIdx, NodeId, ServerTypeIdx, Timestamp, UserId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Ordered from the provider; a placeholder that counts as capacity on its way.
+    Provisioning,
+    /// Takes containers.
+    Ready,
+    /// Takes no new containers; deleted (cloud) once empty.
+    Draining,
+    /// Delete ordered; takes nothing.
+    Deleting,
+    /// Disappeared without being asked to; its servers were moved back to the queue.
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NodeKind {
+    Dedicated {
+        name: String,
+        monthly_cost_micros: u64,
+    },
+    Cloud {
+        server_type: ServerTypeIdx,
+        location: LocationIdx,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    /// Set explicitly for machines that also run the platform itself; never inferred.
+    pub is_system: bool,
+    pub state: NodeState,
+    pub capacity_mib: u32,
+    pub reserve_mib: u32,
+    /// RAM reserved or held by servers placed here.
+    pub allocated_mib: u32,
+    pub n_servers: u32,
+    pub created_at: Timestamp,
+    pub ready_at: Option<Timestamp>,
+    /// Since when the node has held no server (for scale-down).
+    pub empty_since: Option<Timestamp>,
+    /// The provision or delete command in flight.
+    pub pending_command: Option<CommandId>,
+}
+
+impl Node {
+    pub fn usable_mib(&self) -> u32 {
+        self.capacity_mib - self.reserve_mib
+    }
+
+    pub fn free_mib(&self) -> u32 {
+        self.usable_mib() - self.allocated_mib
+    }
+
+    pub fn is_cloud(&self) -> bool {
+        matches!(self.kind, NodeKind::Cloud { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ServerState {
+    Stopped,
+    Queued,
+    /// RAM is reserved on a node; the container is starting or Minecraft is booting.
+    Starting,
+    Running,
+    Stopping {
+        reason: StopReason,
+    },
+    Sleeping,
+    Archived,
+}
+
+impl ServerState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerState::Stopped => "stopped",
+            ServerState::Queued => "queued",
+            ServerState::Starting => "starting",
+            ServerState::Running => "running",
+            ServerState::Stopping { .. } => "stopping",
+            ServerState::Sleeping => "sleeping",
+            ServerState::Archived => "archived",
+        }
+    }
+
+    pub fn holds_ram(&self) -> bool {
+        matches!(
+            self,
+            ServerState::Starting | ServerState::Running | ServerState::Stopping { .. }
+        )
+    }
+}
+
+/// A start request in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub requested_at: Timestamp,
+    pub attempts: u32,
+    pub placed_at: Option<Timestamp>,
+    /// Reserved RAM not yet confirmed by a started container.
+    pub confirmed: bool,
+}
+
+/// What a server currently accrues, and the fractions of a micro carried over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Accrual {
+    pub kind: Option<AccrualKind>,
+    pub since: Timestamp,
+    pub mib: u32,
+    pub carry_ram: u128,
+    pub carry_storage: u128,
+    pub carry_archive: u128,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccrualKind {
+    Ram,
+    Storage,
+    Archive,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    pub owner: UserId,
+    pub ram_mib: u32,
+    pub state: ServerState,
+    pub node: Option<super::types::NodeId>,
+    pub start: Option<StartRequest>,
+    /// A start asked for while the server was stopping: it is queued once stopped.
+    pub start_after_stop: Option<Timestamp>,
+    pub players: u32,
+    pub running_since: Option<Timestamp>,
+    /// When players last dropped to zero (or the server came up empty).
+    pub idle_since: Option<Timestamp>,
+    pub has_world: bool,
+    pub world_archived: bool,
+    pub delete_after_stop: bool,
+    pub accrual: Accrual,
+    /// The start or stop command in flight.
+    pub pending_command: Option<CommandId>,
+    pub stop_attempts: u32,
+    /// The timer this server has armed, if any (idle, archive or reservation).
+    pub timer_at: Option<Timestamp>,
+    pub queue_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub balance_micros: i64,
+    pub ram_mib_held: u64,
+    pub servers: std::collections::BTreeSet<super::types::ServerId>,
+    pub low_balance_warned: bool,
+    pub timer_at: Option<Timestamp>,
+}

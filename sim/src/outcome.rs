@@ -1,0 +1,371 @@
+//! What a run produced: cost, revenue, start waits, queueing, utilization, churn and
+//! SLO misses; as JSON (machines) and markdown (people); and `[expect]` checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::Bound;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub scenario: String,
+    pub seed: u64,
+    pub simulated_hours: f64,
+    pub sessions: Sessions,
+    pub starts: Starts,
+    /// Request to running.
+    pub start_wait: Percentiles,
+    /// Request to placement: queue plus VM boot.
+    pub capacity_wait: Percentiles,
+    /// Placement to running: container start plus Minecraft boot.
+    pub boot_wait: Percentiles,
+    /// Capacity wait of the requests that had to queue.
+    pub queue_wait: Percentiles,
+    pub queue: Queue,
+    pub slo: Slo,
+    pub cost: Cost,
+    pub revenue: Revenue,
+    pub margin_eur: f64,
+    pub nodes: Nodes,
+    pub utilization: Utilization,
+    pub servers: Servers,
+    pub sim: SimCounters,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sessions {
+    pub total: u64,
+    /// Sessions whose server could not be started (rejected or cancelled).
+    pub lost: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Starts {
+    pub requested: u64,
+    pub running: u64,
+    pub rejected: u64,
+    pub cancelled: u64,
+    pub pending_at_end: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean_s: f64,
+    pub p50_s: f64,
+    pub p95_s: f64,
+    pub p99_s: f64,
+    pub max_s: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Queue {
+    pub requests_queued: u64,
+    pub queued_pct: f64,
+    pub length_mean: f64,
+    pub length_max: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    pub threshold_s: f64,
+    pub misses: u64,
+    pub miss_pct: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub dedicated_eur: f64,
+    pub cloud_eur: f64,
+    pub total_eur: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Revenue {
+    pub ram_eur: f64,
+    pub storage_eur: f64,
+    pub total_eur: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Nodes {
+    pub provisioned: u64,
+    pub deleted: u64,
+    pub lost: u64,
+    pub cloud_peak: u64,
+    pub cloud_node_hours: f64,
+    pub dedicated_node_hours: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Utilization {
+    /// Time-weighted allocated RAM over usable RAM of ready nodes.
+    pub mean_pct: f64,
+    pub peak_pct: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Servers {
+    pub total: u64,
+    /// Time-weighted mean number of servers holding RAM.
+    pub holding_ram_mean: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimCounters {
+    /// Engine events processed (arrivals, completions, timeouts, ...).
+    pub events: u64,
+    pub core_inputs: u64,
+}
+
+/// Latency histogram in milliseconds (HDR, 3 significant digits) with an exact mean.
+pub struct LatencyRecorder {
+    histogram: Histogram<u64>,
+    sum_ms: u128,
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        LatencyRecorder {
+            histogram: Histogram::new(3).expect("3 significant digits"),
+            sum_ms: 0,
+        }
+    }
+}
+
+impl LatencyRecorder {
+    pub fn record(&mut self, ms: u64) {
+        self.histogram.record(ms).expect("auto-resizing histogram");
+        self.sum_ms += ms as u128;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    pub fn mean_ms(&self) -> f64 {
+        if self.count() == 0 {
+            0.0
+        } else {
+            self.sum_ms as f64 / self.count() as f64
+        }
+    }
+
+    pub fn percentiles(&self) -> Percentiles {
+        if self.count() == 0 {
+            return Percentiles::default();
+        }
+        let s = |ms: u64| ms as f64 / 1000.0;
+        Percentiles {
+            count: self.count(),
+            mean_s: round3(self.mean_ms() / 1000.0),
+            p50_s: s(self.histogram.value_at_quantile(0.50)),
+            p95_s: s(self.histogram.value_at_quantile(0.95)),
+            p99_s: s(self.histogram.value_at_quantile(0.99)),
+            max_s: s(self.histogram.max()),
+        }
+    }
+
+    /// Fraction of samples at or below `ms` (for CDF plots).
+    pub fn fraction_at_or_below(&self, ms: u64) -> f64 {
+        if self.count() == 0 {
+            return 0.0;
+        }
+        self.histogram.count_between(0, ms) as f64 / self.count() as f64
+    }
+
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// One failed `[expect]` bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectFailure {
+    pub metric: String,
+    pub actual: f64,
+    pub bound: Bound,
+}
+
+impl std::fmt::Display for ExpectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.bound.min, self.bound.max) {
+            (Some(min), _) if self.actual < min => {
+                write!(f, "{} = {} is below the minimum {}", self.metric, self.actual, min)
+            }
+            (_, Some(max)) => write!(f, "{} = {} is above the maximum {}", self.metric, self.actual, max),
+            _ => write!(f, "{} = {} is out of bounds", self.metric, self.actual),
+        }
+    }
+}
+
+impl Outcome {
+    /// Every numeric field as a flat `section_field` name, e.g. `start_wait_p95_s`.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        flatten("", &serde_json::to_value(self).expect("outcome serializes"), &mut out);
+        out
+    }
+
+    pub fn metric_names() -> BTreeSet<String> {
+        Outcome::default().metrics().into_keys().collect()
+    }
+
+    pub fn check(&self, expect: &BTreeMap<String, Bound>) -> Vec<ExpectFailure> {
+        let metrics = self.metrics();
+        expect
+            .iter()
+            .filter_map(|(metric, bound)| {
+                let actual = *metrics.get(metric)?;
+                let below = bound.min.is_some_and(|min| actual < min);
+                let above = bound.max.is_some_and(|max| actual > max);
+                (below || above).then(|| ExpectFailure {
+                    metric: metric.clone(),
+                    actual,
+                    bound: *bound,
+                })
+            })
+            .collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("outcome serializes");
+        text.push('\n');
+        text
+    }
+
+    pub fn to_markdown(&self, expect: &BTreeMap<String, Bound>) -> String {
+        let mut md = String::new();
+        let w = &mut md;
+        let _ = writeln!(w, "# Scenario `{}` (seed {})\n", self.scenario, self.seed);
+        let _ = writeln!(
+            w,
+            "{:.1} simulated hours, {} sessions, {} start requests.\n",
+            self.simulated_hours, self.sessions.total, self.starts.requested
+        );
+        let _ = writeln!(w, "## Money\n");
+        let _ = writeln!(w, "| | EUR |\n|---|---:|");
+        let _ = writeln!(w, "| revenue (RAM-time) | {:.2} |", self.revenue.ram_eur);
+        let _ = writeln!(w, "| revenue (storage) | {:.2} |", self.revenue.storage_eur);
+        let _ = writeln!(w, "| cost (dedicated) | {:.2} |", self.cost.dedicated_eur);
+        let _ = writeln!(w, "| cost (cloud) | {:.2} |", self.cost.cloud_eur);
+        let _ = writeln!(w, "| **margin** | **{:.2}** |\n", self.margin_eur);
+        let _ = writeln!(w, "## Start wait (seconds)\n");
+        let _ = writeln!(
+            w,
+            "| | count | mean | p50 | p95 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for (name, p) in [
+            ("request → running", &self.start_wait),
+            ("capacity (queue + VM boot)", &self.capacity_wait),
+            ("server boot", &self.boot_wait),
+            ("queued requests only", &self.queue_wait),
+        ] {
+            let _ = writeln!(
+                w,
+                "| {name} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                p.count, p.mean_s, p.p50_s, p.p95_s, p.p99_s, p.max_s
+            );
+        }
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "SLO: {} of {} starts ({:.2}%) took longer than {:.0} s.\n",
+            self.slo.misses, self.start_wait.count, self.slo.miss_pct, self.slo.threshold_s
+        );
+        let _ = writeln!(w, "## Fleet\n");
+        let _ = writeln!(w, "| metric | value |\n|---|---:|");
+        let rows: [(&str, String); 11] = [
+            (
+                "starts running / rejected / cancelled / pending",
+                format!(
+                    "{} / {} / {} / {}",
+                    self.starts.running, self.starts.rejected, self.starts.cancelled, self.starts.pending_at_end
+                ),
+            ),
+            ("sessions lost", self.sessions.lost.to_string()),
+            (
+                "requests queued",
+                format!("{} ({:.2}%)", self.queue.requests_queued, self.queue.queued_pct),
+            ),
+            (
+                "queue length mean / max",
+                format!("{:.3} / {}", self.queue.length_mean, self.queue.length_max),
+            ),
+            (
+                "utilization mean / peak",
+                format!("{:.1}% / {:.1}%", self.utilization.mean_pct, self.utilization.peak_pct),
+            ),
+            (
+                "servers holding RAM (mean)",
+                format!("{:.2}", self.servers.holding_ram_mean),
+            ),
+            (
+                "cloud nodes provisioned / deleted / lost",
+                format!(
+                    "{} / {} / {}",
+                    self.nodes.provisioned, self.nodes.deleted, self.nodes.lost
+                ),
+            ),
+            ("cloud nodes peak", self.nodes.cloud_peak.to_string()),
+            ("cloud node-hours", format!("{:.1}", self.nodes.cloud_node_hours)),
+            (
+                "dedicated node-hours",
+                format!("{:.1}", self.nodes.dedicated_node_hours),
+            ),
+            ("engine events", self.sim.events.to_string()),
+        ];
+        for (name, value) in rows {
+            let _ = writeln!(w, "| {name} | {value} |");
+        }
+        if !expect.is_empty() {
+            let failures = self.check(expect);
+            let metrics = self.metrics();
+            let _ = writeln!(w, "\n## Expectations\n");
+            let _ = writeln!(w, "| metric | min | max | actual | |\n|---|---:|---:|---:|---|");
+            for (metric, bound) in expect {
+                let ok = !failures.iter().any(|f| &f.metric == metric);
+                let fmt = |v: Option<f64>| v.map_or("".to_string(), |v| v.to_string());
+                let _ = writeln!(
+                    w,
+                    "| {metric} | {} | {} | {} | {} |",
+                    fmt(bound.min),
+                    fmt(bound.max),
+                    metrics[metric],
+                    if ok { "ok" } else { "**FAILED**" }
+                );
+            }
+        }
+        md
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, f64>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}_{key}")
+                };
+                flatten(&name, v, out);
+            }
+        }
+        serde_json::Value::Number(n) => {
+            out.insert(prefix.to_string(), n.as_f64().unwrap_or(0.0));
+        }
+        _ => {}
+    }
+}

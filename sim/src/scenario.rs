@@ -1,0 +1,561 @@
+//! Scenario files (TOML): the core's configuration plus the fleet, the provider and
+//! server timing models, the workload and the expected outcomes. Documented field by
+//! field in `scenarios/README.md`. Unknown fields are errors, and every error names the
+//! file, the line and the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use payperplay_core::units::{duration_ms, eur_micros, eur_micros_signed, gb_mib};
+use payperplay_core::{CoreConfig, MS_PER_DAY, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::dist::Dist;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Master seed; every random stream is derived from it.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Simulated time, e.g. "7days".
+    #[serde(with = "duration_ms", rename = "duration")]
+    pub duration_ms: u64,
+    /// Outcomes ignore what happens before this (steady-state measurements).
+    #[serde(with = "duration_ms", rename = "warmup", default)]
+    pub warmup_ms: u64,
+    /// First simulated day (UTC midnight), "YYYY-MM-DD". Default 2026-01-05, a Monday.
+    #[serde(default = "default_start_date")]
+    pub start_date: String,
+    /// A start that takes longer than this from request to running is an SLO miss.
+    #[serde(with = "duration_ms", rename = "slo_start_wait", default = "default_slo")]
+    pub slo_start_wait_ms: u64,
+    #[serde(default)]
+    pub core: CoreConfig,
+    #[serde(default)]
+    pub fleet: Fleet,
+    #[serde(default)]
+    pub servers: ServerTiming,
+    pub workload: Workload,
+    /// Bounds on outcome metrics: `metric = { min = .., max = .. }`.
+    #[serde(default)]
+    pub expect: BTreeMap<String, Bound>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_start_date() -> String {
+    "2026-01-05".to_string()
+}
+
+fn default_slo() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    #[serde(default)]
+    pub dedicated: Vec<DedicatedSpec>,
+    #[serde(default)]
+    pub cloud: CloudModel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedicatedSpec {
+    pub name: String,
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(rename = "ram_gb", with = "gb_mib")]
+    pub ram_mib: u32,
+    #[serde(rename = "monthly_eur", with = "eur_micros")]
+    pub monthly_cost_micros: u64,
+    /// Also runs the platform itself (keeps an extra reserve). Never inferred.
+    #[serde(default)]
+    pub is_system: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How the cloud provider behaves (the catalog itself is `core.catalog`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudModel {
+    /// From ordering a VM to it taking containers.
+    pub provisioning_seconds: Dist,
+    /// From asking for deletion to the provider confirming it (billing stops then).
+    pub deletion_seconds: Dist,
+}
+
+impl Default for CloudModel {
+    fn default() -> Self {
+        CloudModel {
+            provisioning_seconds: Dist::Lognormal {
+                median: 90.0,
+                sigma: 0.4,
+            },
+            deletion_seconds: Dist::Const { value: 5.0 },
+        }
+    }
+}
+
+/// How long containers take to start, Minecraft to boot, and a clean stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTiming {
+    pub container_start_seconds: Dist,
+    /// From the container running to Minecraft accepting players (Paper: 30–60 s).
+    pub boot_seconds: Dist,
+    pub stop_seconds: Dist,
+}
+
+impl Default for ServerTiming {
+    fn default() -> Self {
+        ServerTiming {
+            container_start_seconds: Dist::Const { value: 2.0 },
+            boot_seconds: Dist::Uniform { min: 30.0, max: 60.0 },
+            stop_seconds: Dist::Const { value: 10.0 },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Workload {
+    Generator(Generator),
+}
+
+/// A synthetic workload: sessions arrive as a Poisson process whose rate follows a
+/// daily and a weekly profile; each picks one server uniformly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generator {
+    pub users: u32,
+    #[serde(default = "one")]
+    pub servers_per_user: u32,
+    #[serde(rename = "initial_balance_eur", with = "eur_micros_signed")]
+    pub initial_balance_micros: i64,
+    /// Owners top up this much when warned of a low balance (0: never).
+    #[serde(rename = "topup_eur", with = "eur_micros_signed", default)]
+    pub topup_micros: i64,
+    /// How long after the warning the top-up arrives.
+    #[serde(rename = "topup_delay", with = "duration_ms", default = "default_topup_delay")]
+    pub topup_delay_ms: u64,
+    /// Mean session arrivals per hour before the profiles are applied.
+    pub sessions_per_hour: f64,
+    /// 24 multipliers, hour 0 = 00:00 UTC. Default: flat.
+    #[serde(default = "flat_daily")]
+    pub daily_profile: Vec<f64>,
+    /// 7 multipliers, Monday first. Default: flat.
+    #[serde(default = "flat_weekly")]
+    pub weekly_profile: Vec<f64>,
+    /// How long a session plays once the server runs.
+    pub session_minutes: Dist,
+    /// Players in one session (rounded, at least 1).
+    #[serde(default = "one_player")]
+    pub players: Dist,
+    /// RAM tier mix of the servers.
+    pub tiers: Vec<TierWeight>,
+}
+
+fn default_topup_delay() -> u64 {
+    3_600_000
+}
+
+fn flat_daily() -> Vec<f64> {
+    vec![1.0; 24]
+}
+
+fn flat_weekly() -> Vec<f64> {
+    vec![1.0; 7]
+}
+
+fn one_player() -> Dist {
+    Dist::Const { value: 1.0 }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierWeight {
+    pub gb: u32,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bound {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// An unusable scenario: which file, where, which field, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{file}: cannot read: {source}")]
+    Io { file: PathBuf, source: std::io::Error },
+    #[error("{file}:{line}:{column}: {field}: {message}")]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        field: String,
+        message: String,
+    },
+}
+
+impl ScenarioError {
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ScenarioError::Invalid { field, .. } => Some(field),
+            ScenarioError::Io { .. } => None,
+        }
+    }
+
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ScenarioError::Invalid { line, .. } => Some(*line),
+            ScenarioError::Io { .. } => None,
+        }
+    }
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            file: path.into(),
+            source,
+        })?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Parse and validate scenario text; `file` is used in error messages only.
+    pub fn parse(text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
+        let located = Locator::new(text);
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let (line, column) = located.line_column(offset);
+            ScenarioError::Invalid {
+                file: file.into(),
+                line,
+                column,
+                field: located.path_at(offset).unwrap_or_else(|| "(document)".to_string()),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        scenario.validate().map_err(|(field, message)| {
+            let offset = located.offset_of(&field).unwrap_or(0);
+            let (line, column) = located.line_column(offset);
+            ScenarioError::Invalid {
+                file: file.into(),
+                line,
+                column,
+                field,
+                message,
+            }
+        })?;
+        Ok(scenario)
+    }
+
+    /// Semantic checks serde cannot make. Returns the dotted field path and why.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |field: &str, message: String| Err((field.to_string(), message));
+        if self.duration_ms == 0 {
+            return err("duration", "must be longer than zero".into());
+        }
+        if self.warmup_ms >= self.duration_ms {
+            return err("warmup", "must be shorter than duration".into());
+        }
+        if parse_date(&self.start_date).is_none() {
+            return err(
+                "start_date",
+                format!("{:?} is not a date written YYYY-MM-DD", self.start_date),
+            );
+        }
+        let core = &self.core;
+        if core.tiers_mib.is_empty() {
+            return err("core.tiers_gb", "needs at least one tier".into());
+        }
+        for (i, t) in core.catalog.server_types.iter().enumerate() {
+            if t.ram_mib <= core.reserve.reserve_mib(t.ram_mib, false) {
+                return err(
+                    &format!("core.catalog.server_types.{i}.ram_gb"),
+                    "leaves no RAM after the system reserve".into(),
+                );
+            }
+        }
+        let has_cloud = !core.catalog.server_types.is_empty();
+        if has_cloud && core.catalog.locations.is_empty() {
+            return err(
+                "core.catalog.locations",
+                "needs at least one location when server types are listed".into(),
+            );
+        }
+        if let payperplay_core::PolicyConfig::Reactive(reactive) = &core.policy {
+            if let Some(name) = &reactive.server_type
+                && !core.catalog.server_types.iter().any(|t| &t.name == name)
+            {
+                return err(
+                    "core.policy.server_type",
+                    format!("{name:?} is not in core.catalog.server_types"),
+                );
+            }
+            if let Some(name) = &reactive.location
+                && !core.catalog.locations.contains(name)
+            {
+                return err(
+                    "core.policy.location",
+                    format!("{name:?} is not in core.catalog.locations"),
+                );
+            }
+            if reactive.min_cloud_nodes > reactive.max_cloud_nodes {
+                return err("core.policy.min_cloud_nodes", "must not exceed max_cloud_nodes".into());
+            }
+            if reactive.evaluate_every_ms == 0 {
+                return err("core.policy.evaluate_every", "must be longer than zero".into());
+            }
+            if !has_cloud && reactive.max_cloud_nodes > 0 {
+                return err(
+                    "core.policy",
+                    "a reactive policy needs core.catalog.server_types (or kind = \"static\")".into(),
+                );
+            }
+        }
+        for (i, d) in self.fleet.dedicated.iter().enumerate() {
+            if d.ram_mib <= core.reserve.reserve_mib(d.ram_mib, d.is_system) {
+                return err(
+                    &format!("fleet.dedicated.{i}.ram_gb"),
+                    "leaves no RAM after the system reserve".into(),
+                );
+            }
+        }
+        let dists = [
+            (
+                "fleet.cloud.provisioning_seconds",
+                &self.fleet.cloud.provisioning_seconds,
+            ),
+            ("fleet.cloud.deletion_seconds", &self.fleet.cloud.deletion_seconds),
+            ("servers.container_start_seconds", &self.servers.container_start_seconds),
+            ("servers.boot_seconds", &self.servers.boot_seconds),
+            ("servers.stop_seconds", &self.servers.stop_seconds),
+        ];
+        for (field, dist) in dists {
+            dist.validate().or_else(|m| err(field, m))?;
+        }
+        let Workload::Generator(g) = &self.workload;
+        if g.users == 0 || g.servers_per_user == 0 {
+            return err("workload.users", "users and servers_per_user must be at least 1".into());
+        }
+        if !(g.sessions_per_hour.is_finite() && g.sessions_per_hour > 0.0) {
+            return err("workload.sessions_per_hour", "must be a positive number".into());
+        }
+        if g.daily_profile.len() != 24 {
+            return err(
+                "workload.daily_profile",
+                format!("needs 24 values (one per hour), got {}", g.daily_profile.len()),
+            );
+        }
+        if g.weekly_profile.len() != 7 {
+            return err(
+                "workload.weekly_profile",
+                format!("needs 7 values (Monday first), got {}", g.weekly_profile.len()),
+            );
+        }
+        for (field, profile) in [
+            ("workload.daily_profile", &g.daily_profile),
+            ("workload.weekly_profile", &g.weekly_profile),
+        ] {
+            if profile.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || profile.iter().all(|v| *v == 0.0) {
+                return err(field, "values must be non-negative and not all zero".into());
+            }
+        }
+        g.session_minutes
+            .validate()
+            .or_else(|m| err("workload.session_minutes", m))?;
+        g.players.validate().or_else(|m| err("workload.players", m))?;
+        if g.tiers.is_empty() {
+            return err("workload.tiers", "needs at least one tier".into());
+        }
+        for (i, t) in g.tiers.iter().enumerate() {
+            if !core.tiers_mib.contains(&(t.gb * 1024)) {
+                return err(
+                    &format!("workload.tiers.{i}.gb"),
+                    format!("{} GB is not one of core.tiers_gb", t.gb),
+                );
+            }
+            if !(t.weight.is_finite() && t.weight > 0.0) {
+                return err(
+                    &format!("workload.tiers.{i}.weight"),
+                    "must be a positive number".into(),
+                );
+            }
+        }
+        let known = crate::outcome::Outcome::metric_names();
+        for (metric, bound) in &self.expect {
+            if !known.contains(metric) {
+                return err(
+                    &format!("expect.{metric}"),
+                    format!(
+                        "unknown metric; known metrics: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            if bound.min.is_none() && bound.max.is_none() {
+                return err(&format!("expect.{metric}"), "give min, max or both".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn start(&self) -> Timestamp {
+        Timestamp(parse_date(&self.start_date).expect("validated") as u64 * MS_PER_DAY)
+    }
+}
+
+/// Days since 1970-01-01 of a "YYYY-MM-DD" date (proleptic Gregorian).
+pub fn parse_date(text: &str) -> Option<i64> {
+    let mut parts = text.split('-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let d: i64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// Maps byte offsets to lines and dotted field paths, using toml_edit's spans.
+struct Locator<'a> {
+    text: &'a str,
+    doc: Option<toml_edit::Document<&'a str>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Locator {
+            text,
+            doc: toml_edit::Document::parse(text).ok(),
+        }
+    }
+
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    /// The deepest key whose entry contains `offset`.
+    fn path_at(&self, offset: usize) -> Option<String> {
+        let doc = self.doc.as_ref()?;
+        let mut path = Vec::new();
+        descend_table(doc.as_table(), offset, &mut path);
+        (!path.is_empty()).then(|| path.join("."))
+    }
+
+    /// Where the entry for a dotted path (array elements by index) starts.
+    fn offset_of(&self, dotted: &str) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let parts: Vec<&str> = dotted.split('.').collect();
+        find_in_table(doc.as_table(), &parts)
+    }
+}
+
+fn find_in_table(table: &dyn toml_edit::TableLike, parts: &[&str]) -> Option<usize> {
+    let (first, rest) = parts.split_first()?;
+    let (key, item) = table.get_key_value(first)?;
+    let here = key.span().map(|s| s.start);
+    if rest.is_empty() {
+        return here;
+    }
+    let deeper = match item {
+        toml_edit::Item::ArrayOfTables(array) => {
+            let table = array.get(rest[0].parse().ok()?)?;
+            find_in_table(table, &rest[1..]).or(table.span().map(|s| s.start))
+        }
+        toml_edit::Item::Value(toml_edit::Value::Array(array)) => rest[0]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| array.get(i))
+            .and_then(|v| v.span())
+            .map(|s| s.start),
+        other => other.as_table_like().and_then(|t| find_in_table(t, rest)),
+    };
+    deeper.or(here)
+}
+
+fn descend_table(table: &dyn toml_edit::TableLike, offset: usize, path: &mut Vec<String>) {
+    for (key, item) in table.iter() {
+        let key_span = table.key(key).and_then(|k| k.span());
+        let contains =
+            |span: &Option<std::ops::Range<usize>>| span.as_ref().is_some_and(|s| s.start <= offset && offset <= s.end);
+        let item_span = match item {
+            toml_edit::Item::Value(v) => v.span(),
+            toml_edit::Item::Table(t) => t.span(),
+            _ => None,
+        };
+        let in_value = contains(&item_span) || contains(&key_span);
+        match item {
+            toml_edit::Item::ArrayOfTables(array) => {
+                for (i, t) in array.iter().enumerate() {
+                    if contains(&t.span()) {
+                        path.push(key.to_string());
+                        path.push(i.to_string());
+                        descend_table(t, offset, path);
+                        return;
+                    }
+                }
+            }
+            toml_edit::Item::Table(t) => {
+                // A [table] header's span covers only the header; its entries are
+                // elsewhere in the file, so look inside regardless.
+                let depth = path.len();
+                path.push(key.to_string());
+                descend_table(t, offset, path);
+                if path.len() > depth + 1 || contains(&key_span) {
+                    return;
+                }
+                path.truncate(depth);
+            }
+            toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) if in_value => {
+                path.push(key.to_string());
+                descend_table(t, offset, path);
+                return;
+            }
+            _ if in_value => {
+                path.push(key.to_string());
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_count_days_from_the_epoch() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2026-01-05"), Some(20458));
+        assert_eq!(parse_date("2026-13-01"), None);
+        assert_eq!(parse_date("yesterday"), None);
+    }
+}
