@@ -42,7 +42,7 @@ impl SmtpSink {
     fn start(port: u16) -> SmtpSink {
         let maildir = std::env::temp_dir().join(format!("payperplay-mail-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&maildir);
-        let child = Command::new(python())
+        let mut child = Command::new(python())
             .args([
                 "-m",
                 "aiosmtpd",
@@ -63,6 +63,8 @@ impl SmtpSink {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("aiosmtpd did not listen on {port}");
     }
 
