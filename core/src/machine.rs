@@ -10,7 +10,9 @@ use crate::io::{
     Command, CommandKind, Email, Event, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason, Rejection,
     StartOutcome, StopReason,
 };
-use crate::model::{Accrual, AccrualKind, Node, NodeKind, NodeState, Server, ServerState, StartRequest, User};
+use crate::model::{
+    Accrual, AccrualKind, Node, NodeKind, NodeState, Server, ServerState, StartRequest, TimerSlot, User,
+};
 use crate::placement::{FreeIndex, Strategy};
 use crate::queue::{QueueEntry, StartQueue};
 use crate::scaling::{FleetTotals, FleetView, QUEUE_VIEW_MAX, ScalingDecision, ScalingPolicy, Trigger};
@@ -75,7 +77,8 @@ pub struct Core {
     /// Armed timers, earliest first. Cancelling is lazy: an entry is live only while
     /// its owner still records that deadline (`timer_is_live`); dead entries are
     /// skipped when they surface and purged when they outnumber the live ones.
-    timers: BinaryHeap<Reverse<(Timestamp, Timer)>>,
+    timers: BinaryHeap<Reverse<(Timestamp, u64, Timer)>>,
+    next_timer_seq: u64,
     timers_live: usize,
     pending: BTreeMap<CommandId, Pending>,
     commands: VecDeque<Command>,
@@ -119,6 +122,7 @@ impl Core {
             free_cloud: FreeIndex::default(),
             queue: StartQueue::default(),
             timers: BinaryHeap::new(),
+            next_timer_seq: 0,
             timers_live: 0,
             pending: BTreeMap::new(),
             commands: VecDeque::new(),
@@ -167,7 +171,7 @@ impl Core {
     }
 
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
 
     // ------------------------------------------------------------------ queries
@@ -630,6 +634,9 @@ impl Core {
             NodeState::Ready | NodeState::Draining => {}
         }
         self.stats.nodes_lost += 1;
+        // Out of placement first, so nothing released below lands here again.
+        self.unindex_node(node_id);
+        self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Lost;
         let on_node: Vec<ServerId> = self
             .servers
             .iter()
@@ -664,9 +671,6 @@ impl Core {
         }
         let node = self.nodes.get_mut(&node_id).expect("exists");
         assert_eq!(node.allocated_mib, 0, "lost node still holds RAM");
-        self.unindex_node(node_id);
-        let node = self.nodes.get_mut(&node_id).expect("exists");
-        node.state = NodeState::Lost;
         if node.is_cloud() {
             // The provider may still bill the VM: delete it.
             self.totals.n_cloud_nodes -= 1;
@@ -752,15 +756,18 @@ impl Core {
     // ------------------------------------------------------------------ timers
 
     fn fire_due_timers(&mut self) {
-        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+        while let Some(&Reverse((at, seq, timer))) = self.timers.peek() {
             if at > self.now {
                 break;
             }
             self.timers.pop();
-            if !self.timer_is_live(at, timer) {
+            if !self.timer_is_live(at, seq, timer) {
                 continue;
             }
-            self.timers_live -= 1;
+            // A node's timeout stops counting as live in `abandon_provisioning`.
+            if !matches!(timer, Timer::Node(_)) {
+                self.timers_live -= 1;
+            }
             match timer {
                 Timer::Server(server_id) => {
                     self.servers
@@ -784,10 +791,11 @@ impl Core {
         }
     }
 
-    fn timer_is_live(&self, at: Timestamp, timer: Timer) -> bool {
+    fn timer_is_live(&self, at: Timestamp, seq: u64, timer: Timer) -> bool {
+        let slot = Some(TimerSlot { at, seq });
         match timer {
-            Timer::Server(id) => self.servers.get(&id).is_some_and(|s| s.timer_at == Some(at)),
-            Timer::User(id) => self.users.get(&id).is_some_and(|u| u.timer_at == Some(at)),
+            Timer::Server(id) => self.servers.get(&id).is_some_and(|s| s.timer_at == slot),
+            Timer::User(id) => self.users.get(&id).is_some_and(|u| u.timer_at == slot),
             Timer::Node(id) => self.nodes.get(&id).is_some_and(|n| {
                 n.state == NodeState::Provisioning
                     && n.created_at.plus_ms(self.config.lifecycle.provision_timeout_ms) == at
@@ -796,23 +804,26 @@ impl Core {
         }
     }
 
-    fn push_timer(&mut self, at: Timestamp, timer: Timer) {
-        self.timers.push(Reverse((at, timer)));
+    fn push_timer(&mut self, at: Timestamp, timer: Timer) -> TimerSlot {
+        let seq = self.next_timer_seq;
+        self.next_timer_seq += 1;
+        self.timers.push(Reverse((at, seq, timer)));
         self.timers_live += 1;
+        TimerSlot { at, seq }
     }
 
     /// Drop dead timers from the head (so `poll_timeout` names a live one) and purge
     /// them all when they outnumber the live ones.
     fn tidy_timers(&mut self) {
-        while let Some(&Reverse((at, timer))) = self.timers.peek() {
-            if self.timer_is_live(at, timer) {
+        while let Some(&Reverse((at, seq, timer))) = self.timers.peek() {
+            if self.timer_is_live(at, seq, timer) {
                 break;
             }
             self.timers.pop();
         }
         if self.timers.len() > 2 * self.timers_live + 1024 {
             let mut timers = std::mem::take(&mut self.timers);
-            timers.retain(|&Reverse((at, timer))| self.timer_is_live(at, timer));
+            timers.retain(|&Reverse((at, seq, timer))| self.timer_is_live(at, seq, timer));
             self.timers = timers;
         }
     }
@@ -861,17 +872,14 @@ impl Core {
         self.request_demand_evaluation();
     }
 
-    fn arm_timer(&mut self, slot: Option<Timestamp>, new_at: Option<Timestamp>, timer: Timer) -> Option<Timestamp> {
-        if slot == new_at {
-            return new_at;
+    fn arm_timer(&mut self, slot: Option<TimerSlot>, new_at: Option<Timestamp>, timer: Timer) -> Option<TimerSlot> {
+        if slot.map(|s| s.at) == new_at {
+            return slot;
         }
         if slot.is_some() {
             self.timers_live -= 1;
         }
-        if let Some(at) = new_at {
-            self.push_timer(at, timer);
-        }
-        new_at
+        new_at.map(|at| self.push_timer(at, timer))
     }
 
     /// A provisioning placeholder will not become ready: drop it from the totals and
@@ -1389,6 +1397,13 @@ impl Core {
             user.ram_mib_held as u128 * self.config.billing.ram_price_micros_per_gib_hour as u128;
         let at = if burn_numerator_per_ms == 0 {
             None
+        } else if user.balance_micros <= 0 {
+            // Out of money: stop what still starts or runs, now; stopping servers finish.
+            let running = user
+                .servers
+                .iter()
+                .any(|id| matches!(self.servers[id].state, ServerState::Starting | ServerState::Running));
+            running.then_some(self.now)
         } else {
             let threshold = self.config.billing.low_balance_threshold_micros;
             let target = if user.low_balance_warned || user.balance_micros <= threshold {

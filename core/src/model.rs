@@ -153,7 +153,7 @@ pub struct Server {
     pub pending_command: Option<CommandId>,
     pub stop_attempts: u32,
     /// The timer this server has armed, if any (idle, archive or reservation).
-    pub timer_at: Option<Timestamp>,
+    pub timer_at: Option<TimerSlot>,
     pub queue_seq: Option<i64>,
 }
 
@@ -163,5 +163,13 @@ pub struct User {
     pub ram_mib_held: u64,
     pub servers: std::collections::BTreeSet<super::types::ServerId>,
     pub low_balance_warned: bool,
-    pub timer_at: Option<Timestamp>,
+    pub timer_at: Option<TimerSlot>,
+}
+
+/// An armed timer: its deadline and the sequence number that tells it apart from
+/// earlier entries for the same owner and deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerSlot {
+    pub at: Timestamp,
+    pub seq: u64,
 }

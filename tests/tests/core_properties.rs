@@ -1,0 +1,377 @@
+//! Property tests of the core: random input sequences never overcommit a node, never
+//! lose a start request, and conserve money. Each property is checked against a model
+//! the test keeps itself from the core's commands and events, not against the core's
+//! own bookkeeping.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use payperplay_core::{
+    Catalog, Command, CommandKind, Core, CoreConfig, Event, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MINUTE,
+    NodeId, PolicyConfig, ReactiveConfig, ServerId, ServerState, ServerType, Timestamp, UserId,
+};
+use proptest::prelude::*;
+
+const N_USERS: u64 = 3;
+const N_SERVERS: u64 = 8;
+const TIERS: [u32; 4] = [2048, 4096, 8192, 16384];
+const RAM_PRICE: u64 = 12_345;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Start(u64),
+    Stop(u64),
+    Cancel(u64),
+    Delete(u64),
+    TopUp(u64, i64),
+    Players(u64, u32),
+    Advance(u64),
+    Complete(usize, bool),
+    Boot(u64),
+    LoseNode(usize),
+    Exited(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let server = 1..=N_SERVERS;
+    prop_oneof![
+        6 => server.clone().prop_map(Op::Start),
+        2 => server.clone().prop_map(Op::Stop),
+        1 => server.clone().prop_map(Op::Cancel),
+        1 => server.clone().prop_map(Op::Delete),
+        1 => (1..=N_USERS, 1i64..5_000_000).prop_map(|(u, a)| Op::TopUp(u, a)),
+        3 => (server.clone(), 0u32..4).prop_map(|(s, n)| Op::Players(s, n)),
+        4 => (0u64..30 * MS_PER_MINUTE).prop_map(Op::Advance),
+        8 => (any::<usize>(), prop::bool::weighted(0.85)).prop_map(|(i, ok)| Op::Complete(i, ok)),
+        4 => server.clone().prop_map(Op::Boot),
+        1 => any::<usize>().prop_map(Op::LoseNode),
+        1 => server.prop_map(Op::Exited),
+    ]
+}
+
+fn config() -> CoreConfig {
+    let mut config = CoreConfig {
+        catalog: Catalog {
+            server_types: vec![ServerType {
+                name: "cpx42".into(),
+                ram_mib: 16384,
+                vcpu: 8,
+                price_micros_per_hour: 40_000,
+                monthly_cap_micros: 25_000_000,
+            }],
+            locations: vec!["fsn1".into()],
+            expected_provision_ms: 2 * MS_PER_MINUTE,
+        },
+        policy: PolicyConfig::Reactive(ReactiveConfig {
+            max_cloud_nodes: 2,
+            ..ReactiveConfig::default()
+        }),
+        ..CoreConfig::default()
+    };
+    config.billing.ram_price_micros_per_gib_hour = RAM_PRICE;
+    config.billing.low_balance_threshold_micros = 500_000;
+    config.lifecycle.idle_sleep_after_ms = 5 * MS_PER_MINUTE;
+    config.lifecycle.min_run_ms = MS_PER_MINUTE;
+    config
+}
+
+/// The test's own model of what the core did.
+struct Harness {
+    core: Core,
+    now: Timestamp,
+    /// Commands waiting for a result.
+    pending: Vec<Command>,
+    ledger: BTreeMap<UserId, i64>,
+    ram_ledger: BTreeMap<ServerId, i64>,
+    tier: BTreeMap<ServerId, u32>,
+    /// RAM held per node, from StartPlaced and RamReleased events.
+    held_by_node: BTreeMap<NodeId, u64>,
+    /// Since when each server holds RAM, and the RAM-time numerator held so far.
+    holding_since: BTreeMap<ServerId, Timestamp>,
+    held_numerator: BTreeMap<ServerId, u128>,
+    /// Start requests that have not ended yet.
+    open_starts: BTreeSet<ServerId>,
+    starts_opened: u64,
+    starts_ended: u64,
+}
+
+impl Harness {
+    fn new(balances: &[i64]) -> Harness {
+        let mut h = Harness {
+            core: Core::new(config()),
+            now: Timestamp(1_700_000_000_000),
+            pending: Vec::new(),
+            ledger: BTreeMap::new(),
+            ram_ledger: BTreeMap::new(),
+            tier: BTreeMap::new(),
+            held_by_node: BTreeMap::new(),
+            holding_since: BTreeMap::new(),
+            held_numerator: BTreeMap::new(),
+            open_starts: BTreeSet::new(),
+            starts_opened: 0,
+            starts_ended: 0,
+        };
+        for (name, gb, system) in [("small", 8, true), ("large", 16, false)] {
+            h.input(Input::AddDedicatedNode {
+                name: name.into(),
+                capacity_mib: gb * 1024,
+                monthly_cost_micros: 1,
+                is_system: system,
+            });
+        }
+        for u in 1..=N_USERS {
+            h.input(Input::RegisterUser { user_id: UserId(u) });
+            h.input(Input::TopUp {
+                user_id: UserId(u),
+                amount_micros: balances[(u - 1) as usize],
+            });
+        }
+        for s in 1..=N_SERVERS {
+            let ram_mib = TIERS[(s as usize) % TIERS.len()];
+            h.tier.insert(ServerId(s), ram_mib);
+            h.input(Input::CreateServer {
+                server_id: ServerId(s),
+                owner: UserId(1 + s % N_USERS),
+                ram_mib,
+            });
+        }
+        h
+    }
+
+    fn input(&mut self, input: Input) -> bool {
+        let start_of = match &input {
+            Input::StartServer { server_id } => Some(*server_id),
+            _ => None,
+        };
+        let state_before = start_of.and_then(|id| self.core.server(id).map(|s| s.state));
+        let ok = self.core.handle(self.now, input).is_ok();
+        if let (Some(id), true, Some(state)) = (start_of, ok, state_before) {
+            let opens = match state {
+                ServerState::Stopped | ServerState::Sleeping | ServerState::Archived => true,
+                ServerState::Stopping { .. } => !self.open_starts.contains(&id),
+                _ => false,
+            };
+            if opens {
+                self.open(id);
+            }
+        }
+        self.drain();
+        self.check();
+        ok
+    }
+
+    fn open(&mut self, id: ServerId) {
+        assert!(self.open_starts.insert(id), "server {id} has two open start requests");
+        self.starts_opened += 1;
+    }
+
+    fn drain(&mut self) {
+        while let Some(command) = self.core.poll_command() {
+            match &command.kind {
+                CommandKind::PostLedgerEntry { entry } => {
+                    *self.ledger.entry(entry.user_id).or_default() += entry.amount_micros;
+                    if entry.kind == LedgerKind::RamTime {
+                        *self
+                            .ram_ledger
+                            .entry(entry.server_id.expect("RAM-time names its server"))
+                            .or_default() += entry.amount_micros;
+                    }
+                }
+                CommandKind::ProvisionNode { .. }
+                | CommandKind::DeleteNode { .. }
+                | CommandKind::StartContainer { .. }
+                | CommandKind::StopContainer { .. } => self.pending.push(command),
+                CommandKind::ArchiveWorld { .. } | CommandKind::DeleteWorld { .. } | CommandKind::SendEmail { .. } => {}
+            }
+        }
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::StartPlaced { server_id, node_id, .. } => {
+                    *self.held_by_node.entry(node_id).or_default() += self.tier[&server_id] as u64;
+                    assert!(
+                        self.holding_since.insert(server_id, self.now).is_none(),
+                        "{server_id} placed twice"
+                    );
+                }
+                Event::RamReleased {
+                    server_id,
+                    node_id,
+                    ram_mib,
+                } => {
+                    assert_eq!(ram_mib, self.tier[&server_id]);
+                    let held = self.held_by_node.get_mut(&node_id).expect("released where placed");
+                    *held -= ram_mib as u64;
+                    let since = self.holding_since.remove(&server_id).expect("released what was held");
+                    *self.held_numerator.entry(server_id).or_default() +=
+                        ram_mib as u128 * self.now.since(since) as u128 * RAM_PRICE as u128;
+                }
+                Event::StartQueued { server_id, .. } => {
+                    // A running server whose node was lost is queued again: a new request.
+                    if !self.open_starts.contains(&server_id) {
+                        self.open(server_id);
+                    }
+                }
+                Event::StartEnded { server_id, .. } => {
+                    assert!(
+                        self.open_starts.remove(&server_id),
+                        "a start of {server_id} ended twice"
+                    );
+                    self.starts_ended += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn check(&self) {
+        self.core.check_invariants().unwrap();
+        for (&node_id, &held) in &self.held_by_node {
+            if let Some(node) = self.core.node(node_id) {
+                assert!(
+                    held <= node.usable_mib() as u64,
+                    "node {node_id} holds {held} MiB of {}",
+                    node.usable_mib()
+                );
+                assert_eq!(held, node.allocated_mib as u64);
+            } else {
+                assert_eq!(held, 0, "a removed node held RAM");
+            }
+        }
+        for u in 1..=N_USERS {
+            let user = UserId(u);
+            let Some(balance) = self.core.balance_micros(user) else {
+                continue;
+            };
+            assert_eq!(
+                balance,
+                self.ledger.get(&user).copied().unwrap_or(0),
+                "balance of {user} differs from its ledger"
+            );
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Start(s) => _ = self.input(Input::StartServer { server_id: ServerId(s) }),
+            Op::Stop(s) => _ = self.input(Input::StopServer { server_id: ServerId(s) }),
+            Op::Cancel(s) => _ = self.input(Input::CancelStart { server_id: ServerId(s) }),
+            Op::Delete(s) => _ = self.input(Input::DeleteServer { server_id: ServerId(s) }),
+            Op::TopUp(u, amount) => {
+                _ = self.input(Input::TopUp {
+                    user_id: UserId(u),
+                    amount_micros: amount,
+                })
+            }
+            Op::Players(s, n) => {
+                _ = self.input(Input::PlayerCount {
+                    server_id: ServerId(s),
+                    players: n,
+                })
+            }
+            Op::Advance(ms) => self.advance(ms),
+            Op::Complete(i, ok) => {
+                if !self.pending.is_empty() {
+                    let command = self.pending.remove(i % self.pending.len());
+                    let input = if ok {
+                        Input::CommandSucceeded { command_id: command.id }
+                    } else {
+                        Input::CommandFailed {
+                            command_id: command.id,
+                            reason: "test".into(),
+                        }
+                    };
+                    self.input(input);
+                }
+            }
+            Op::Boot(s) => _ = self.input(Input::ServerBooted { server_id: ServerId(s) }),
+            Op::LoseNode(i) => {
+                let nodes: Vec<NodeId> = self.core.nodes().map(|n| n.id).collect();
+                if !nodes.is_empty() {
+                    self.input(Input::NodeLost {
+                        node_id: nodes[i % nodes.len()],
+                    });
+                }
+            }
+            Op::Exited(s) => _ = self.input(Input::ContainerExited { server_id: ServerId(s) }),
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        let target = self.now.plus_ms(ms);
+        while let Some(at) = self.core.poll_timeout() {
+            if at > target {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.input(Input::Timeout);
+        }
+        self.now = target;
+    }
+
+    /// Let everything settle: every command succeeds, every container boots, and
+    /// what still waits is cancelled. Afterwards no start request may be open.
+    fn quiesce(&mut self) {
+        for _ in 0..50 {
+            while let Some(command) = self.pending.pop() {
+                self.input(Input::CommandSucceeded { command_id: command.id });
+            }
+            let starting: Vec<ServerId> = self
+                .core
+                .servers()
+                .filter(|(_, s)| s.state == ServerState::Starting)
+                .map(|(id, _)| id)
+                .collect();
+            for id in starting {
+                self.input(Input::ServerBooted { server_id: id });
+            }
+            self.advance(10 * MS_PER_MINUTE);
+            if self.pending.is_empty() && self.core.queue_len() == 0 {
+                break;
+            }
+        }
+        let waiting: Vec<ServerId> = self
+            .core
+            .servers()
+            .filter(|(_, s)| s.state == ServerState::Queued || s.start_after_stop.is_some())
+            .map(|(id, _)| id)
+            .collect();
+        for id in waiting {
+            self.input(Input::CancelStart { server_id: id });
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_inputs_keep_every_invariant(
+        balances in prop::collection::vec(1i64..3_000_000, N_USERS as usize),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        let mut h = Harness::new(&balances);
+        for op in &ops {
+            h.apply(op);
+        }
+        h.quiesce();
+        // Every start request ended: running, rejected with a reason, or cancelled.
+        prop_assert!(h.open_starts.is_empty(), "open start requests left: {:?}", h.open_starts);
+        prop_assert_eq!(h.starts_opened, h.starts_ended);
+        // Billed RAM-time equals RAM-time held, to the micro (fractions carry over).
+        let end = h.now;
+        for (&id, &since) in &h.holding_since {
+            *h.held_numerator.entry(id).or_default() +=
+                h.tier[&id] as u128 * end.since(since) as u128 * RAM_PRICE as u128;
+        }
+        h.core.settle_all(end);
+        h.drain();
+        h.check();
+        let denominator = MIB_PER_GIB as u128 * MS_PER_HOUR as u128;
+        for (id, numerator) in &h.held_numerator {
+            let billed = -h.ram_ledger.get(id).copied().unwrap_or(0);
+            prop_assert_eq!(billed as u128, numerator / denominator, "RAM-time of server {}", id);
+        }
+        for (id, billed) in &h.ram_ledger {
+            prop_assert!(h.held_numerator.contains_key(id) || *billed == 0, "{} billed without holding RAM", id);
+        }
+    }
+}
