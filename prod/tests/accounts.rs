@@ -162,6 +162,7 @@ async fn duplicate_email_conflicts_and_wrong_password_is_refused(pool: PgPool) {
     for (email, password) in [
         ("carol@example.com", "wrong password!"),
         ("nobody@example.com", "correct horse battery"),
+        ("nul\u{0}@example.com", "correct horse battery"),
     ] {
         let (status, body) = app
             .post(

@@ -223,7 +223,11 @@ async fn login(
         return Err(ApiError::RateLimited);
     }
     let email = request.email.trim().to_lowercase();
-    if email.len() > EMAIL_LEN_MAX || request.password.len() > PASSWORD_LEN_MAX * 4 {
+    // Postgres text cannot hold NUL, and no stored address has control characters.
+    if email.len() > EMAIL_LEN_MAX
+        || email.chars().any(char::is_control)
+        || request.password.len() > PASSWORD_LEN_MAX * 4
+    {
         return Err(ApiError::InvalidCredentials);
     }
     let user = state.store.user_by_email(&email).await?;
