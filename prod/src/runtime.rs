@@ -485,6 +485,7 @@ impl Runtime {
 
 /// Carries out one command with retries, records the outcome in the command log and
 /// reports it to the core when the core waits for it.
+#[derive(Clone)]
 struct Executor {
     deps: RuntimeDeps,
     sink: ObservationSink,
@@ -497,7 +498,21 @@ impl Executor {
         let mut attempts = 0u32;
         let outcome = loop {
             attempts += 1;
-            match self.perform(&command).await {
+            // Each attempt runs in its own task: a driver that panics fails this
+            // attempt (and is retried) instead of losing the command.
+            let attempt = {
+                let executor = self.clone();
+                let command = command.clone();
+                tokio::spawn(async move { executor.perform(&command).await })
+            };
+            let result = match attempt.await {
+                Ok(result) => result,
+                Err(join_error) => {
+                    metrics::counter!("payperplay_driver_panics_total").increment(1);
+                    Err(DriverError::Transient(format!("driver task ended: {join_error}")))
+                }
+            };
+            match result {
                 Ok(()) => break Ok(()),
                 Err(DriverError::Transient(reason)) if attempts < attempts_max => {
                     let backoff_ms = self

@@ -212,3 +212,55 @@ async fn low_balance_mail_from_the_core_arrives(pool: PgPool) {
     assert_eq!(n, 1);
     app.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn zero_balance_stop_mail_arrives(pool: PgPool) {
+    let sink = SmtpSink::start(free_port());
+    let mut config = test_config();
+    config.smtp.port = sink.port;
+    let app = TestApp::start_with(pool, config).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user("broke@example.com").await;
+    // 2 GiB at 0.01 EUR per GiB-hour costs 0.02 EUR an hour: 0.03 EUR lasts 1.5 hours.
+    app.credit(&admin, user_id, 30_000).await;
+    let id = app.create_server(&token, "cheap", 2048).await;
+    let (status, _) = app
+        .call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually("running", || async { app.state_of(&token, id).await == "running" }).await;
+    // Players keep it from going idle (the player router reports them later).
+    app.services
+        .as_ref()
+        .unwrap()
+        .handle
+        .submit(payperplay_core::Input::PlayerCount {
+            server_id: payperplay_core::ServerId(id as u64),
+            players: 3,
+        })
+        .await
+        .unwrap();
+    app.clock.advance_ms(2 * 3_600_000);
+    eventually("stopped for zero balance", || async {
+        matches!(app.state_of(&token, id).await.as_str(), "stopped" | "sleeping")
+    })
+    .await;
+    eventually("stop mail received", || async {
+        sink.messages_to("broke@example.com")
+            .iter()
+            .any(|m| m.contains("Subject: Your PayPerPlay servers were stopped"))
+    })
+    .await;
+    let mail = sink
+        .messages_to("broke@example.com")
+        .into_iter()
+        .find(|m| m.contains("servers were stopped"))
+        .unwrap();
+    assert!(mail.contains(&format!("stopped: {id}")), "{mail}");
+    eventually("ledger and balance agree", || async {
+        app.store.balance(user_id).await.unwrap() == app.store.ledger_sum(user_id).await.unwrap()
+            && app.store.balance(user_id).await.unwrap() < 30_000
+    })
+    .await;
+    app.stop().await;
+}
