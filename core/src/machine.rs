@@ -236,7 +236,7 @@ impl Core {
             .filter(|n| n.state == NodeState::Provisioning)
             .map(|n| n.created_at.plus_ms(expected))
             .min();
-        let can_order = !matches!(self.config.policy, crate::scaling::PolicyConfig::Static);
+        let can_order = self.config.policy.autoscales();
         let estimated_wait_ms = match incoming_ready_at {
             Some(at) => Some(at.since(self.now)),
             None if can_order => Some(expected),
@@ -1555,7 +1555,7 @@ impl Core {
     }
 
     fn evaluate_scaling(&mut self, trigger: Trigger) {
-        if matches!(self.config.policy, crate::scaling::PolicyConfig::Static) {
+        if !self.config.policy.autoscales() {
             return;
         }
         self.stats.scale_evaluations += 1;

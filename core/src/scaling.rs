@@ -12,42 +12,14 @@ use crate::config::Catalog;
 use crate::model::Node;
 use crate::types::{LocationIdx, MS_PER_MINUTE, MS_PER_SECOND, NodeId, ServerTypeIdx, Timestamp};
 
-/// Which policy runs, with all its thresholds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PolicyConfig {
-    /// No autoscaling: the fleet is what was configured.
-    Static,
-    Reactive(ReactiveConfig),
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig::Reactive(ReactiveConfig::default())
-    }
-}
-
-impl PolicyConfig {
-    pub fn evaluate_every_ms(&self) -> Option<u64> {
-        match self {
-            PolicyConfig::Static => None,
-            PolicyConfig::Reactive(config) => Some(config.evaluate_every_ms),
-        }
-    }
-
-    pub fn build(&self, catalog: &Catalog) -> Box<dyn ScalingPolicy> {
-        match self {
-            PolicyConfig::Static => Box::new(StaticPolicy),
-            PolicyConfig::Reactive(config) => Box::new(ReactivePolicy::new(config.clone(), catalog)),
-        }
-    }
-}
-
-/// Reactive thresholds: scale up on a queue or on low free RAM, scale down cloud
-/// nodes that stayed empty, with cooldowns and min/max bounds.
+/// The scaling configuration: bounds and choices shared by every policy, plus one
+/// optional table per policy. No policy table means no autoscaling (a static fleet).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ReactiveConfig {
+pub struct PolicyConfig {
+    /// The periodic evaluation interval.
+    #[serde(rename = "evaluate_every", with = "crate::units::duration_ms")]
+    pub evaluate_every_ms: u64,
     /// Preferred server type (by name); a larger one is chosen when a queued request
     /// does not fit it. `None`: the cheapest type that fits.
     pub server_type: Option<String>,
@@ -55,6 +27,78 @@ pub struct ReactiveConfig {
     pub location: Option<String>,
     pub min_cloud_nodes: u32,
     pub max_cloud_nodes: u32,
+    /// At most this many nodes ordered per evaluation.
+    pub max_provision_per_eval: u32,
+    /// Reactive thresholds; `None`: the reactive policy is off.
+    pub reactive: Option<ReactiveConfig>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            evaluate_every_ms: 30 * MS_PER_SECOND,
+            server_type: None,
+            location: None,
+            min_cloud_nodes: 0,
+            max_cloud_nodes: 50,
+            max_provision_per_eval: 10,
+            reactive: None,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// A reactive policy with default thresholds.
+    pub fn reactive() -> PolicyConfig {
+        PolicyConfig {
+            reactive: Some(ReactiveConfig::default()),
+            ..PolicyConfig::default()
+        }
+    }
+
+    /// Whether any policy is on.
+    pub fn autoscales(&self) -> bool {
+        self.reactive.is_some()
+    }
+
+    pub fn evaluate_every_ms(&self) -> Option<u64> {
+        self.autoscales().then_some(self.evaluate_every_ms)
+    }
+
+    pub fn build(&self, catalog: &Catalog) -> Box<dyn ScalingPolicy> {
+        match &self.reactive {
+            None => Box::new(StaticPolicy),
+            Some(reactive) => Box::new(ReactivePolicy::new(self, reactive.clone(), catalog)),
+        }
+    }
+
+    /// The preferred server type and the location, resolved against the catalog.
+    pub fn resolve(&self, catalog: &Catalog) -> (Option<ServerTypeIdx>, LocationIdx) {
+        let preferred = self.server_type.as_ref().map(|name| {
+            let idx = catalog
+                .server_types
+                .iter()
+                .position(|t| &t.name == name)
+                .unwrap_or_else(|| panic!("server type {name:?} is not in the catalog"));
+            ServerTypeIdx(idx as u16)
+        });
+        let location = self.location.as_ref().map_or(LocationIdx(0), |name| {
+            let idx = catalog
+                .locations
+                .iter()
+                .position(|l| l == name)
+                .unwrap_or_else(|| panic!("location {name:?} is not in the catalog"));
+            LocationIdx(idx as u16)
+        });
+        (preferred, location)
+    }
+}
+
+/// Reactive thresholds: scale up on a queue or on low free RAM, scale down cloud
+/// nodes that stayed empty, with cooldowns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReactiveConfig {
     /// Order a node when free RAM on ready plus provisioning nodes falls below this.
     pub scale_up_free_mib_below: u64,
     /// After a scale-up, wait this long before a free-RAM-triggered scale-up.
@@ -67,26 +111,15 @@ pub struct ReactiveConfig {
     /// No scale-down for this long after a scale-up.
     #[serde(rename = "scale_down_cooldown", with = "crate::units::duration_ms")]
     pub scale_down_cooldown_ms: u64,
-    /// At most this many nodes ordered per evaluation.
-    pub max_provision_per_eval: u32,
-    /// The periodic evaluation interval.
-    #[serde(rename = "evaluate_every", with = "crate::units::duration_ms")]
-    pub evaluate_every_ms: u64,
 }
 
 impl Default for ReactiveConfig {
     fn default() -> Self {
         ReactiveConfig {
-            server_type: None,
-            location: None,
-            min_cloud_nodes: 0,
-            max_cloud_nodes: 50,
             scale_up_free_mib_below: 0,
             scale_up_cooldown_ms: 60 * MS_PER_SECOND,
             scale_down_empty_after_ms: 10 * MS_PER_MINUTE,
             scale_down_cooldown_ms: 10 * MS_PER_MINUTE,
-            max_provision_per_eval: 10,
-            evaluate_every_ms: 30 * MS_PER_SECOND,
         }
     }
 }
@@ -159,30 +192,21 @@ impl ScalingPolicy for StaticPolicy {
 
 pub struct ReactivePolicy {
     config: ReactiveConfig,
+    min_cloud_nodes: u32,
+    max_cloud_nodes: u32,
+    max_provision_per_eval: u32,
     preferred: Option<ServerTypeIdx>,
     location: LocationIdx,
 }
 
 impl ReactivePolicy {
-    pub fn new(config: ReactiveConfig, catalog: &Catalog) -> Self {
-        let preferred = config.server_type.as_ref().map(|name| {
-            let idx = catalog
-                .server_types
-                .iter()
-                .position(|t| &t.name == name)
-                .unwrap_or_else(|| panic!("server type {name:?} is not in the catalog"));
-            ServerTypeIdx(idx as u16)
-        });
-        let location = config.location.as_ref().map_or(LocationIdx(0), |name| {
-            let idx = catalog
-                .locations
-                .iter()
-                .position(|l| l == name)
-                .unwrap_or_else(|| panic!("location {name:?} is not in the catalog"));
-            LocationIdx(idx as u16)
-        });
+    pub fn new(policy: &PolicyConfig, config: ReactiveConfig, catalog: &Catalog) -> Self {
+        let (preferred, location) = policy.resolve(catalog);
         ReactivePolicy {
             config,
+            min_cloud_nodes: policy.min_cloud_nodes,
+            max_cloud_nodes: policy.max_cloud_nodes,
+            max_provision_per_eval: policy.max_provision_per_eval,
             preferred,
             location,
         }
@@ -235,7 +259,7 @@ impl ScalingPolicy for ReactivePolicy {
         let config = &self.config;
         let totals = view.totals;
         let mut decision = ScalingDecision::default();
-        let room = config.max_cloud_nodes.saturating_sub(totals.n_cloud_nodes);
+        let room = self.max_cloud_nodes.saturating_sub(totals.n_cloud_nodes);
 
         // Scale up for the queue: pack the queued requests into the capacity on its way,
         // then into new nodes.
@@ -257,7 +281,7 @@ impl ScalingPolicy for ReactivePolicy {
                     view.provisioning_usable_mib,
                     usable_mib(view.catalog, view.reserve, t),
                 );
-                let n_new = n_new.min(room).min(config.max_provision_per_eval);
+                let n_new = n_new.min(room).min(self.max_provision_per_eval);
                 decision.provision.extend((0..n_new).map(|_| (t, self.location)));
             }
         }
@@ -271,10 +295,10 @@ impl ScalingPolicy for ReactivePolicy {
         let n_cloud_after = totals.n_cloud_nodes + decision.provision.len() as u32;
         let headroom_low =
             decision.provision.is_empty() && cooled_down && free_mib < config.scale_up_free_mib_below && room > 0;
-        if (headroom_low || n_cloud_after < config.min_cloud_nodes)
+        if (headroom_low || n_cloud_after < self.min_cloud_nodes)
             && let Some(t) = choose_type(view.catalog, view.reserve, self.preferred, 0)
         {
-            let n_new = config.min_cloud_nodes.saturating_sub(n_cloud_after).max(1).min(room);
+            let n_new = self.min_cloud_nodes.saturating_sub(n_cloud_after).max(1).min(room);
             decision.provision.extend((0..n_new).map(|_| (t, self.location)));
         }
 
@@ -287,7 +311,7 @@ impl ScalingPolicy for ReactivePolicy {
             let mut n_cloud = totals.n_cloud_nodes;
             let mut free_after = free_mib;
             for node_id in view.empty_cloud_nodes {
-                if n_cloud <= config.min_cloud_nodes {
+                if n_cloud <= self.min_cloud_nodes {
                     break;
                 }
                 let node = &view.nodes[node_id];

@@ -3,8 +3,8 @@
 
 use payperplay_core::{
     Catalog, Command, CommandKind, Core, CoreConfig, Email, Event, Input, LedgerKind, MS_PER_HOUR, MS_PER_MINUTE,
-    MS_PER_SECOND, NodeId, PolicyConfig, ReactiveConfig, RejectReason, ReserveConfig, ServerId, ServerState,
-    ServerType, StartOutcome, StopReason, Timestamp, UserId,
+    MS_PER_SECOND, NodeId, PolicyConfig, RejectReason, ReserveConfig, ServerId, ServerState, ServerType, StartOutcome,
+    StopReason, Timestamp, UserId,
 };
 
 /// A test driver: records everything the core says.
@@ -81,7 +81,7 @@ fn no_reserve() -> ReserveConfig {
 fn static_config() -> CoreConfig {
     CoreConfig {
         reserve: no_reserve(),
-        policy: PolicyConfig::Static,
+        policy: PolicyConfig::default(),
         ..CoreConfig::default()
     }
 }
@@ -495,10 +495,10 @@ fn cloud_config() -> CoreConfig {
             locations: vec!["fsn1".into()],
             expected_provision_ms: 2 * MS_PER_MINUTE,
         },
-        policy: PolicyConfig::Reactive(ReactiveConfig {
+        policy: PolicyConfig {
             max_cloud_nodes: 5,
-            ..ReactiveConfig::default()
-        }),
+            ..PolicyConfig::reactive()
+        },
         ..CoreConfig::default()
     }
 }

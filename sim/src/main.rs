@@ -23,8 +23,9 @@ struct Cli {
 enum Command {
     /// Run one scenario; exit 1 when an [expect] bound fails.
     Run {
-        /// The scenario file (TOML).
-        scenario: PathBuf,
+        /// The scenario file (TOML). Without one, the embedded weekday cloud-burst
+        /// scenario runs.
+        scenario: Option<PathBuf>,
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -54,12 +55,18 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             seed,
             out,
             quiet,
-        } => run(&scenario, seed, &out, quiet),
+        } => run(scenario.as_deref(), seed, &out, quiet),
     }
 }
 
-fn run(path: &Path, seed: Option<u64>, out: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
-    let mut scenario = Scenario::load(path)?;
+/// The scenario `run` uses when given none.
+const EMBEDDED_SCENARIO: &str = include_str!("../../scenarios/weekday-cloud-burst.toml");
+
+fn run(path: Option<&Path>, seed: Option<u64>, out: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut scenario = match path {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::parse(EMBEDDED_SCENARIO, Path::new("<embedded>/weekday-cloud-burst.toml"))?,
+    };
     if let Some(seed) = seed {
         scenario.seed = seed;
     }

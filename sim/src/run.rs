@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::outcome::{self, LatencyRecorder, Outcome};
-use crate::scenario::{Generator, Scenario, Workload};
+use crate::scenario::{Scenario, Workload};
 
 /// Independent random streams, each derived from the master seed.
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +173,7 @@ impl Simulation {
         let end = start.plus_ms(scenario.duration_ms);
         let core_config: CoreConfig = scenario.core.clone();
         let mut core = Core::new(core_config);
-        let Workload::Generator(g) = &scenario.workload;
+        let g = &scenario.workload;
 
         let mut inputs = Vec::new();
         for spec in &scenario.fleet.dedicated {
@@ -439,8 +439,15 @@ impl Simulation {
                 server_idx,
                 start_command,
             } => {
-                if self.servers[server_idx as usize].start_command == Some(start_command) {
+                let server = &self.servers[server_idx as usize];
+                if server.start_command == Some(start_command) {
                     let server_id = ServerId(server_idx as u64 + first_server_id());
+                    // Players who waited for the boot are in as it finishes, so the
+                    // server never looks idle at the moment it comes up.
+                    let players = server.players + server.waiting.iter().map(|&(p, _)| p).sum::<u32>();
+                    if players > 0 {
+                        let _ = self.input(Input::PlayerCount { server_id, players });
+                    }
                     let _ = self.input(Input::ServerBooted { server_id });
                 }
             }
@@ -451,7 +458,7 @@ impl Simulation {
                 }
             }
             SimEvent::TopUp { user_id } => {
-                let Workload::Generator(g) = &self.scenario.workload;
+                let g = &self.scenario.workload;
                 let amount_micros = g.topup_micros;
                 let _ = self.input(Input::TopUp { user_id, amount_micros });
             }
@@ -460,9 +467,8 @@ impl Simulation {
 
     // ------------------------------------------------------------------ workload
 
-    fn generator(&self) -> &Generator {
-        let Workload::Generator(g) = &self.scenario.workload;
-        g
+    fn generator(&self) -> &Workload {
+        &self.scenario.workload
     }
 
     /// Non-homogeneous Poisson arrivals by thinning against the profile's peak rate.
@@ -683,17 +689,6 @@ impl Simulation {
                     );
                 }
                 self.servers[server_idx].players = total;
-                if total > 0 {
-                    // We are inside `drain`, which picks up whatever this input causes.
-                    self.core_inputs += 1;
-                    let _ = self.core.handle(
-                        self.now,
-                        Input::PlayerCount {
-                            server_id,
-                            players: total,
-                        },
-                    );
-                }
                 if measuring && requested_at >= self.recorder.measure_from {
                     let rec = &mut self.recorder;
                     let wait = self.now.since(requested_at);

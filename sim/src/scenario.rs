@@ -127,17 +127,19 @@ impl Default for ServerTiming {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Workload {
-    Generator(Generator),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    /// Sessions drawn from the generator's distributions.
+    Generator,
 }
 
 /// A synthetic workload: sessions arrive as a Poisson process whose rate follows a
 /// daily and a weekly profile; each picks one server uniformly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Generator {
+pub struct Workload {
+    pub kind: WorkloadKind,
     pub users: u32,
     #[serde(default = "one")]
     pub servers_per_user: u32,
@@ -298,35 +300,34 @@ impl Scenario {
                 "needs at least one location when server types are listed".into(),
             );
         }
-        if let payperplay_core::PolicyConfig::Reactive(reactive) = &core.policy {
-            if let Some(name) = &reactive.server_type
-                && !core.catalog.server_types.iter().any(|t| &t.name == name)
-            {
-                return err(
-                    "core.policy.server_type",
-                    format!("{name:?} is not in core.catalog.server_types"),
-                );
-            }
-            if let Some(name) = &reactive.location
-                && !core.catalog.locations.contains(name)
-            {
-                return err(
-                    "core.policy.location",
-                    format!("{name:?} is not in core.catalog.locations"),
-                );
-            }
-            if reactive.min_cloud_nodes > reactive.max_cloud_nodes {
-                return err("core.policy.min_cloud_nodes", "must not exceed max_cloud_nodes".into());
-            }
-            if reactive.evaluate_every_ms == 0 {
-                return err("core.policy.evaluate_every", "must be longer than zero".into());
-            }
-            if !has_cloud && reactive.max_cloud_nodes > 0 {
-                return err(
-                    "core.policy",
-                    "a reactive policy needs core.catalog.server_types (or kind = \"static\")".into(),
-                );
-            }
+        let policy = &core.policy;
+        if let Some(name) = &policy.server_type
+            && !core.catalog.server_types.iter().any(|t| &t.name == name)
+        {
+            return err(
+                "core.policy.server_type",
+                format!("{name:?} is not in core.catalog.server_types"),
+            );
+        }
+        if let Some(name) = &policy.location
+            && !core.catalog.locations.contains(name)
+        {
+            return err(
+                "core.policy.location",
+                format!("{name:?} is not in core.catalog.locations"),
+            );
+        }
+        if policy.min_cloud_nodes > policy.max_cloud_nodes {
+            return err("core.policy.min_cloud_nodes", "must not exceed max_cloud_nodes".into());
+        }
+        if policy.evaluate_every_ms == 0 {
+            return err("core.policy.evaluate_every", "must be longer than zero".into());
+        }
+        if policy.autoscales() && !has_cloud && policy.max_cloud_nodes > 0 {
+            return err(
+                "core.policy",
+                "autoscaling needs core.catalog.server_types (or no policy table)".into(),
+            );
         }
         for (i, d) in self.fleet.dedicated.iter().enumerate() {
             if d.ram_mib <= core.reserve.reserve_mib(d.ram_mib, d.is_system) {
@@ -349,7 +350,7 @@ impl Scenario {
         for (field, dist) in dists {
             dist.validate().or_else(|m| err(field, m))?;
         }
-        let Workload::Generator(g) = &self.workload;
+        let g = &self.workload;
         if g.users == 0 || g.servers_per_user == 0 {
             return err("workload.users", "users and servers_per_user must be at least 1".into());
         }

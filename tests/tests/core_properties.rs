@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use payperplay_core::{
     Catalog, Command, CommandKind, Core, CoreConfig, Event, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MINUTE,
-    NodeId, PolicyConfig, ReactiveConfig, ServerId, ServerState, ServerType, Timestamp, UserId,
+    NodeId, PolicyConfig, ServerId, ServerState, ServerType, Timestamp, UserId,
 };
 use proptest::prelude::*;
 
@@ -61,10 +61,10 @@ fn config() -> CoreConfig {
             locations: vec!["fsn1".into()],
             expected_provision_ms: 2 * MS_PER_MINUTE,
         },
-        policy: PolicyConfig::Reactive(ReactiveConfig {
+        policy: PolicyConfig {
             max_cloud_nodes: 2,
-            ..ReactiveConfig::default()
-        }),
+            ..PolicyConfig::reactive()
+        },
         ..CoreConfig::default()
     };
     config.billing.ram_price_micros_per_gib_hour = RAM_PRICE;

@@ -36,7 +36,7 @@ pub fn test_config() -> Config {
     config.auth.login_per_minute = 10_000;
     config.auth.register_per_minute = 10_000;
     config.auth.admin_emails = vec!["admin@example.com".to_string()];
-    config.core.policy = PolicyConfig::Static;
+    config.core.policy = PolicyConfig::default();
     config.fleet.dedicated_nodes = vec![DedicatedNodeConfig {
         name: "dedi-test".to_string(),
         capacity_mib: 16 * 1024,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Benchmarks: criterion figures for placement and the large scenario, and the peak
+# memory of the large scenario as simulated time grows (it must stay flat).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== criterion: placement (payperplay-core)"
+cargo bench -p payperplay-core --bench placement -- --noplot
+echo "== criterion: large scenario (payperplay-sim)"
+cargo bench -p payperplay-sim --bench large_scenario -- --noplot
+
+echo "== peak memory of the large scenario by simulated duration"
+cargo build --release -q -p payperplay-sim
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+for days in 7 28 112; do
+    sed "s/^duration = .*/duration = \"${days}days\"/" scenarios/large-fleet.toml > "$tmp/large-$days.toml"
+    /usr/bin/time -f "%M" -o "$tmp/rss" ./target/release/payperplay-sim run --quiet --out "$tmp/out-$days" "$tmp/large-$days.toml" >/dev/null 2>&1 || true
+    events=$(grep -o '"events": [0-9]*' "$tmp/out-$days/outcome.json" | grep -o '[0-9]*')
+    echo "  ${days} days: ${events} engine events, peak RSS $(cat "$tmp/rss") KiB"
+done

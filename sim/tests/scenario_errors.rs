@@ -1,0 +1,103 @@
+//! Bad scenario files are refused with the file, line and field named.
+
+use std::path::Path;
+
+use payperplay_sim::{Scenario, ScenarioError};
+
+const GOOD: &str = include_str!("../../scenarios/small-dedicated.toml");
+
+fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+    Scenario::parse(text, Path::new("bad.toml"))
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).expect("needle in text") + 1
+}
+
+#[test]
+fn the_shipped_scenarios_parse() {
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    assert!(parse(GOOD).is_ok());
+}
+
+#[test]
+fn an_unknown_field_names_its_line_and_path() {
+    let text = GOOD.replace("users = 60", "users = 60\nusres = 61");
+    let error = parse(&text).unwrap_err();
+    let message = error.to_string();
+    assert_eq!(error.line(), Some(line_of(&text, "usres")), "{message}");
+    assert!(message.starts_with("bad.toml:"), "{message}");
+    assert!(message.contains("unknown field `usres`"), "{message}");
+    assert!(error.field().unwrap().starts_with("workload"), "{message}");
+}
+
+#[test]
+fn a_wrong_type_names_the_field() {
+    let text = GOOD.replace("sessions_per_hour = 6", "sessions_per_hour = \"six\"");
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.line(), Some(line_of(&text, "sessions_per_hour")), "{error}");
+    assert_eq!(error.field(), Some("workload.sessions_per_hour"), "{error}");
+}
+
+#[test]
+fn a_bad_duration_is_explained() {
+    let text = GOOD.replace("duration = \"7days\"", "duration = \"a week\"");
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.line(), Some(line_of(&text, "duration =")), "{error}");
+    assert!(error.to_string().contains("invalid duration"), "{error}");
+}
+
+#[test]
+fn semantic_errors_point_at_the_offending_entry() {
+    let text = GOOD.replace(
+        "weekly_profile = [0.9, 0.9, 0.9, 0.95, 1.05, 1.2, 1.1]",
+        "weekly_profile = [1.0, 1.0]",
+    );
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.field(), Some("workload.weekly_profile"));
+    assert_eq!(error.line(), Some(line_of(&text, "weekly_profile")));
+    assert!(error.to_string().contains("needs 7 values"), "{error}");
+
+    let text = GOOD.replace("{ gb = 16, weight = 5 }", "{ gb = 12, weight = 5 }");
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.field(), Some("workload.tiers.3.gb"), "{error}");
+    assert_eq!(error.line(), Some(line_of(&text, "gb = 12")), "{error}");
+
+    let text = GOOD.replace(
+        "boot_seconds = { kind = \"uniform\", min = 30, max = 60 }",
+        "boot_seconds = { kind = \"uniform\", min = 60, max = 30 }",
+    );
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.field(), Some("servers.boot_seconds"), "{error}");
+    assert!(error.to_string().contains("min <= max"), "{error}");
+}
+
+#[test]
+fn an_unknown_expectation_lists_the_known_metrics() {
+    let text = GOOD.replace("starts_rejected = { max = 0 }", "start_rejects = { max = 0 }");
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.field(), Some("expect.start_rejects"));
+    assert_eq!(error.line(), Some(line_of(&text, "start_rejects")));
+    assert!(error.to_string().contains("start_wait_p95_s"), "{error}");
+}
+
+#[test]
+fn an_unknown_policy_field_is_refused() {
+    let text = GOOD.replacen(
+        "[[fleet.dedicated]]",
+        "[core.policy.reactive]\nscale_up_free_mb = 3\n\n[[fleet.dedicated]]",
+        1,
+    );
+    let error = parse(&text).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown field `scale_up_free_mb`"),
+        "{error}"
+    );
+    assert_eq!(error.line(), Some(line_of(&text, "scale_up_free_mb")), "{error}");
+    assert_eq!(error.field(), Some("core.policy.reactive.scale_up_free_mb"), "{error}");
+}

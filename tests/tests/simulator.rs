@@ -1,0 +1,158 @@
+//! The simulator end to end: determinism, the markdown snapshot, and the queueing
+//! theory it must reproduce.
+
+use std::path::Path;
+
+use payperplay_sim::{Scenario, simulate};
+use payperplay_tests::scenario_path;
+
+fn load(name: &str) -> Scenario {
+    Scenario::load(&scenario_path(name)).expect("scenario loads")
+}
+
+#[test]
+fn the_same_seed_gives_the_same_bytes_and_another_seed_does_not() {
+    let scenario = load("weekday-cloud-burst.toml");
+    let first = simulate(scenario.clone());
+    let second = simulate(scenario.clone());
+    assert_eq!(first.to_json(), second.to_json());
+    assert_eq!(
+        first.to_markdown(&scenario.expect),
+        second.to_markdown(&scenario.expect)
+    );
+    let mut other = scenario.clone();
+    other.seed += 1;
+    let third = simulate(other);
+    assert_ne!(first.to_json(), third.to_json());
+    assert_ne!(first.start_wait, third.start_wait);
+}
+
+#[test]
+fn the_small_scenario_summary_matches_its_snapshot() {
+    let scenario = load("small-dedicated.toml");
+    let outcome = simulate(scenario.clone());
+    assert!(
+        outcome.check(&scenario.expect).is_empty(),
+        "{:?}",
+        outcome.check(&scenario.expect)
+    );
+    insta::assert_snapshot!("small_dedicated_summary", outcome.to_markdown(&scenario.expect));
+}
+
+/// A fleet of `slots` dedicated nodes of 4 GiB each (no reserve), one 4 GiB tier, no
+/// boot, stop or idle delay: each slot is one server of an M/·/c queue.
+fn queue_scenario(slots: u32, sessions_per_hour: f64, session_minutes: &str, days: u32, seed: u64) -> Scenario {
+    let text = format!(
+        r#"
+name = "queueing"
+seed = {seed}
+duration = "{days}days"
+warmup = "200h"
+slo_start_wait = "1h"
+
+[core]
+tiers_gb = [4]
+
+[core.reserve]
+small_node_max_mib = 0
+small_fixed_mib = 0
+medium_node_max_mib = 0
+medium_pct = 0
+large_pct = 0
+system_extra_mib = 0
+
+[core.lifecycle]
+idle_sleep_after = "0s"
+min_run = "0s"
+
+[[fleet.dedicated]]
+name = "slot"
+count = {slots}
+ram_gb = 4
+monthly_eur = 1.0
+
+[servers]
+container_start_seconds = {{ kind = "const", value = 0 }}
+boot_seconds = {{ kind = "const", value = 0 }}
+stop_seconds = {{ kind = "const", value = 0 }}
+
+[workload]
+kind = "generator"
+users = 1000
+servers_per_user = 100
+initial_balance_eur = 1000000.0
+sessions_per_hour = {sessions_per_hour}
+session_minutes = {session_minutes}
+tiers = [{{ gb = 4, weight = 1 }}]
+"#
+    );
+    Scenario::parse(&text, Path::new("queueing.toml")).expect("queueing scenario is valid")
+}
+
+/// Erlang C: the probability that an arrival waits in M/M/c with offered load `a`.
+fn erlang_c(c: u32, a: f64) -> f64 {
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for k in 1..c {
+        term *= a / k as f64;
+        sum += term;
+    }
+    let last = term * a / c as f64 * c as f64 / (c as f64 - a);
+    last / (sum + last)
+}
+
+#[test]
+fn an_mmc_fleet_reproduces_erlang_c() {
+    // c = 10 slots, λ = 7.5 per hour, mean service 1 hour: ρ = 0.75.
+    let (c, lambda, mu) = (10, 7.5, 1.0);
+    let outcome = simulate(queue_scenario(
+        c,
+        lambda,
+        r#"{ kind = "exponential", mean = 60 }"#,
+        5600,
+        11,
+    ));
+    let p_wait = erlang_c(c, lambda / mu);
+    let w_q_s = p_wait / (c as f64 * mu - lambda) * 3600.0;
+    let n = outcome.start_wait.count as f64;
+    assert!(n > 900_000.0, "{n} starts: too few for a 3% comparison");
+    let p_wait_sim = outcome.queue.requests_queued as f64 / n;
+    let w_q_sim = outcome.capacity_wait.mean_s;
+    println!("P(wait): theory {p_wait:.5}, simulated {p_wait_sim:.5}");
+    println!("W_q: theory {w_q_s:.1} s, simulated {w_q_sim:.1} s");
+    assert!(
+        (p_wait_sim - p_wait).abs() / p_wait < 0.03,
+        "P(wait) {p_wait_sim} vs Erlang C {p_wait}"
+    );
+    assert!((w_q_sim - w_q_s).abs() / w_q_s < 0.03, "W_q {w_q_sim} s vs {w_q_s} s");
+    assert_eq!(outcome.starts.rejected, 0);
+}
+
+#[test]
+fn an_mginf_fleet_has_a_poisson_mean_of_busy_servers() {
+    // Capacity never binds: the number of running servers is Poisson with mean λ·E[S],
+    // whatever the session-length law (here a lognormal, median 30 min, σ = 1).
+    let lambda_per_hour = 50.0;
+    let mean_s_hours = 30.0 * (0.5f64).exp() / 60.0;
+    let outcome = simulate(queue_scenario(
+        400,
+        lambda_per_hour,
+        r#"{ kind = "lognormal", median = 30, sigma = 1.0 }"#,
+        180,
+        5,
+    ));
+    let expected = lambda_per_hour * mean_s_hours;
+    let simulated = outcome.servers.holding_ram_mean;
+    println!("mean busy servers: theory {expected:.3}, simulated {simulated:.3}");
+    assert!(
+        (simulated - expected).abs() / expected < 0.02,
+        "{simulated} vs λ·E[S] = {expected}"
+    );
+    assert_eq!(outcome.queue.requests_queued, 0, "M/G/∞ never queues");
+}
+
+#[test]
+fn erlang_c_matches_a_textbook_value() {
+    // c = 2, a = 1: C = 1/3.
+    assert!((erlang_c(2, 1.0) - 1.0 / 3.0).abs() < 1e-12);
+}
