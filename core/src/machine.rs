@@ -90,6 +90,8 @@ pub struct Core {
     scale_tick_at: Option<Timestamp>,
     /// Largest usable RAM a node could offer (dedicated or any catalog type).
     largest_placeable_mib: u32,
+    /// Largest usable RAM of a ready dedicated node.
+    largest_dedicated_usable_mib: u32,
     queue_view: Vec<u32>,
     /// Usable RAM of each node still provisioning, for the policy's view.
     provisioning_view: Vec<u32>,
@@ -133,6 +135,7 @@ impl Core {
             last_scale_up_at: None,
             scale_tick_at: None,
             largest_placeable_mib,
+            largest_dedicated_usable_mib: 0,
             queue_view: Vec::with_capacity(QUEUE_VIEW_MAX),
             dispatch_buffer: Vec::new(),
             empty_cloud: BTreeSet::new(),
@@ -303,6 +306,9 @@ impl Core {
             User {
                 balance_micros: 0,
                 ram_mib_held: 0,
+                holding: BTreeSet::new(),
+                unsettled_ram_numerator: 0,
+                unsettled_since: self.now,
                 servers: BTreeSet::new(),
                 low_balance_warned: false,
                 timer_at: None,
@@ -326,10 +332,8 @@ impl Core {
             to: self.now,
         };
         self.push_command(CommandKind::PostLedgerEntry { entry });
-        self.settle_user_ram(user_id);
-        let user = self.users.get_mut(&user_id).expect("user exists");
-        if user.balance_micros > self.config.billing.low_balance_threshold_micros {
-            user.low_balance_warned = false;
+        if self.projected_balance_micros(user_id) > self.config.billing.low_balance_threshold_micros {
+            self.users.get_mut(&user_id).expect("user exists").low_balance_warned = false;
         }
         self.arm_user_timer(user_id);
         Ok(())
@@ -437,11 +441,17 @@ impl Core {
     }
 
     fn tier_placeable(&self, ram_mib: u32) -> bool {
-        ram_mib <= self.largest_placeable_mib
-            || self
-                .nodes
-                .values()
-                .any(|n| !n.is_cloud() && matches!(n.state, NodeState::Ready) && n.usable_mib() >= ram_mib)
+        ram_mib <= self.largest_placeable_mib || ram_mib <= self.largest_dedicated_usable_mib
+    }
+
+    fn update_largest_dedicated(&mut self) {
+        self.largest_dedicated_usable_mib = self
+            .nodes
+            .values()
+            .filter(|n| !n.is_cloud() && n.state == NodeState::Ready)
+            .map(|n| n.usable_mib())
+            .max()
+            .unwrap_or(0);
     }
 
     fn handle_stop(&mut self, server_id: ServerId) -> Result<(), RejectReason> {
@@ -541,6 +551,7 @@ impl Core {
         self.nodes.insert(node_id, node);
         self.totals.provisioning_usable_mib += (capacity_mib - reserve_mib) as u64;
         self.node_became_ready(node_id);
+        self.update_largest_dedicated();
     }
 
     fn handle_server_booted(&mut self, server_id: ServerId) -> Result<(), RejectReason> {
@@ -637,6 +648,7 @@ impl Core {
         // Out of placement first, so nothing released below lands here again.
         self.unindex_node(node_id);
         self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Lost;
+        self.update_largest_dedicated();
         let on_node: Vec<ServerId> = self
             .servers
             .iter()
@@ -1066,7 +1078,10 @@ impl Core {
         server.accrual.kind = Some(AccrualKind::Ram);
         server.accrual.since = now;
         server.accrual.mib = ram_mib;
-        self.users.get_mut(&owner).expect("owner").ram_mib_held += ram_mib as u64;
+        self.accrue_user(owner);
+        let user = self.users.get_mut(&owner).expect("owner");
+        user.ram_mib_held += ram_mib as u64;
+        user.holding.insert(server_id);
 
         let command_id = self.push_command(CommandKind::StartContainer {
             server_id,
@@ -1085,7 +1100,6 @@ impl Core {
             node_id,
             requested_at,
         });
-        self.settle_user_ram(owner);
         self.arm_user_timer(owner);
     }
 
@@ -1127,7 +1141,10 @@ impl Core {
         }
         self.totals.allocated_mib -= ram_mib as u64;
         self.totals.servers_holding_ram -= 1;
-        self.users.get_mut(&owner).expect("owner").ram_mib_held -= ram_mib as u64;
+        self.accrue_user(owner);
+        let user = self.users.get_mut(&owner).expect("owner");
+        user.ram_mib_held -= ram_mib as u64;
+        user.holding.remove(&server_id);
         self.events.push_back(Event::RamReleased {
             server_id,
             node_id,
@@ -1139,7 +1156,6 @@ impl Core {
             self.totals.n_cloud_nodes -= 1;
             self.issue_delete_node(node_id);
         }
-        self.settle_user_ram(owner);
         self.arm_user_timer(owner);
     }
 
@@ -1354,15 +1370,21 @@ impl Core {
             ),
         };
         let denominator = MIB_PER_GIB as u128 * period_ms as u128;
-        let numerator = *carry + ram_time_numerator(accrual.mib as u64, elapsed_ms, price);
+        let accrued = ram_time_numerator(accrual.mib as u64, elapsed_ms, price);
+        let numerator = *carry + accrued;
         let charge = (numerator / denominator) as i64;
         *carry = numerator % denominator;
         let from = accrual.since;
         accrual.since = now;
+        let owner = server.owner;
+        if kind == AccrualKind::Ram {
+            self.accrue_user(owner);
+            let user = self.users.get_mut(&owner).expect("owner");
+            user.unsettled_ram_numerator -= accrued;
+        }
         if charge == 0 {
             return;
         }
-        let owner = server.owner;
         self.users.get_mut(&owner).expect("owner").balance_micros -= charge;
         let entry = LedgerEntry {
             user_id: owner,
@@ -1381,45 +1403,61 @@ impl Core {
             return;
         }
         let mut next = ServerId(0);
-        while let Some(&server_id) = self.users[&user_id].servers.range(next..).next() {
-            if self.servers[&server_id].accrual.kind == Some(AccrualKind::Ram) {
-                self.settle(server_id);
-            }
+        while let Some(&server_id) = self.users[&user_id].holding.range(next..).next() {
+            self.settle(server_id);
             next = ServerId(server_id.0 + 1);
         }
     }
 
-    /// Arm the user's next balance deadline: the low-balance warning, or the moment
-    /// the balance reaches zero at the current burn rate.
-    fn arm_user_timer(&mut self, user_id: UserId) {
+    /// Bring a user's unsettled RAM-time up to now.
+    fn accrue_user(&mut self, user_id: UserId) {
+        let now = self.now;
+        let price = self.config.billing.ram_price_micros_per_gib_hour;
+        let user = self.users.get_mut(&user_id).expect("user exists");
+        user.unsettled_ram_numerator += ram_time_numerator(user.ram_mib_held, now.since(user.unsettled_since), price);
+        user.unsettled_since = now;
+    }
+
+    /// The booked balance minus RAM-time accrued but not settled yet (rounded up).
+    pub fn projected_balance_micros(&self, user_id: UserId) -> i64 {
         let user = &self.users[&user_id];
-        let burn_numerator_per_ms =
-            user.ram_mib_held as u128 * self.config.billing.ram_price_micros_per_gib_hour as u128;
-        let at = if burn_numerator_per_ms == 0 {
+        let price = self.config.billing.ram_price_micros_per_gib_hour;
+        let unsettled = user.unsettled_ram_numerator
+            + ram_time_numerator(user.ram_mib_held, self.now.since(user.unsettled_since), price);
+        let denominator = MIB_PER_GIB as u128 * MS_PER_HOUR as u128;
+        user.balance_micros - unsettled.div_ceil(denominator) as i64
+    }
+
+    /// Arm the user's next balance deadline: the low-balance warning, or the moment
+    /// the balance reaches zero at the current burn rate. O(1): the projection uses
+    /// the user's aggregate unsettled RAM-time, not its servers.
+    fn arm_user_timer(&mut self, user_id: UserId) {
+        self.accrue_user(user_id);
+        let user = &self.users[&user_id];
+        let rate = user.ram_mib_held as i128 * self.config.billing.ram_price_micros_per_gib_hour as i128;
+        let at = if rate == 0 {
             None
-        } else if user.balance_micros <= 0 {
-            // Out of money: stop what still starts or runs, now; stopping servers finish.
-            let running = user
-                .servers
-                .iter()
-                .any(|id| matches!(self.servers[id].state, ServerState::Starting | ServerState::Running));
-            running.then_some(self.now)
         } else {
-            let threshold = self.config.billing.low_balance_threshold_micros;
-            let target = if user.low_balance_warned || user.balance_micros <= threshold {
+            let target = if user.low_balance_warned {
                 0
             } else {
-                threshold
+                self.config.billing.low_balance_threshold_micros
             };
-            let headroom = (user.balance_micros - target).max(0) as u128;
-            let denominator = MIB_PER_GIB as u128 * MS_PER_HOUR as u128;
-            let ms = (headroom * denominator).div_ceil(burn_numerator_per_ms);
-            let ms = if user.balance_micros <= threshold && !user.low_balance_warned {
-                0
+            let denominator = MIB_PER_GIB as i128 * MS_PER_HOUR as i128;
+            let headroom = (user.balance_micros - target) as i128 * denominator - user.unsettled_ram_numerator as i128;
+            if headroom > 0 {
+                let ms = (headroom + rate - 1) / rate;
+                Some(self.now.plus_ms(u64::try_from(ms).unwrap_or(u64::MAX / 2)))
+            } else if target > 0 {
+                Some(self.now)
             } else {
-                ms
-            };
-            Some(self.now.plus_ms(u64::try_from(ms).unwrap_or(u64::MAX / 2)))
+                // Out of money: stop what still starts or runs, now; stopping servers finish.
+                let running = user
+                    .holding
+                    .iter()
+                    .any(|id| matches!(self.servers[id].state, ServerState::Starting | ServerState::Running));
+                running.then_some(self.now)
+            }
         };
         let slot = user.timer_at;
         let new = self.arm_timer(slot, at, Timer::User(user_id));
@@ -1680,6 +1718,20 @@ impl Core {
                     "node {node_id} overcommitted: {} > {}",
                     node.allocated_mib,
                     node.usable_mib()
+                ));
+            }
+        }
+        let price = self.config.billing.ram_price_micros_per_gib_hour;
+        for (user_id, user) in self.users.iter() {
+            let mut sum: u128 = 0;
+            for id in &user.holding {
+                let accrual = &self.servers[id].accrual;
+                sum += ram_time_numerator(accrual.mib as u64, user.unsettled_since.since(accrual.since), price);
+            }
+            if sum != user.unsettled_ram_numerator {
+                return Err(format!(
+                    "user {user_id}: unsettled RAM-time {} != its servers' {sum}",
+                    user.unsettled_ram_numerator
                 ));
             }
         }

@@ -161,6 +161,13 @@ pub struct Server {
 pub struct User {
     pub balance_micros: i64,
     pub ram_mib_held: u64,
+    /// The user's servers that hold RAM (starting, running, stopping).
+    pub holding: std::collections::BTreeSet<super::types::ServerId>,
+    /// RAM-time accrued by `holding` servers but not yet settled, as a numerator over
+    /// `MIB_PER_GIB × MS_PER_HOUR` (carries excluded), up to `unsettled_since`. Lets the
+    /// balance be projected in O(1) whatever the number of servers.
+    pub unsettled_ram_numerator: u128,
+    pub unsettled_since: Timestamp,
     pub servers: std::collections::BTreeSet<super::types::ServerId>,
     pub low_balance_warned: bool,
     pub timer_at: Option<TimerSlot>,
