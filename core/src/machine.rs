@@ -165,14 +165,17 @@ impl Core {
         result.map_err(|reason| Rejection { reason })
     }
 
+    #[inline]
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
     }
 
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
@@ -187,6 +190,7 @@ impl Core {
         self.now
     }
 
+    #[inline]
     pub fn server(&self, server_id: ServerId) -> Option<&Server> {
         self.servers.get(&server_id)
     }
@@ -216,6 +220,7 @@ impl Core {
         self.users.get(&user_id).map(|u| u.balance_micros)
     }
 
+    #[inline]
     pub fn totals(&self) -> FleetTotals {
         self.totals
     }
@@ -224,6 +229,7 @@ impl Core {
         self.stats
     }
 
+    #[inline]
     pub fn queue_len(&self) -> usize {
         self.queue.len()
     }
@@ -985,7 +991,9 @@ impl Core {
     /// Backfill goes on elsewhere. When no ready node could ever hold the head, nothing
     /// overtakes it at all until one appears (the policy orders it).
     fn dispatch(&mut self) {
-        if self.queue.is_empty() {
+        let max_free = self.free_dedicated.max_free_mib().max(self.free_cloud.max_free_mib());
+        if self.queue.smallest_mib().is_none_or(|smallest| smallest > max_free) {
+            // Nothing queued, or nothing queued fits anywhere.
             return;
         }
         let scan_max = self.config.queue.scan_max as usize;

@@ -18,6 +18,8 @@ pub struct StartQueue {
     next_back: i64,
     next_front: i64,
     demand_mib: u64,
+    /// How many queued requests ask for each RAM size.
+    by_size: BTreeMap<u32, u32>,
 }
 
 impl StartQueue {
@@ -35,6 +37,7 @@ impl StartQueue {
 
     fn insert(&mut self, seq: i64, entry: QueueEntry) -> i64 {
         self.demand_mib += entry.ram_mib as u64;
+        *self.by_size.entry(entry.ram_mib).or_default() += 1;
         let previous = self.entries.insert(seq, entry);
         assert!(previous.is_none());
         seq
@@ -43,7 +46,17 @@ impl StartQueue {
     pub fn remove(&mut self, seq: i64) -> QueueEntry {
         let entry = self.entries.remove(&seq).expect("queue entry exists");
         self.demand_mib -= entry.ram_mib as u64;
+        let count = self.by_size.get_mut(&entry.ram_mib).expect("size counted");
+        *count -= 1;
+        if *count == 0 {
+            self.by_size.remove(&entry.ram_mib);
+        }
         entry
+    }
+
+    /// The smallest RAM any queued request asks for.
+    pub fn smallest_mib(&self) -> Option<u32> {
+        self.by_size.first_key_value().map(|(&mib, _)| mib)
     }
 
     pub fn len(&self) -> usize {
