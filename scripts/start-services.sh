@@ -47,7 +47,7 @@ payperplay_services_main() {
         if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
             pg_bin="$(dirname "$(command -v initdb)")"
         else
-            pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+            pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
         fi
         if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
             echo "start-services: installing PostgreSQL" >&2
