@@ -204,12 +204,8 @@ impl Harness {
                     *self.held_numerator.entry(server_id).or_default() +=
                         ram_mib as u128 * self.now.since(since) as u128 * RAM_PRICE as u128;
                 }
-                Event::StartQueued { server_id, .. } => {
-                    // A running server whose node was lost is queued again: a new request.
-                    if !self.open_starts.contains(&server_id) {
-                        self.open(server_id);
-                    }
-                }
+                // A running server whose node was lost is queued again: a new request.
+                Event::StartQueued { server_id, .. } if !self.open_starts.contains(&server_id) => self.open(server_id),
                 Event::StartEnded { server_id, .. } => {
                     assert!(
                         self.open_starts.remove(&server_id),
