@@ -75,6 +75,41 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     well_formed.then_some(token)
 }
 
+/// Recently seen verified principals by token hash, so a busy client does not cost
+/// a database round trip per request. An entry lives `TTL_MS` at most; logout evicts
+/// it at once (in this process). Unverified principals are never cached, because
+/// verification changes what they may do.
+#[derive(Debug, Default)]
+pub struct PrincipalCache {
+    entries: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Principal, payperplay_core::Timestamp)>>,
+}
+
+impl PrincipalCache {
+    pub const TTL_MS: u64 = 5_000;
+    pub const ENTRIES_MAX: usize = 100_000;
+
+    pub fn get(&self, hash: &[u8], now: payperplay_core::Timestamp) -> Option<Principal> {
+        let entries = self.entries.lock().expect("not poisoned");
+        let (principal, cached_at) = entries.get(hash)?;
+        (now.since(*cached_at) < Self::TTL_MS && *cached_at <= now).then_some(*principal)
+    }
+
+    pub fn insert(&self, hash: Vec<u8>, principal: Principal, now: payperplay_core::Timestamp) {
+        if !principal.email_verified {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("not poisoned");
+        if entries.len() >= Self::ENTRIES_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (principal, now));
+    }
+
+    pub fn evict(&self, hash: &[u8]) {
+        self.entries.lock().expect("not poisoned").remove(hash);
+    }
+}
+
 /// Any signed-in user.
 #[derive(Debug, Clone, Copy)]
 pub struct Authenticated(pub Principal);
@@ -85,11 +120,12 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
         let hash = token_hash(token);
-        let principal = state
-            .store
-            .principal(&hash, state.clock.now())
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let now = state.clock.now();
+        if let Some(principal) = state.principals.get(&hash, now) {
+            return Ok(Authenticated(principal));
+        }
+        let principal = state.store.principal(&hash, now).await?.ok_or(ApiError::Unauthorized)?;
+        state.principals.insert(hash, principal, now);
         Ok(Authenticated(principal))
     }
 }
@@ -132,6 +168,39 @@ mod tests {
         assert!(!verify_password("correct horse", "not a phc string"));
         let again = hash_password("correct horse", CHEAP).unwrap();
         assert_ne!(hash, again, "salts differ");
+    }
+
+    #[test]
+    fn principal_cache_expires_evicts_and_skips_unverified() {
+        use payperplay_core::Timestamp;
+        let cache = PrincipalCache::default();
+        let verified = Principal {
+            user_id: 1,
+            role: Role::User,
+            email_verified: true,
+        };
+        cache.insert(vec![1], verified, Timestamp(1_000));
+        assert_eq!(
+            cache
+                .get(&[1], Timestamp(1_000 + PrincipalCache::TTL_MS - 1))
+                .map(|p| p.user_id),
+            Some(1)
+        );
+        assert!(
+            cache.get(&[1], Timestamp(1_000 + PrincipalCache::TTL_MS)).is_none(),
+            "expired"
+        );
+        cache.evict(&[1]);
+        assert!(cache.get(&[1], Timestamp(1_001)).is_none(), "evicted");
+        let unverified = Principal {
+            email_verified: false,
+            ..verified
+        };
+        cache.insert(vec![2], unverified, Timestamp(1_000));
+        assert!(
+            cache.get(&[2], Timestamp(1_000)).is_none(),
+            "unverified is never cached"
+        );
     }
 
     #[test]

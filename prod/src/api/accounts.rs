@@ -272,10 +272,9 @@ fn dummy_hash(config: crate::config::Argon2Config) -> String {
 )]
 async fn logout(State(state): State<AppState>, _user: Authenticated, parts: Parts) -> Result<StatusCode, ApiError> {
     let token = auth::bearer_token(&parts).ok_or(ApiError::Unauthorized)?;
-    state
-        .store
-        .revoke_token(&auth::token_hash(token), state.clock.now())
-        .await?;
+    let hash = auth::token_hash(token);
+    state.principals.evict(&hash);
+    state.store.revoke_token(&hash, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -41,6 +41,7 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub mail_wakeup: Arc<tokio::sync::Notify>,
     pub scaling_config: Arc<serde_json::Value>,
+    pub principals: Arc<crate::auth::PrincipalCache>,
 }
 
 pub struct RateLimits {
@@ -75,6 +76,7 @@ impl AppState {
             tiers_mib: config.core.tiers_mib.clone().into(),
             limits: Arc::new(RateLimits::new(&config.auth)),
             mail_wakeup,
+            principals: Arc::new(crate::auth::PrincipalCache::default()),
             scaling_config: Arc::new(serde_json::json!({
                 "policy": config.core.policy,
                 "catalog": config.core.catalog,
