@@ -182,6 +182,9 @@ pub struct RuntimeConfig {
     /// Commands retried this many times before being reported failed to the core.
     pub command_attempts_max: u32,
     pub command_retry_backoff_ms: u64,
+    /// How long a starting runtime waits for another runtime's journal lock (one
+    /// owner of the core per database) before giving up.
+    pub journal_lock_wait_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -192,6 +195,7 @@ impl Default for RuntimeConfig {
             fake_provision_ms: 30_000,
             command_attempts_max: 3,
             command_retry_backoff_ms: 1_000,
+            journal_lock_wait_ms: 10_000,
         }
     }
 }

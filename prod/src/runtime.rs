@@ -145,6 +145,32 @@ pub struct Runtime {
     next_seq: i64,
     /// Commands whose result the core waits for and has not had, by id.
     in_flight: BTreeMap<CommandId, Command>,
+    /// Holds the journal's advisory lock while the runtime lives: one owner of the
+    /// core per database, across processes. Dropping it closes the connection, which
+    /// releases the lock.
+    _journal_lock: sqlx::PgConnection,
+}
+
+/// Advisory lock key of the journal (any fixed number; "PPPJRNL" in ASCII).
+const JOURNAL_LOCK_KEY: i64 = 0x0050_5050_4a52_4e4c;
+/// Takes the journal lock on a connection of its own (not returned to the pool).
+async fn lock_journal(store: &Store, wait_ms_max: u64) -> Result<sqlx::PgConnection, StoreError> {
+    let mut connection = store.pool.acquire().await?.detach();
+    let mut waited_ms = 0;
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(JOURNAL_LOCK_KEY)
+            .fetch_one(&mut connection)
+            .await?;
+        if locked {
+            return Ok(connection);
+        }
+        if waited_ms >= wait_ms_max {
+            return Err(StoreError::JournalLocked);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited_ms += 100;
+    }
 }
 
 /// Whether the core waits for a command's result (the others are fire-and-forget
@@ -178,6 +204,7 @@ impl Runtime {
     /// users and servers between the database and the core.
     pub async fn recover(deps: RuntimeDeps, handle: RuntimeHandle) -> Result<Runtime, StoreError> {
         handle.ready.store(false, Ordering::SeqCst);
+        let journal_lock = lock_journal(&deps.store, deps.runtime_config.journal_lock_wait_ms).await?;
         let started = crate::clock::Stopwatch::start();
         let mut core = Core::new(deps.core_config.clone());
         let recorded_command_id_max: i64 = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(id) FROM commands")
@@ -229,6 +256,7 @@ impl Runtime {
             handle,
             next_seq: last_seq + 1,
             in_flight: BTreeMap::new(),
+            _journal_lock: journal_lock,
         };
         // Fire-and-forget commands recorded but not finished before the stop.
         let pending: Vec<serde_json::Value> =

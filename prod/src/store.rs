@@ -25,6 +25,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("journal sequence {0} already taken: another runtime is writing this journal")]
     JournalConflict(i64),
+    #[error("another runtime holds the journal lock")]
+    JournalLocked,
     #[error("stored JSON does not decode: {0}")]
     Decode(#[from] serde_json::Error),
     #[error("database error: {0}")]

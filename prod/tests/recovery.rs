@@ -136,3 +136,32 @@ async fn commands_unfinished_at_a_stop_are_carried_out_after_restart(pool: PgPoo
     assert_eq!(app.state_of(&token, id).await, "running");
     app.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_second_runtime_on_the_same_database_is_refused(pool: PgPool) {
+    let mut config = common::test_config();
+    config.runtime.journal_lock_wait_ms = 300;
+    let app = TestApp::start_with(pool.clone(), config.clone()).await;
+    let clock: std::sync::Arc<dyn payperplay_prod::clock::Clock> = std::sync::Arc::new(app.clock.clone());
+    let second = payperplay_prod::Services::start(
+        &config,
+        payperplay_prod::store::Store::new(pool),
+        clock,
+        payperplay_prod::fake_drivers(&config),
+    )
+    .await;
+    let error = second.err().expect("second runtime refused").to_string();
+    assert!(error.contains("journal lock"), "{error}");
+    // The first one still works; after it stops, a new one starts (lock released).
+    let (_, _) = app.user("still@example.com").await;
+    let app = app.restart().await;
+    let (status, _) = app
+        .post(
+            "/v1/accounts/login",
+            None,
+            serde_json::json!({"email": "still@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
