@@ -331,6 +331,8 @@ mod tests {
         let mut config = Config::from_toml(text).expect("example config parses");
         config.validate().expect("example config is valid");
         assert_eq!(config.fleet.dedicated_nodes.len(), 1);
+        assert_eq!(config.core.tiers_mib, vec![2048, 4096, 8192, 16384, 32768]);
+        assert_eq!(config.core.lifecycle.idle_sleep_after_ms, 10 * 60 * 1000);
         config
             .apply_env(|name| match name {
                 "PAYPERPLAY_LISTEN" => Some("127.0.0.1:9999".to_string()),
