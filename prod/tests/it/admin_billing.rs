@@ -1,9 +1,7 @@
 //! Admin routes (refused to users), billing, and atomic balance changes.
 
-mod common;
-
+use crate::common::{TestApp, eventually};
 use axum::http::{Method, StatusCode};
-use common::{TestApp, eventually};
 use payperplay_core::{LedgerEntry, LedgerKind, Timestamp, UserId};
 use serde_json::json;
 use sqlx::PgPool;

@@ -1,7 +1,6 @@
 //! Shared test setup: a real Postgres database per test (`#[sqlx::test]` creates and
 //! migrates it from DATABASE_URL, which `scripts/start-services.sh` exports), the
 //! runtime with fake drivers, and the router called without a socket.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +56,6 @@ pub struct TestApp {
     pub pool: PgPool,
     pub store: Store,
     pub clock: ManualClock,
-    pub drivers: Drivers,
     pub services: Option<Services>,
     pub router: Router,
 }
@@ -91,7 +89,6 @@ impl TestApp {
             pool,
             store,
             clock,
-            drivers,
             services: Some(services),
             router,
         }

@@ -1,13 +1,11 @@
 //! Faults: a driver that panics, and the real process stopping on SIGTERM.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::common::{START, TestApp, eventually, test_config};
 use axum::http::{Method, StatusCode};
-use common::{START, TestApp, eventually, test_config};
 use payperplay_core::{CommandId, NodeId, ServerId};
 use payperplay_prod::clock::ManualClock;
 use payperplay_prod::drivers::{

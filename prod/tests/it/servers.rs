@@ -1,9 +1,7 @@
 //! Servers: every route's happy path and bad inputs, tenancy isolation, the queue.
 
-mod common;
-
+use crate::common::{TestApp, eventually};
 use axum::http::{Method, StatusCode};
-use common::{TestApp, eventually};
 use serde_json::json;
 use sqlx::PgPool;
 

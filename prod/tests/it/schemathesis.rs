@@ -3,13 +3,11 @@
 //! The API is served on a loopback port; the CLI comes from PAYPERPLAY_SCHEMATHESIS
 //! (exported by `scripts/start-services.sh`) or the default venv.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::TestApp;
 use axum::http::Method;
-use common::TestApp;
 use sqlx::PgPool;
 
 fn schemathesis() -> String {

@@ -2,12 +2,10 @@
 //! fleet is full; the queued start runs once the VM is ready. Exercises the
 //! ProvisionNode command path end to end: core → runtime → driver → result input.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{START, TestApp, eventually, test_config};
 use axum::http::{Method, StatusCode};
-use common::{START, TestApp, eventually, test_config};
 use payperplay_core::{Catalog, PolicyConfig, ServerType};
 use payperplay_prod::clock::ManualClock;
 use payperplay_prod::drivers::{Drivers, FakeCloud, FakeContainers};

@@ -1,10 +1,8 @@
 //! Accounts: register, verify, login, logout, me, API tokens; bad inputs; limits.
 
-mod common;
-
+use crate::common::{TestApp, test_config};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{TestApp, test_config};
 use serde_json::json;
 use sqlx::PgPool;
 

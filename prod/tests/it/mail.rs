@@ -2,15 +2,13 @@
 //! test starts itself (Python from PAYPERPLAY_PYTHON, which
 //! `scripts/start-services.sh` exports), and is read back from its Maildir.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::{TestApp, code_in, eventually, test_config};
 use axum::http::{Method, StatusCode};
-use common::{TestApp, code_in, eventually, test_config};
 use serde_json::json;
 use sqlx::PgPool;
 

@@ -1,10 +1,8 @@
 //! Restart recovery: the runtime is stopped while starts are queued and restarted on
 //! the same database; the journal replay restores queue, servers and balances.
 
-mod common;
-
+use crate::common::{TestApp, eventually};
 use axum::http::{Method, StatusCode};
-use common::{TestApp, eventually};
 use sqlx::PgPool;
 
 #[sqlx::test(migrations = "../migrations")]
@@ -139,7 +137,7 @@ async fn commands_unfinished_at_a_stop_are_carried_out_after_restart(pool: PgPoo
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_second_runtime_on_the_same_database_is_refused(pool: PgPool) {
-    let mut config = common::test_config();
+    let mut config = crate::common::test_config();
     config.runtime.journal_lock_wait_ms = 300;
     let app = TestApp::start_with(pool.clone(), config.clone()).await;
     let clock: std::sync::Arc<dyn payperplay_prod::clock::Clock> = std::sync::Arc::new(app.clock.clone());

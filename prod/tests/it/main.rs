@@ -1,0 +1,14 @@
+//! prod's integration tests, in one binary (one link, one run): real Postgres
+//! (`#[sqlx::test]`: a fresh migrated database per test from DATABASE_URL), real SMTP
+//! (aiosmtpd), schemathesis, and the real `payperplay` binary. Services come from
+//! `source scripts/start-services.sh`.
+
+mod accounts;
+mod admin_billing;
+mod cloud;
+mod common;
+mod faults;
+mod mail;
+mod recovery;
+mod schemathesis;
+mod servers;
