@@ -156,7 +156,7 @@ pub struct UsageRow {
     pub server_name: String,
     /// Milliseconds the server held RAM, billed.
     pub ram_ms: i64,
-    /// RAM-time in MiB·hours (rounded down).
+    /// RAM-time in MiB·hours (rounded to the nearest).
     pub ram_mib_hours: i64,
     /// Total charged for RAM time, storage and archive storage (positive).
     pub charged_micros: i64,
