@@ -537,23 +537,11 @@ impl Core {
     fn handle_add_dedicated(&mut self, name: String, capacity_mib: u32, monthly_cost_micros: u64, is_system: bool) {
         let node_id = self.alloc_node_id();
         let reserve_mib = self.config.reserve.reserve_mib(capacity_mib, is_system);
-        let node = Node {
-            id: node_id,
-            kind: NodeKind::Dedicated {
-                name,
-                monthly_cost_micros,
-            },
-            is_system,
-            state: NodeState::Provisioning,
-            capacity_mib,
-            reserve_mib,
-            allocated_mib: 0,
-            n_servers: 0,
-            created_at: self.now,
-            ready_at: None,
-            empty_since: Some(self.now),
-            pending_command: None,
+        let kind = NodeKind::Dedicated {
+            name,
+            monthly_cost_micros,
         };
+        let node = Node::new(node_id, kind, is_system, capacity_mib, reserve_mib, self.now);
         self.nodes.insert(node_id, node);
         self.totals.provisioning_usable_mib += (capacity_mib - reserve_mib) as u64;
         self.node_became_ready(node_id);
@@ -1659,23 +1647,10 @@ impl Core {
             location,
         });
         self.pending.insert(command_id, Pending::Provision(node_id));
-        self.nodes.insert(
-            node_id,
-            Node {
-                id: node_id,
-                kind: NodeKind::Cloud { server_type, location },
-                is_system: false,
-                state: NodeState::Provisioning,
-                capacity_mib,
-                reserve_mib,
-                allocated_mib: 0,
-                n_servers: 0,
-                created_at: self.now,
-                ready_at: None,
-                empty_since: None,
-                pending_command: Some(command_id),
-            },
-        );
+        let kind = NodeKind::Cloud { server_type, location };
+        let mut node = Node::new(node_id, kind, false, capacity_mib, reserve_mib, self.now);
+        node.pending_command = Some(command_id);
+        self.nodes.insert(node_id, node);
         self.totals.provisioning_usable_mib += (capacity_mib - reserve_mib) as u64;
         self.totals.n_cloud_nodes += 1;
         self.totals.n_cloud_provisioning += 1;

@@ -54,6 +54,31 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node as it enters the fleet: provisioning, empty.
+    pub fn new(
+        id: NodeId,
+        kind: NodeKind,
+        is_system: bool,
+        capacity_mib: u32,
+        reserve_mib: u32,
+        now: Timestamp,
+    ) -> Node {
+        Node {
+            id,
+            kind,
+            is_system,
+            state: NodeState::Provisioning,
+            capacity_mib,
+            reserve_mib,
+            allocated_mib: 0,
+            n_servers: 0,
+            created_at: now,
+            ready_at: None,
+            empty_since: None,
+            pending_command: None,
+        }
+    }
+
     pub fn usable_mib(&self) -> u32 {
         self.capacity_mib - self.reserve_mib
     }
