@@ -44,7 +44,10 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation(pool: PgPool
             .await
             .unwrap();
     });
+    // schemathesis writes reports and a crash cache into its working directory: a
+    // temporary one, so nothing lands in the source tree.
     let report_dir = std::env::temp_dir().join(format!("payperplay-schemathesis-{}", std::process::id()));
+    std::fs::create_dir_all(&report_dir).unwrap();
     let run = tokio::process::Command::new(schemathesis())
         .arg("run")
         .arg(format!("http://{address}/v1/openapi.json"))
@@ -74,6 +77,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation(pool: PgPool
         .arg("--report-dir")
         .arg(&report_dir)
         .args(["-H", &format!("Authorization: Bearer {admin}")])
+        .current_dir(&report_dir)
         .env("NO_COLOR", "1")
         .kill_on_drop(true)
         .output();
