@@ -34,6 +34,9 @@ enum Command {
     Openapi,
     /// Check the configuration and print it (secrets redacted).
     CheckConfig,
+    /// Write the input journal as JSON lines `{"seq", "at_ms", "input"}` to stdout,
+    /// oldest first (a recorded workload the simulator can replay).
+    ExportJournal,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(&config).await,
             Command::Openapi => openapi().await,
+            Command::ExportJournal => export_journal(&config).await,
             Command::CheckConfig => {
                 println!("{config:#?}");
                 Ok(())
@@ -72,6 +76,25 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     let store = connect(config).await?;
     store::migrate(&store.pool).await.context("migrating")?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn export_journal(config: &Config) -> anyhow::Result<()> {
+    use std::io::Write;
+    let store = connect(config).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut last_seq = 0;
+    loop {
+        let page = store.journal_page(last_seq, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        last_seq = last.seq;
+        for row in page {
+            let line = serde_json::json!({ "seq": row.seq, "at_ms": row.at_ms, "input": row.input });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -163,3 +163,78 @@ async fn a_second_runtime_on_the_same_database_is_refused(pool: PgPool) {
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_exported_journal_replays_to_the_same_commands(pool: PgPool) {
+    let app = TestApp::start(pool.clone()).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user("replayed@example.com").await;
+    app.credit(&admin, user_id, 20_000_000).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(app.create_server(&token, &format!("r{n}"), 4096).await);
+    }
+    for id in &ids {
+        app.call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
+            .await;
+    }
+    eventually("three running", || async {
+        app.state_of(&token, ids[2]).await == "running"
+    })
+    .await;
+    app.clock.advance_ms(3_600_000);
+    app.call(
+        Method::POST,
+        &format!("/v1/servers/{}/stop", ids[0]),
+        Some(&token),
+        None,
+    )
+    .await;
+    eventually("queued head placed", || async {
+        app.state_of(&token, ids[3]).await != "queued"
+    })
+    .await;
+    let core_config = app.config.core.clone();
+    app.stop().await;
+
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let url = format!("{}/{database}", base.rsplit_once('/').unwrap().0);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
+        .arg("export-journal")
+        .env("PAYPERPLAY_DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut core = payperplay_core::Core::new(core_config);
+    let mut replayed = Vec::new();
+    let mut n_lines = 0;
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let input: payperplay_core::Input = serde_json::from_value(row["input"].clone()).unwrap();
+        let _ = core.handle(payperplay_core::Timestamp(row["at_ms"].as_u64().unwrap()), input);
+        while let Some(command) = core.poll_command() {
+            replayed.push(serde_json::to_value(&command).unwrap());
+        }
+        while core.poll_event().is_some() {}
+        n_lines += 1;
+    }
+    let journal_len: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n_lines, journal_len);
+    let recorded: Vec<serde_json::Value> = sqlx::query_scalar("SELECT command FROM commands ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(recorded.len() > 10, "{recorded:?}");
+    assert_eq!(
+        replayed, recorded,
+        "the journal replays to exactly the commands production issued"
+    );
+}
