@@ -201,8 +201,8 @@ async fn create_server(
         .await;
     match submitted {
         Ok(()) => {}
-        Err(error @ (RuntimeError::Rejected(_) | RuntimeError::Busy)) => {
-            // The core never saw (or refused) it: the row must not stay.
+        Err(error @ (RuntimeError::Rejected(_) | RuntimeError::Busy | RuntimeError::Store(_))) => {
+            // The core refused it or never saw it (not journaled): the row must not stay.
             state.store.remove_uncreated_server(row.id).await?;
             return Err(error.into());
         }

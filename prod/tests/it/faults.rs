@@ -143,3 +143,39 @@ async fn serve_answers_ready_and_stops_cleanly_on_sigterm(pool: PgPool) {
     // The database URL (with any password) never shows in the log.
     assert!(!stderr.contains(&url), "{stderr}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_runtime_is_restarted_after_a_database_failure(pool: PgPool) {
+    let app = TestApp::start(pool.clone()).await;
+    let (token, _) = app.user("resilient@example.com").await;
+    // The journal becomes unwritable: the request fails with 503 (not a hang, not a
+    // 500), nothing is left half-created, and the runtime task ends with an error.
+    sqlx::query("ALTER TABLE journal RENAME TO journal_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = app
+        .post(
+            "/v1/servers",
+            Some(&token),
+            serde_json::json!({"name": "lost", "ram_mib": 2048}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let n_servers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n_servers, 0);
+    let handle = app.services.as_ref().unwrap().handle.clone();
+    eventually("runtime down", || async { !handle.is_ready() }).await;
+    // The supervisor keeps restarting it; once the database is back it recovers.
+    sqlx::query("ALTER TABLE journal_away RENAME TO journal")
+        .execute(&pool)
+        .await
+        .unwrap();
+    eventually("runtime ready again", || async { handle.is_ready() }).await;
+    let id = app.create_server(&token, "back", 2048).await;
+    assert_eq!(app.state_of(&token, id).await, "stopped");
+    app.stop().await;
+}
