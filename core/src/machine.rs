@@ -95,6 +95,8 @@ pub struct Core {
     queue_view: Vec<u32>,
     /// Usable RAM of each node still provisioning, for the policy's view.
     provisioning_view: Vec<u32>,
+    /// Usable RAM of every node still provisioning.
+    provisioning: BTreeMap<NodeId, u32>,
     dispatch_buffer: Vec<QueueEntry>,
     /// Ready cloud nodes that hold no server (scale-down candidates).
     empty_cloud: BTreeSet<NodeId>,
@@ -141,6 +143,7 @@ impl Core {
             empty_cloud: BTreeSet::new(),
             n_deletes_to_retry: 0,
             provisioning_view: Vec::new(),
+            provisioning: BTreeMap::new(),
             stats: CoreStats::default(),
         }
     }
@@ -431,17 +434,23 @@ impl Core {
             self.servers.get_mut(&server_id).expect("exists").start_after_stop = Some(now);
             return Ok(());
         }
-        self.enqueue(
-            server_id,
-            StartRequest {
-                requested_at: now,
-                attempts: 0,
-                placed_at: None,
-                confirmed: false,
-            },
-            false,
-        );
-        self.dispatch();
+        let request = StartRequest {
+            requested_at: now,
+            attempts: 0,
+            placed_at: None,
+            confirmed: false,
+        };
+        // Nobody waiting and a node fits: place at once, without a queue round trip.
+        if self.queue.is_empty()
+            && let Some(node_id) = self.choose_node(ram_mib, None)
+        {
+            self.settle(server_id);
+            self.servers.get_mut(&server_id).expect("exists").start = Some(request);
+            self.place(server_id, node_id);
+            return Ok(());
+        }
+        self.enqueue(server_id, request, false);
+        self.dispatch_newcomer(server_id);
         self.request_demand_evaluation();
         Ok(())
     }
@@ -544,6 +553,7 @@ impl Core {
         let node = Node::new(node_id, kind, is_system, capacity_mib, reserve_mib, self.now);
         self.nodes.insert(node_id, node);
         self.totals.provisioning_usable_mib += (capacity_mib - reserve_mib) as u64;
+        self.provisioning.insert(node_id, capacity_mib - reserve_mib);
         self.node_became_ready(node_id);
         self.update_largest_dedicated();
     }
@@ -899,6 +909,7 @@ impl Core {
         let usable = node.usable_mib() as u64;
         self.timers_live -= 1;
         self.totals.provisioning_usable_mib -= usable;
+        self.provisioning.remove(&node_id);
         self.totals.n_cloud_nodes -= 1;
         self.totals.n_cloud_provisioning -= 1;
     }
@@ -1011,6 +1022,37 @@ impl Core {
             }
         }
         self.dispatch_buffer = candidates;
+    }
+
+    /// Place a request just added to the tail, if the rules let it start now.
+    ///
+    /// Every pass of `dispatch` ends with no request in its window placeable, and
+    /// free RAM only grows through paths that call `dispatch` again; so when a request
+    /// joins the queue only the newcomer needs a look, not the whole window.
+    fn dispatch_newcomer(&mut self, server_id: ServerId) {
+        let scan_max = self.config.queue.scan_max as usize;
+        if self.queue.len() > scan_max {
+            return;
+        }
+        let Some((_, head)) = self.queue.iter().next() else {
+            return;
+        };
+        let (head_server, head_ram_mib, head_requested_at) = (head.server_id, head.ram_mib, head.requested_at);
+        let ram_mib = self.servers[&server_id].ram_mib;
+        let claimed = if head_server == server_id {
+            None
+        } else if self.now.since(head_requested_at) >= self.config.queue.head_bypass_ms_max {
+            match self.claim_node_for(head_ram_mib) {
+                Some(node_id) => Some(node_id),
+                None => return,
+            }
+        } else {
+            None
+        };
+        if let Some(node_id) = self.choose_node(ram_mib, claimed) {
+            self.dequeue(server_id);
+            self.place(server_id, node_id);
+        }
     }
 
     /// Paid-for dedicated capacity first (spread), then cloud (pack), never `claimed`.
@@ -1517,6 +1559,7 @@ impl Core {
         let usable = node.usable_mib();
         let is_cloud = node.is_cloud();
         self.totals.provisioning_usable_mib -= usable as u64;
+        self.provisioning.remove(&node_id);
         self.totals.ready_usable_mib += usable as u64;
         self.totals.n_ready_nodes += 1;
         if is_cloud {
@@ -1597,10 +1640,7 @@ impl Core {
         self.queue_view
             .extend(self.queue.iter().take(QUEUE_VIEW_MAX).map(|(_, e)| e.ram_mib));
         self.provisioning_view.clear();
-        if self.totals.n_cloud_provisioning > 0 {
-            let provisioning = self.nodes.values().filter(|n| n.state == NodeState::Provisioning);
-            self.provisioning_view.extend(provisioning.map(|n| n.usable_mib()));
-        }
+        self.provisioning_view.extend(self.provisioning.values().copied());
         let view = FleetView {
             provisioning_usable_mib: &self.provisioning_view,
             empty_cloud_nodes: &self.empty_cloud,
@@ -1652,6 +1692,7 @@ impl Core {
         node.pending_command = Some(command_id);
         self.nodes.insert(node_id, node);
         self.totals.provisioning_usable_mib += (capacity_mib - reserve_mib) as u64;
+        self.provisioning.insert(node_id, capacity_mib - reserve_mib);
         self.totals.n_cloud_nodes += 1;
         self.totals.n_cloud_provisioning += 1;
         self.stats.nodes_requested += 1;
@@ -1731,6 +1772,15 @@ impl Core {
             || self.queue.demand_mib() != self.totals.queued_demand_mib
         {
             return Err("queue totals disagree with the queue".to_string());
+        }
+        let provisioning: BTreeMap<NodeId, u32> = self
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Provisioning)
+            .map(|n| (n.id, n.usable_mib()))
+            .collect();
+        if provisioning != self.provisioning {
+            return Err("provisioning set disagrees with the nodes".to_string());
         }
         let held: u64 = self.nodes.values().map(|n| n.allocated_mib as u64).sum();
         if held != self.totals.allocated_mib {
