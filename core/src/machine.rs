@@ -434,12 +434,7 @@ impl Core {
             self.servers.get_mut(&server_id).expect("exists").start_after_stop = Some(now);
             return Ok(());
         }
-        let request = StartRequest {
-            requested_at: now,
-            attempts: 0,
-            placed_at: None,
-            confirmed: false,
-        };
+        let request = StartRequest::new(now);
         // Nobody waiting and a node fits: place at once, without a queue round trip.
         if self.queue.is_empty()
             && let Some(node_id) = self.choose_node(ram_mib, None)
@@ -670,12 +665,7 @@ impl Core {
                     let server = self.servers.get_mut(&server_id).expect("exists");
                     server.start_after_stop = None;
                     self.stats.starts_requested += 1;
-                    let request = StartRequest {
-                        requested_at: self.now,
-                        attempts: 0,
-                        placed_at: None,
-                        confirmed: false,
-                    };
+                    let request = StartRequest::new(self.now);
                     self.enqueue(server_id, request, true);
                 }
                 ServerState::Stopping { reason } => {
@@ -743,7 +733,6 @@ impl Core {
                 let server = self.servers.get_mut(&server_id).expect("pending server exists");
                 server.pending_command = None;
                 if succeeded {
-                    server.start.as_mut().expect("starting").confirmed = true;
                     self.arm_server_timer(server_id, None);
                 } else {
                     self.retry_start(server_id);
@@ -1108,7 +1097,6 @@ impl Core {
         server.stop_attempts = 0;
         let start = server.start.as_mut().expect("placing a start request");
         start.placed_at = Some(now);
-        start.confirmed = false;
         let requested_at = start.requested_at;
         let restore_world = server.world_archived;
         server.world_archived = false;
@@ -1316,12 +1304,7 @@ impl Core {
         if let Some(requested_at) = start_after_stop {
             let owner = self.servers[&server_id].owner;
             if self.users[&owner].balance_micros > 0 {
-                let request = StartRequest {
-                    requested_at,
-                    attempts: 0,
-                    placed_at: None,
-                    confirmed: false,
-                };
+                let request = StartRequest::new(requested_at);
                 self.enqueue(server_id, request, false);
                 self.dispatch();
                 self.request_demand_evaluation();

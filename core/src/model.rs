@@ -134,8 +134,17 @@ pub struct StartRequest {
     pub requested_at: Timestamp,
     pub attempts: u32,
     pub placed_at: Option<Timestamp>,
-    /// Reserved RAM not yet confirmed by a started container.
-    pub confirmed: bool,
+}
+
+impl StartRequest {
+    /// A fresh request: no attempt made yet, not placed.
+    pub fn new(requested_at: Timestamp) -> StartRequest {
+        StartRequest {
+            requested_at,
+            attempts: 0,
+            placed_at: None,
+        }
+    }
 }
 
 /// What a server currently accrues, and the fractions of a micro carried over.

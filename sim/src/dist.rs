@@ -101,9 +101,14 @@ impl Dist {
         }
     }
 
-    /// A sample scaled to milliseconds (`unit_ms` per unit), at least `min_ms`.
+    /// A sample scaled to whole milliseconds (`unit_ms` per unit).
     pub fn sample_ms(&self, rng: &mut ChaCha8Rng, unit_ms: f64) -> u64 {
         (self.sample(rng) * unit_ms).round().max(0.0) as u64
+    }
+
+    /// A sample of a distribution given in seconds, in milliseconds.
+    pub fn seconds_as_ms(&self, rng: &mut ChaCha8Rng) -> u64 {
+        self.sample_ms(rng, 1000.0)
     }
 }
 

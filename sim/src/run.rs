@@ -421,11 +421,7 @@ impl Simulation {
                 };
                 let _ = self.input(input);
                 if let (true, Some(server_idx)) = (ok, then_boot) {
-                    let boot_ms = self
-                        .scenario
-                        .servers
-                        .boot_seconds
-                        .sample_ms(&mut self.rng_timing, 1000.0);
+                    let boot_ms = self.scenario.servers.boot_seconds.seconds_as_ms(&mut self.rng_timing);
                     self.schedule(
                         self.now.plus_ms(boot_ms),
                         SimEvent::Booted {
@@ -585,7 +581,7 @@ impl Simulation {
                     .fleet
                     .cloud
                     .provisioning_seconds
-                    .sample_ms(&mut self.rng_provider, 1000.0);
+                    .seconds_as_ms(&mut self.rng_provider);
                 done(self, delay, None);
             }
             CommandKind::DeleteNode { .. } => {
@@ -594,7 +590,7 @@ impl Simulation {
                     .fleet
                     .cloud
                     .deletion_seconds
-                    .sample_ms(&mut self.rng_provider, 1000.0);
+                    .seconds_as_ms(&mut self.rng_provider);
                 done(self, delay, None);
             }
             CommandKind::StartContainer { server_id, .. } => {
@@ -604,17 +600,13 @@ impl Simulation {
                     .scenario
                     .servers
                     .container_start_seconds
-                    .sample_ms(&mut self.rng_timing, 1000.0);
+                    .seconds_as_ms(&mut self.rng_timing);
                 done(self, delay, Some(server_idx));
             }
             CommandKind::StopContainer { server_id, .. } => {
                 let server_idx = (server_id.0 - first_server_id()) as usize;
                 self.servers[server_idx].start_command = None;
-                let delay = self
-                    .scenario
-                    .servers
-                    .stop_seconds
-                    .sample_ms(&mut self.rng_timing, 1000.0);
+                let delay = self.scenario.servers.stop_seconds.seconds_as_ms(&mut self.rng_timing);
                 done(self, delay, None);
             }
             CommandKind::ArchiveWorld { .. } | CommandKind::DeleteWorld { .. } => {}
