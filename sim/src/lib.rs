@@ -8,9 +8,10 @@ pub mod dist;
 pub mod outcome;
 pub mod run;
 pub mod scenario;
+pub mod timeline;
 
 pub use outcome::Outcome;
-pub use run::Simulation;
+pub use run::{RunResult, Simulation};
 pub use scenario::{Scenario, ScenarioError};
 
 /// Run a scenario to completion.

@@ -81,6 +81,8 @@ pub struct Cost {
     pub dedicated_eur: f64,
     pub cloud_eur: f64,
     pub total_eur: f64,
+    /// Cost by node type: `dedicated <name>` and `cloud <server type>`.
+    pub by_type: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -167,6 +169,20 @@ impl LatencyRecorder {
             p99_s: s(self.histogram.value_at_quantile(0.99)),
             max_s: s(self.histogram.max()),
         }
+    }
+
+    /// The distribution as `points + 1` (seconds, fraction at or below) pairs at evenly
+    /// spaced quantiles, for CDF plots.
+    pub fn cdf(&self, points: u32) -> Vec<(f64, f64)> {
+        if self.count() == 0 {
+            return Vec::new();
+        }
+        (0..=points)
+            .map(|i| {
+                let q = i as f64 / points as f64;
+                (self.histogram.value_at_quantile(q) as f64 / 1000.0, q)
+            })
+            .collect()
     }
 
     /// Fraction of samples at or below `ms` (for CDF plots).

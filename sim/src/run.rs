@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::outcome::{self, LatencyRecorder, Outcome};
 use crate::scenario::{Scenario, Workload};
+use crate::timeline::{Sample, Timeline, TimelineRecorder};
 
 /// Independent random streams, each derived from the master seed.
 #[derive(Debug, Clone, Copy)]
@@ -135,7 +136,18 @@ struct Recorder {
     nodes_deleted: u64,
     nodes_lost: u64,
     cloud_node_ms: u128,
+    /// Cloud cost by server type index.
+    cloud_cost_by_type: Vec<u64>,
     integrals: Integrals,
+    timeline: TimelineRecorder,
+}
+
+/// Everything a run produced: the outcome plus what the plots need.
+pub struct RunResult {
+    pub outcome: Outcome,
+    pub timeline: Timeline,
+    /// The start-wait distribution as (seconds, fraction of starts at or below).
+    pub start_wait_cdf: Vec<(f64, f64)>,
 }
 
 /// A simulation in progress. `Simulation::new(..).run()` is the whole job.
@@ -158,6 +170,7 @@ pub struct Simulation {
     arrival_rate_max_per_ms: f64,
     recorder: Recorder,
     events_processed: u64,
+    n_dedicated: u64,
     core_inputs: u64,
     progress: Option<Box<dyn FnMut(Timestamp, Timestamp)>>,
 }
@@ -251,7 +264,12 @@ impl Simulation {
                 nodes_deleted: 0,
                 nodes_lost: 0,
                 cloud_node_ms: 0,
+                cloud_cost_by_type: vec![0; scenario.core.catalog.server_types.len()],
                 integrals: Integrals::default(),
+                timeline: TimelineRecorder::new(
+                    start.plus_ms(scenario.warmup_ms),
+                    scenario.duration_ms.saturating_sub(scenario.warmup_ms),
+                ),
             },
             rng_arrivals: stream(seed, Stream::Arrivals),
             rng_choice: stream(seed, Stream::ServerChoice),
@@ -273,9 +291,11 @@ impl Simulation {
             vms: BTreeMap::new(),
             arrival_rate_max_per_ms,
             events_processed: 0,
+            n_dedicated: 0,
             core_inputs: 0,
             progress: None,
         };
+        sim.n_dedicated = sim.scenario.fleet.dedicated.iter().map(|d| d.count as u64).sum();
         for input in inputs {
             sim.input(input).expect("set-up inputs are valid");
         }
@@ -292,7 +312,12 @@ impl Simulation {
         &self.core
     }
 
-    pub fn run(mut self) -> Outcome {
+    pub fn run(self) -> Outcome {
+        self.run_full().outcome
+    }
+
+    /// Run to the end; return the outcome with its time series and distributions.
+    pub fn run_full(mut self) -> RunResult {
         while let Some(Reverse(next)) = self.heap.pop() {
             if next.at > self.end {
                 break;
@@ -334,6 +359,21 @@ impl Simulation {
             i.holding_ms += totals.servers_holding_ram as u128 * dt;
             i.cloud_nodes_ms += self.vms.len() as u128 * dt;
             i.measured_ms += dt as u64;
+            let ready_cloud = (totals.n_ready_nodes as u64).saturating_sub(self.n_dedicated);
+            let cloud = totals.n_cloud_nodes as u64;
+            let sample = Sample {
+                demand_mib: totals.allocated_mib + totals.queued_demand_mib,
+                allocated_mib: totals.allocated_mib,
+                capacity_mib: totals.ready_usable_mib,
+                provisioning_mib: totals.provisioning_usable_mib,
+                queue_len: totals.queued_count as u64,
+                servers_holding_ram: totals.servers_holding_ram as u64,
+                nodes_provisioning: totals.n_cloud_provisioning as u64,
+                nodes_ready: totals.n_ready_nodes as u64,
+                nodes_draining: cloud.saturating_sub(totals.n_cloud_provisioning as u64 + ready_cloud),
+                nodes_deleting: (self.vms.len() as u64).saturating_sub(cloud),
+            };
+            rec.timeline.record(from, to, &sample);
         }
         self.now = to;
     }
@@ -652,7 +692,9 @@ impl Simulation {
         let from = vm.created_at.max(self.recorder.measure_from);
         let lifetime = until.since(vm.created_at).max(1);
         let measured = until.since(from);
-        self.recorder.cloud_cost_micros += (cost as u128 * measured as u128 / lifetime as u128) as u64;
+        let measured_cost = (cost as u128 * measured as u128 / lifetime as u128) as u64;
+        self.recorder.cloud_cost_micros += measured_cost;
+        self.recorder.cloud_cost_by_type[vm.server_type.0 as usize] += measured_cost;
         self.recorder.cloud_node_ms += measured as u128;
     }
 
@@ -734,7 +776,7 @@ impl Simulation {
         }
     }
 
-    fn finish(mut self) -> Outcome {
+    fn finish(mut self) -> RunResult {
         let end = self.end;
         self.core.settle_all(end);
         self.drain();
@@ -765,8 +807,20 @@ impl Simulation {
                 .filter(|(_, s)| s.state == ServerState::Starting)
                 .count() as u64;
         let starts_running = rec.start_wait.count();
+        let mut by_type = BTreeMap::new();
+        for d in &self.scenario.fleet.dedicated {
+            let micros = d.monthly_cost_micros as u128 * d.count as u128 * measured_ms as u128 / MS_PER_MONTH as u128;
+            *by_type.entry(format!("dedicated {}", d.name)).or_insert(0.0) += eur(micros as i64);
+        }
+        for (t, &micros) in rec.cloud_cost_by_type.iter().enumerate() {
+            if micros > 0 {
+                let name = &self.scenario.core.catalog.server_types[t].name;
+                by_type.insert(format!("cloud {name}"), eur(micros as i64));
+            }
+        }
+        let start_wait_cdf = rec.start_wait.cdf(200);
         let i = &rec.integrals;
-        Outcome {
+        let outcome = Outcome {
             scenario: self.scenario.name.clone(),
             seed: self.scenario.seed,
             simulated_hours: outcome::round3(hours),
@@ -800,6 +854,7 @@ impl Simulation {
                 dedicated_eur: cost_dedicated,
                 cloud_eur: cost_cloud,
                 total_eur: outcome::round6(cost_dedicated + cost_cloud),
+                by_type,
             },
             revenue: outcome::Revenue {
                 ram_eur: revenue_ram,
@@ -831,6 +886,12 @@ impl Simulation {
                 events: self.events_processed,
                 core_inputs: self.core_inputs,
             },
+        };
+        let timeline = std::mem::replace(&mut self.recorder.timeline, TimelineRecorder::new(end, 0)).finish();
+        RunResult {
+            outcome,
+            timeline,
+            start_wait_cdf,
         }
     }
 }
