@@ -6,9 +6,12 @@
 
 pub mod dist;
 pub mod outcome;
+pub mod provider;
 pub mod run;
 pub mod scenario;
 pub mod timeline;
+pub mod trace;
+pub mod workload;
 
 pub use outcome::Outcome;
 pub use run::{RunResult, Simulation};
