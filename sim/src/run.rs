@@ -141,6 +141,18 @@ pub struct RunResult {
     pub timeline: Timeline,
     /// The start-wait distribution as (seconds, fraction of starts at or below).
     pub start_wait_cdf: Vec<(f64, f64)>,
+    /// Every cloud VM's life, when asked for with [`Simulation::record_vms`].
+    pub vms: Vec<VmLife>,
+}
+
+/// One cloud VM as the provider billed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmLife {
+    pub server_type: String,
+    pub created_at: Timestamp,
+    /// Deletion confirmed (or the end of the run).
+    pub until: Timestamp,
+    pub cost_micros: u64,
 }
 
 /// A simulation in progress. `Simulation::new(..).run()` is the whole job.
@@ -165,6 +177,7 @@ pub struct Simulation {
     n_dedicated: u64,
     core_inputs: u64,
     progress: Option<Box<dyn FnMut(Timestamp, Timestamp)>>,
+    vm_log: Option<Vec<VmLife>>,
 }
 
 fn first_server_id() -> u64 {
@@ -278,6 +291,7 @@ impl Simulation {
             n_dedicated: 0,
             core_inputs: 0,
             progress: None,
+            vm_log: None,
         };
         sim.n_dedicated = sim.scenario.fleet.dedicated.iter().map(|d| d.count as u64).sum();
         for input in inputs {
@@ -293,6 +307,11 @@ impl Simulation {
     /// Called now and then with (now, end) while running.
     pub fn on_progress(&mut self, f: impl FnMut(Timestamp, Timestamp) + 'static) {
         self.progress = Some(Box::new(f));
+    }
+
+    /// Keep a record of every VM's life for [`RunResult::vms`].
+    pub fn record_vms(&mut self) {
+        self.vm_log = Some(Vec::new());
     }
 
     pub fn core(&self) -> &Core {
@@ -734,6 +753,16 @@ impl Simulation {
 
     fn account_vm(&mut self, vm: &Vm, until: Timestamp) {
         let cost = self.provider.vm_cost_micros(vm.server_type.0, vm.created_at, until);
+        if let Some(log) = &mut self.vm_log {
+            log.push(VmLife {
+                server_type: self.scenario.core.catalog.server_types[vm.server_type.0 as usize]
+                    .name
+                    .clone(),
+                created_at: vm.created_at,
+                until,
+                cost_micros: cost,
+            });
+        }
         // Costs of VMs that lived across the warm-up boundary count in proportion.
         let from = vm.created_at.max(self.recorder.measure_from);
         let lifetime = until.since(vm.created_at).max(1);
@@ -807,6 +836,8 @@ impl Simulation {
                 let server_idx = (server_id.0 - first_server_id()) as usize;
                 let server = &mut self.servers[server_idx];
                 if reason == payperplay_core::StopReason::NodeLost && measuring {
+                    // The core queued it to start elsewhere: a start request of its own.
+                    self.recorder.starts_requested += 1;
                     self.recorder.servers_restarted += 1;
                     self.recorder.sessions_interrupted += u64::from(server.players > 0);
                 }
@@ -968,6 +999,7 @@ impl Simulation {
             outcome,
             timeline,
             start_wait_cdf,
+            vms: self.vm_log.take().unwrap_or_default(),
         }
     }
 }

@@ -185,7 +185,7 @@ impl Default for RateLimit {
 
 /// How long containers take to start, Minecraft to boot, and a clean stop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerTiming {
     pub container_start_seconds: Dist,
     /// From the container running to Minecraft accepting players (Paper: 30–60 s).

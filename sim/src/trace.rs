@@ -372,11 +372,7 @@ pub fn generate(scenario: &Scenario, out: &mut impl Write) -> std::io::Result<u6
         end_ms: Some(end.ms()),
         source: format!("payperplay-sim generate {} (seed {})", scenario.name, scenario.seed),
     };
-    let mut writer = Writer {
-        out,
-        lines: 0,
-        users: Vec::new(),
-    };
+    let mut writer = Writer { out, lines: 0 };
     writer.line(&header)?;
     let (setup, mut generator) = Generator::new(scenario);
     for event in setup {
@@ -408,7 +404,6 @@ pub fn generate(scenario: &Scenario, out: &mut impl Write) -> std::io::Result<u6
 struct Writer<'a, W: Write> {
     out: &'a mut W,
     lines: u64,
-    users: Vec<u32>,
 }
 
 impl<W: Write> Writer<'_, W> {
@@ -431,10 +426,7 @@ impl<W: Write> Writer<'_, W> {
         let at_ms = at.ms();
         let id = |i: u32| i as u64 + 1;
         let record = match event {
-            WorkEvent::RegisterUser { user } => {
-                self.users.push(user);
-                Record::UserRegistered { at_ms, user: id(user) }
-            }
+            WorkEvent::RegisterUser { user } => Record::UserRegistered { at_ms, user: id(user) },
             WorkEvent::TopUp { user, amount_micros } => Record::BalanceToppedUp {
                 at_ms,
                 user: id(user),
