@@ -15,6 +15,10 @@ use crate::dist::Dist;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// Another scenario file this one starts from (relative to this file): its tables
+    /// are merged key by key, this file's values win, arrays are replaced whole.
+    #[serde(default, skip_serializing)]
+    pub extends: Option<PathBuf>,
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -254,6 +258,42 @@ pub struct Workload {
     /// Owners who play at a regular time of day (for pre-warm).
     #[serde(default)]
     pub habits: Option<Habits>,
+    /// Load spikes on top of the profiles (a launch day, an event).
+    #[serde(default)]
+    pub surges: Vec<Surge>,
+}
+
+/// The arrival rate climbs linearly to `factor` times its profile value over `ramp`,
+/// holds for `hold`, and falls back over `ramp` again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Surge {
+    /// When the climb starts, from the start of the run.
+    #[serde(rename = "after", with = "duration_ms")]
+    pub after_ms: u64,
+    #[serde(rename = "ramp", with = "duration_ms")]
+    pub ramp_ms: u64,
+    #[serde(rename = "hold", with = "duration_ms")]
+    pub hold_ms: u64,
+    pub factor: f64,
+}
+
+impl Surge {
+    /// The multiplier at `since_start` ms into the run.
+    pub fn factor_at(&self, since_start: u64) -> f64 {
+        let Some(t) = since_start.checked_sub(self.after_ms) else {
+            return 1.0;
+        };
+        let ramp = self.ramp_ms.max(1) as f64;
+        let up = |x: f64| 1.0 + (self.factor - 1.0) * x.clamp(0.0, 1.0);
+        if t < self.ramp_ms {
+            up(t as f64 / ramp)
+        } else if t < self.ramp_ms + self.hold_ms {
+            self.factor
+        } else {
+            up(1.0 - (t - self.ramp_ms - self.hold_ms) as f64 / ramp)
+        }
+    }
 }
 
 /// Some owners play every day around the same time: one extra session a day near a
@@ -378,6 +418,21 @@ impl Scenario {
     /// Parse and validate scenario text; `file` is used in error messages only.
     pub fn parse(text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
         let located = Locator::new(text);
+        let syntax = |e: toml::de::Error| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let (line, column) = located.line_column(offset);
+            ScenarioError::Invalid {
+                file: file.into(),
+                line,
+                column,
+                field: located.path_at(offset).unwrap_or_else(|| "(document)".to_string()),
+                message: e.message().trim().to_string(),
+            }
+        };
+        let table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        if table.contains_key("extends") {
+            return Scenario::parse_extended(table, text, file);
+        }
         let scenario: Scenario = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
             let (line, column) = located.line_column(offset);
@@ -400,6 +455,81 @@ impl Scenario {
                 message,
             }
         })?;
+        scenario.load_trace(file)
+    }
+
+    /// A scenario that `extends` another: merge the chain of files, then deserialize,
+    /// and point errors at whichever file sets the offending field.
+    fn parse_extended(table: toml::Table, text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
+        let mut sources = vec![(file.to_path_buf(), text.to_string())];
+        let mut merged = table;
+        let mut seen = vec![file.to_path_buf()];
+        while let Some(parent) = merged.remove("extends") {
+            let (child_file, _) = sources.last().expect("at least this file");
+            let Some(relative) = parent.as_str() else {
+                return Err(Scenario::error_in(&sources, "extends", "must be a file name".into()));
+            };
+            let path = child_file.parent().unwrap_or(Path::new(".")).join(relative);
+            if seen.contains(&path) {
+                return Err(Scenario::error_in(&sources, "extends", format!("{} extends itself", path.display())));
+            }
+            seen.push(path.clone());
+            let parent_text = std::fs::read_to_string(&path).map_err(|source| ScenarioError::Io {
+                file: path.clone(),
+                source,
+            })?;
+            let located = Locator::new(&parent_text);
+            let mut parent_table: toml::Table = toml::from_str(&parent_text).map_err(|e| {
+                let (line, column) = located.line_column(e.span().map_or(0, |s| s.start));
+                ScenarioError::Invalid {
+                    file: path.clone(),
+                    line,
+                    column,
+                    field: "(document)".into(),
+                    message: e.message().trim().to_string(),
+                }
+            })?;
+            merge(&mut parent_table, merged);
+            merged = parent_table;
+            sources.push((path, parent_text));
+        }
+        let scenario: Scenario = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            let field = e.path().to_string();
+            let message = e.inner().message().trim().to_string();
+            Scenario::error_in(&sources, &field, message)
+        })?;
+        scenario
+            .validate()
+            .map_err(|(field, message)| Scenario::error_in(&sources, &field, message))?;
+        scenario.load_trace(file)
+    }
+
+    /// An error at `field`, located in the first of `sources` (child first) that sets it.
+    fn error_in(sources: &[(PathBuf, String)], field: &str, message: String) -> ScenarioError {
+        for (file, text) in sources {
+            let located = Locator::new(text);
+            if let Some(offset) = located.offset_of(field) {
+                let (line, column) = located.line_column(offset);
+                return ScenarioError::Invalid {
+                    file: file.clone(),
+                    line,
+                    column,
+                    field: field.to_string(),
+                    message,
+                };
+            }
+        }
+        ScenarioError::Invalid {
+            file: sources[0].0.clone(),
+            line: 1,
+            column: 1,
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    fn load_trace(self, file: &Path) -> Result<Scenario, ScenarioError> {
+        let scenario = self;
         if scenario.workload.kind == WorkloadKind::Trace {
             let relative = scenario.workload.path.clone().expect("validated");
             let path = match file.parent() {
@@ -558,6 +688,14 @@ impl Scenario {
             dist.validate().or_else(|m| err(field, m))?;
         }
         let g = &self.workload;
+        for (i, surge) in g.surges.iter().enumerate() {
+            if !(surge.factor.is_finite() && surge.factor >= 0.0) {
+                return err(
+                    &format!("workload.surges.{i}.factor"),
+                    "must be a non-negative number".into(),
+                );
+            }
+        }
         if let Some(h) = &g.habits {
             if !(0.0..=100.0).contains(&h.servers_pct) {
                 return err("workload.habits.servers_pct", "must be between 0 and 100".into());
@@ -682,6 +820,18 @@ impl Scenario {
             return trace.start;
         }
         Timestamp(parse_date(&self.start_date).expect("validated") as u64 * MS_PER_DAY)
+    }
+}
+
+/// Merge `child` into `base`: tables key by key, anything else replaced.
+fn merge(base: &mut toml::Table, child: toml::Table) {
+    for (key, value) in child {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(c)) => merge(b, c),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 

@@ -73,6 +73,7 @@ pub fn stream(seed: u64, s: Stream) -> ChaCha8Rng {
 /// one session a day around their usual time.
 pub struct Generator {
     spec: Workload,
+    start: Timestamp,
     end: Timestamp,
     t: Timestamp,
     n_servers: u32,
@@ -138,12 +139,16 @@ impl Generator {
                 n_servers += 1;
             }
         }
+        // Surges may overlap: their product bounds the rate.
+        let surge_max: f64 = g.surges.iter().map(|s| s.factor.max(1.0)).product();
         let rate_max_per_ms = g.sessions_per_hour
             * g.daily_profile.iter().cloned().fold(0.0, f64::max)
             * g.weekly_profile.iter().cloned().fold(0.0, f64::max)
+            * surge_max
             / MS_PER_HOUR as f64;
         let mut generator = Generator {
             spec: g.clone(),
+            start,
             end: start.plus_ms(scenario.duration_ms),
             t: start,
             n_servers,
@@ -171,7 +176,10 @@ impl Generator {
         let hour = (t.ms() / MS_PER_HOUR) % 24;
         // 1970-01-01 was a Thursday: day 0 is index 3 (Monday first).
         let weekday = (t.ms() / MS_PER_DAY + 3) % 7;
-        g.sessions_per_hour * g.daily_profile[hour as usize] * g.weekly_profile[weekday as usize] / MS_PER_HOUR as f64
+        let base = g.sessions_per_hour * g.daily_profile[hour as usize] * g.weekly_profile[weekday as usize];
+        let since = t.since(self.start);
+        let surge: f64 = g.surges.iter().map(|s| s.factor_at(since)).product();
+        base * surge / MS_PER_HOUR as f64
     }
 
     fn draw_poisson(&mut self) -> Option<(Timestamp, WorkEvent)> {
