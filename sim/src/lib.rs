@@ -8,6 +8,7 @@ pub mod dist;
 pub mod outcome;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 
 pub use outcome::Outcome;
 pub use run::Simulation;

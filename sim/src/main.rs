@@ -36,6 +36,9 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run a scenario over a grid or a random sample of parameter values, in parallel;
+    /// write the results, the Pareto front and the recommended configuration.
+    Sweep(payperplay_sim::sweep::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,9 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             out,
             quiet,
         } => run(scenario.as_deref(), seed, &out, quiet),
+        Command::Sweep(args) => payperplay_sim::sweep::cli(&args)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
     }
 }
 
