@@ -320,6 +320,7 @@ pub fn configurations(
         }
     }
     let points = match random {
+        Some(0) => return Err(SweepError::Usage("--random needs at least 1".into())),
         None => grid(&params)?,
         Some(n) => random_points(&params, n, seed),
     };
