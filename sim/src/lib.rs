@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod provider;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 pub mod timeline;
 pub mod trace;
 pub mod workload;

@@ -51,6 +51,9 @@ enum Command {
         #[arg(long, short, default_value = "trace.jsonl")]
         out: PathBuf,
     },
+    /// Run a scenario over a grid or a random sample of parameter values, in parallel;
+    /// write the results, the Pareto front and the recommended configuration.
+    Sweep(payperplay_sim::sweep::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,9 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             trace,
         } => run(scenario.as_deref(), seed, &out, quiet, trace.as_deref()),
         Command::Generate { scenario, seed, out } => generate(scenario.as_deref(), seed, &out),
+        Command::Sweep(args) => payperplay_sim::sweep::cli(&args)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
     }
 }
 

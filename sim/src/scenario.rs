@@ -471,7 +471,11 @@ impl Scenario {
             };
             let path = child_file.parent().unwrap_or(Path::new(".")).join(relative);
             if seen.contains(&path) {
-                return Err(Scenario::error_in(&sources, "extends", format!("{} extends itself", path.display())));
+                return Err(Scenario::error_in(
+                    &sources,
+                    "extends",
+                    format!("{} extends itself", path.display()),
+                ));
             }
             seen.push(path.clone());
             let parent_text = std::fs::read_to_string(&path).map_err(|source| ScenarioError::Io {
