@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::placement::Strategy;
+use crate::prewarm::PrewarmConfig;
 use crate::scaling::PolicyConfig;
 use crate::types::{MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND};
 
@@ -18,7 +20,9 @@ pub struct CoreConfig {
     pub billing: BillingConfig,
     pub queue: QueueConfig,
     pub catalog: Catalog,
+    pub placement: PlacementConfig,
     pub policy: PolicyConfig,
+    pub prewarm: PrewarmConfig,
 }
 
 impl Default for CoreConfig {
@@ -30,7 +34,30 @@ impl Default for CoreConfig {
             billing: BillingConfig::default(),
             queue: QueueConfig::default(),
             catalog: Catalog::default(),
+            placement: PlacementConfig::default(),
             policy: PolicyConfig::default(),
+            prewarm: PrewarmConfig::default(),
+        }
+    }
+}
+
+/// `[core.placement]`: where a start goes among ready nodes. Dedicated machines are
+/// always tried first (they are paid for anyway), then cloud VMs.
+/// `pack`: the node with the least free RAM that fits (best fit; consolidation: VMs
+/// fill up, others empty out and can be deleted). `spread`: the node with the most
+/// free RAM (shares load and noise).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlacementConfig {
+    pub dedicated: Strategy,
+    pub cloud: Strategy,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            dedicated: Strategy::Spread,
+            cloud: Strategy::Pack,
         }
     }
 }

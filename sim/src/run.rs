@@ -417,6 +417,7 @@ impl Simulation {
                     Input::CommandFailed {
                         command_id,
                         reason: "simulated failure".to_string(),
+                        kind: payperplay_core::FailureKind::Other,
                     }
                 };
                 let _ = self.input(input);
@@ -730,7 +731,11 @@ impl Simulation {
             | Event::RamReleased { .. }
             | Event::ServerArchived { .. }
             | Event::NodeRequested { .. }
-            | Event::NodeReady { .. } => {}
+            | Event::NodeReady { .. }
+            | Event::NodeDraining { .. }
+            | Event::ProvisionFallback { .. }
+            | Event::PrewarmStarted { .. }
+            | Event::PrewarmClaimed { .. } => {}
         }
     }
 

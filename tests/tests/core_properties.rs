@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use payperplay_core::{
-    Catalog, Command, CommandKind, Core, CoreConfig, Event, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MINUTE,
-    NodeId, PolicyConfig, ServerId, ServerState, ServerType, Timestamp, UserId,
+    Catalog, Command, CommandKind, Core, CoreConfig, Event, FailureKind, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR,
+    MS_PER_MINUTE, NodeId, PolicyConfig, ServerId, ServerState, ServerType, Timestamp, UserId,
 };
 use proptest::prelude::*;
 
@@ -273,6 +273,7 @@ impl Harness {
                         Input::CommandFailed {
                             command_id: command.id,
                             reason: "test".into(),
+                            kind: FailureKind::Other,
                         }
                     };
                     self.input(input);
