@@ -21,7 +21,8 @@ pub mod types;
 pub mod units;
 
 pub use config::{
-    BillingConfig, Catalog, CoreConfig, LifecycleConfig, PlacementConfig, QueueConfig, ReserveConfig, ServerType,
+    BillingConfig, Catalog, ConfigError, CoreConfig, LifecycleConfig, PlacementConfig, QueueConfig, ReserveConfig,
+    ServerType,
 };
 pub use io::{
     Command, CommandKind, Email, Event, FailureKind, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason,

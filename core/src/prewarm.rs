@@ -64,21 +64,24 @@ impl Default for PrewarmConfig {
 
 impl PrewarmConfig {
     /// Check the table; the error names the field.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
         if self.history_days == 0 || self.history_days as usize > MAX_HISTORY_DAYS {
-            return Err((
-                "core.prewarm.history_days".into(),
+            return Err(crate::config::ConfigError::new(
+                "core.prewarm.history_days",
                 format!("must be between 1 and {MAX_HISTORY_DAYS}"),
             ));
         }
         if self.min_days == 0 || self.min_days > self.history_days {
-            return Err((
-                "core.prewarm.min_days".into(),
-                "must be between 1 and history_days".into(),
+            return Err(crate::config::ConfigError::new(
+                "core.prewarm.min_days",
+                "must be between 1 and history_days",
             ));
         }
         if self.lead_ms >= MS_PER_DAY {
-            return Err(("core.prewarm.lead".into(), "must be shorter than a day".into()));
+            return Err(crate::config::ConfigError::new(
+                "core.prewarm.lead",
+                "must be shorter than a day",
+            ));
         }
         Ok(())
     }
@@ -192,7 +195,7 @@ mod tests {
             PrewarmConfig { min_days: 9, ..config }
                 .validate()
                 .unwrap_err()
-                .0
+                .field
                 .contains("min_days")
         );
     }

@@ -137,8 +137,10 @@ impl PolicyConfig {
     }
 
     /// Check the policy against the catalog. The error names the field.
-    pub fn validate(&self, catalog: &Catalog) -> Result<(), (String, String)> {
-        let err = |field: &str, message: String| Err((format!("core.policy.{field}"), message));
+    pub fn validate(&self, catalog: &Catalog) -> Result<(), crate::config::ConfigError> {
+        let err = |field: &str, message: String| {
+            Err(crate::config::ConfigError::new(format!("core.policy.{field}"), message))
+        };
         for (i, name) in self.locations.iter().enumerate() {
             if !catalog.locations.contains(name) {
                 return err(

@@ -92,19 +92,19 @@ impl ScheduledConfig {
             })
     }
 
-    /// The first window that is empty (`from` equals `to`), if any.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Check the windows; the error names the field.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
         for (i, w) in self.windows.iter().enumerate() {
             if w.from == w.to {
-                return Err((
+                return Err(crate::config::ConfigError::new(
                     format!("core.policy.scheduled.windows.{i}.to"),
-                    "must differ from `from` (use \"00:00\" to \"24:00\" for a whole day)".into(),
+                    "must differ from `from` (use \"00:00\" to \"24:00\" for a whole day)",
                 ));
             }
             if w.days.is_empty() {
-                return Err((
+                return Err(crate::config::ConfigError::new(
                     format!("core.policy.scheduled.windows.{i}.days"),
-                    "needs at least one day (or leave it out for every day)".into(),
+                    "needs at least one day (or leave it out for every day)",
                 ));
             }
         }
