@@ -1658,8 +1658,11 @@ impl Core {
         if !self.habits.contains_key(&server_id) {
             self.habits.insert(server_id, HabitState::default());
         }
-        self.habits.get_mut(&server_id).expect("inserted").habit.record(now);
-        self.arm_prewarm(server_id);
+        let state = self.habits.get_mut(&server_id).expect("inserted");
+        // A later demand the same day changes nothing the habit depends on.
+        if state.habit.record(now) || state.timer_at.is_none() {
+            self.arm_prewarm(server_id);
+        }
     }
 
     fn arm_prewarm(&mut self, server_id: ServerId) {

@@ -110,14 +110,16 @@ fn day_of(at: Timestamp) -> u32 {
 }
 
 impl Habit {
-    /// Record a demand at `at`; only the first of each day counts.
-    pub fn record(&mut self, at: Timestamp) {
+    /// Record a demand at `at`; only the first of each day counts. Whether it did.
+    pub fn record(&mut self, at: Timestamp) -> bool {
         let day = day_of(at);
         let slot = day as usize % MAX_HISTORY_DAYS;
-        if self.day[slot] != day {
-            self.day[slot] = day;
-            self.minute[slot] = ((at.ms() % MS_PER_DAY) / MS_PER_MINUTE) as u16;
+        if self.day[slot] == day {
+            return false;
         }
+        self.day[slot] = day;
+        self.minute[slot] = ((at.ms() % MS_PER_DAY) / MS_PER_MINUTE) as u16;
+        true
     }
 
     /// The usual minute of day judged on the `history_days` days before `day`, if

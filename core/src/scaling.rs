@@ -383,8 +383,10 @@ pub struct CompositePolicy {
     max_provision_per_eval: u32,
     preferred: Option<ServerTypeIdx>,
     location: LocationIdx,
-    /// Underutilized rule: since when each ready cloud node has been under the threshold.
-    under_since: BTreeMap<NodeId, Timestamp>,
+    /// Underutilized rule: since when each ready cloud node has been under the
+    /// threshold, ordered by node id; and a spare buffer to rebuild it into.
+    under_since: Vec<(NodeId, Timestamp)>,
+    under_buffer: Vec<(NodeId, Timestamp)>,
 }
 
 /// The reactive policy is the composite policy with only `[core.policy.reactive]`.
@@ -416,7 +418,8 @@ impl CompositePolicy {
             max_provision_per_eval: policy.max_provision_per_eval,
             preferred,
             location,
-            under_since: BTreeMap::new(),
+            under_since: Vec::new(),
+            under_buffer: Vec::new(),
         }
     }
 
@@ -448,27 +451,39 @@ impl CompositePolicy {
                 node.n_servers == 0 && billing_hour_left_ms(node.created_at, now) <= config.billing_margin_ms
             }
             ScaleDownRule::Underutilized => self
-                .under_since
-                .get(&node.id)
-                .is_some_and(|&since| now.since(since) >= config.unneeded_for_ms),
+                .under_since(node.id)
+                .is_some_and(|since| now.since(since) >= config.unneeded_for_ms),
         }
     }
 
+    /// Refresh `under_since` from the fleet: one merge walk over two id-ordered
+    /// sequences, O(nodes), no allocation once the buffers have grown.
     fn track_utilization(&mut self, view: &FleetView<'_>) {
         if self.scale_down.rule != ScaleDownRule::Underutilized {
             return;
         }
         let below = self.scale_down.utilization_below_pct as u64;
-        let old = std::mem::take(&mut self.under_since);
+        let mut next = std::mem::take(&mut self.under_buffer);
+        next.clear();
+        let mut old = self.under_since.iter().peekable();
         for node in view.nodes.values() {
-            if node.is_cloud()
+            let under = node.is_cloud()
                 && node.state == crate::model::NodeState::Ready
-                && (node.allocated_mib as u64) * 100 < below * node.usable_mib() as u64
-            {
-                let since = old.get(&node.id).copied().unwrap_or(view.now);
-                self.under_since.insert(node.id, since);
+                && (node.allocated_mib as u64) * 100 < below * node.usable_mib() as u64;
+            while old.next_if(|&&(id, _)| id < node.id).is_some() {}
+            let since = old.next_if(|&&(id, _)| id == node.id).map(|&(_, since)| since);
+            if under {
+                next.push((node.id, since.unwrap_or(view.now)));
             }
         }
+        self.under_buffer = std::mem::replace(&mut self.under_since, next);
+    }
+
+    fn under_since(&self, node_id: NodeId) -> Option<Timestamp> {
+        self.under_since
+            .binary_search_by_key(&node_id, |&(id, _)| id)
+            .ok()
+            .map(|i| self.under_since[i].1)
     }
 }
 
@@ -646,13 +661,12 @@ impl ScalingPolicy for CompositePolicy {
             };
             if self.scale_down.rule == ScaleDownRule::Underutilized {
                 // Empty nodes first (deleted at once), then under-used ones (cordoned).
-                let empty_first = self
-                    .under_since
-                    .keys()
-                    .filter(|id| view.nodes[id].n_servers == 0)
-                    .chain(self.under_since.keys().filter(|id| view.nodes[id].n_servers > 0));
-                for node_id in empty_first {
-                    if !consider(&view.nodes[node_id], &mut decision) {
+                let under = || self.under_since.iter().map(|(id, _)| &view.nodes[id]);
+                let empty_first = under()
+                    .filter(|n| n.n_servers == 0)
+                    .chain(under().filter(|n| n.n_servers > 0));
+                for node in empty_first {
+                    if !consider(node, &mut decision) {
                         break;
                     }
                 }
