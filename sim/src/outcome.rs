@@ -37,6 +37,7 @@ pub struct Outcome {
     pub utilization: Utilization,
     pub servers: Servers,
     pub provider: ProviderCalls,
+    pub prewarm: Prewarm,
     pub incidents: Incidents,
     pub sim: SimCounters,
 }
@@ -55,6 +56,17 @@ pub struct ProviderCalls {
     pub requests: u64,
     /// Times the core ordered another type or location than its first choice.
     pub fallbacks: u64,
+}
+
+/// Servers the core started ahead of their owners' usual play time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prewarm {
+    pub starts: u64,
+    /// Of those, servers a player (or the owner) then claimed.
+    pub claimed: u64,
+    /// RAM-time of warm servers before their first player that the platform paid for
+    /// (`billed_to = "platform"`), at the RAM list price.
+    pub platform_paid_eur: f64,
 }
 
 /// Things that went wrong in the fleet.
@@ -336,7 +348,7 @@ impl Outcome {
         );
         let _ = writeln!(w, "## Fleet\n");
         let _ = writeln!(w, "| metric | value |\n|---|---:|");
-        let rows: [(&str, String); 13] = [
+        let rows: [(&str, String); 14] = [
             (
                 "starts running / rejected / cancelled / pending",
                 format!(
@@ -390,6 +402,13 @@ impl Outcome {
                 format!(
                     "{} / {} / {}",
                     self.incidents.vm_losses, self.incidents.servers_restarted, self.incidents.sessions_interrupted
+                ),
+            ),
+            (
+                "pre-warm starts / claimed / platform-paid EUR",
+                format!(
+                    "{} / {} / {:.2}",
+                    self.prewarm.starts, self.prewarm.claimed, self.prewarm.platform_paid_eur
                 ),
             ),
             ("engine events", self.sim.events.to_string()),

@@ -265,9 +265,15 @@ impl Provider {
 
 /// The core input for a refused order.
 pub fn failure_input(command_id: payperplay_core::CommandId, error: OrderError) -> payperplay_core::Input {
+    use payperplay_core::FailureKind;
     payperplay_core::Input::CommandFailed {
         command_id,
         reason: format!("{}: the provider refused the request", error.code()),
+        kind: match error {
+            OrderError::ResourceUnavailable => FailureKind::ResourceUnavailable,
+            OrderError::RateLimited => FailureKind::RateLimited,
+            OrderError::Failed => FailureKind::Other,
+        },
     }
 }
 

@@ -114,6 +114,7 @@ struct Recorder {
     servers_restarted: u64,
     sessions_interrupted: u64,
     fallbacks: u64,
+    prewarm_starts: u64,
     sessions: u64,
     sessions_lost: u64,
     starts_requested: u64,
@@ -178,6 +179,8 @@ pub struct Simulation {
     core_inputs: u64,
     progress: Option<Box<dyn FnMut(Timestamp, Timestamp)>>,
     vm_log: Option<Vec<VmLife>>,
+    /// The core's counters when measuring began (outcomes count what came after).
+    stats_at_warmup: Option<payperplay_core::CoreStats>,
 }
 
 fn first_server_id() -> u64 {
@@ -247,6 +250,7 @@ impl Simulation {
                 servers_restarted: 0,
                 sessions_interrupted: 0,
                 fallbacks: 0,
+                prewarm_starts: 0,
                 sessions: 0,
                 sessions_lost: 0,
                 starts_requested: 0,
@@ -292,6 +296,7 @@ impl Simulation {
             core_inputs: 0,
             progress: None,
             vm_log: None,
+            stats_at_warmup: None,
         };
         sim.n_dedicated = sim.scenario.fleet.dedicated.iter().map(|d| d.count as u64).sum();
         for input in inputs {
@@ -353,6 +358,9 @@ impl Simulation {
     }
 
     fn advance(&mut self, to: Timestamp) {
+        if self.stats_at_warmup.is_none() && to >= self.recorder.measure_from {
+            self.stats_at_warmup = Some(self.core.stats());
+        }
         let rec = &mut self.recorder;
         let from = self.now.max(rec.measure_from);
         if to > from {
@@ -859,12 +867,16 @@ impl Simulation {
             | Event::StartPlaced { .. }
             | Event::RamReleased { .. }
             | Event::ServerArchived { .. }
-            | Event::NodeRequested { .. } => {}
+            | Event::NodeRequested { .. }
+            | Event::NodeDraining { .. }
+            | Event::PrewarmClaimed { .. } => {}
             Event::NodeReady { node_id } => {
                 if let Some(vm) = self.vms.get_mut(&node_id) {
                     vm.ready = true;
                 }
             }
+            Event::ProvisionFallback { .. } => self.recorder.fallbacks += u64::from(measuring),
+            Event::PrewarmStarted { .. } => self.recorder.prewarm_starts += u64::from(measuring),
         }
     }
 
@@ -911,6 +923,8 @@ impl Simulation {
             }
         }
         let start_wait_cdf = rec.start_wait.cdf(200);
+        let stats = self.core.stats();
+        let before = self.stats_at_warmup.unwrap_or_default();
         let i = &rec.integrals;
         let outcome = Outcome {
             scenario: self.scenario.name.clone(),
@@ -983,6 +997,16 @@ impl Simulation {
                 failed: self.provider.stats.failed,
                 requests: self.provider.stats.requests,
                 fallbacks: rec.fallbacks,
+            },
+            prewarm: outcome::Prewarm {
+                starts: rec.prewarm_starts,
+                claimed: stats.prewarm_claimed - before.prewarm_claimed,
+                platform_paid_eur: outcome::round6(
+                    (stats.prewarm_platform_mib_ms - before.prewarm_platform_mib_ms) as f64
+                        * self.scenario.core.billing.ram_price_micros_per_gib_hour as f64
+                        / (1024.0 * MS_PER_HOUR as f64)
+                        / MICROS_PER_EUR as f64,
+                ),
             },
             incidents: outcome::Incidents {
                 vm_losses: rec.vm_losses,
