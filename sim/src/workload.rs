@@ -87,6 +87,9 @@ pub struct Generator {
     next_poisson: Option<(Timestamp, WorkEvent)>,
     /// Servers with regular habits and their usual minute of the day.
     regulars: Vec<(u32, u64)>,
+    /// With habits, Poisson sessions go to the other servers only (a regular owner's
+    /// server is played at the regular time); empty: any server.
+    irregulars: Vec<u32>,
     /// Today's habitual sessions, latest first (popped from the back).
     habit_day: Vec<(Timestamp, WorkEvent)>,
     habit_next_day: Timestamp,
@@ -103,6 +106,7 @@ impl Generator {
         let total_weight: f64 = g.tiers.iter().map(|t| t.weight).sum();
         let mut setup = Vec::new();
         let mut regulars = Vec::new();
+        let mut irregulars = Vec::new();
         let mut n_servers = 0u32;
         for user in 0..g.users {
             setup.push(WorkEvent::RegisterUser { user });
@@ -129,6 +133,8 @@ impl Generator {
                 if let (true, Some(h)) = (regular, g.habits.as_ref()) {
                     let minute = rng_habits.random_range(h.from_minute..=h.to_minute);
                     regulars.push((n_servers, minute));
+                } else {
+                    irregulars.push(n_servers);
                 }
                 setup.push(WorkEvent::CreateServer {
                     server: n_servers,
@@ -159,6 +165,7 @@ impl Generator {
             rng_players: stream(seed, Stream::Players),
             rng_habits,
             next_poisson: None,
+            irregulars: if g.habits.is_some() { irregulars } else { Vec::new() },
             regulars,
             habit_day: Vec::new(),
             habit_next_day: start,
@@ -195,7 +202,11 @@ impl Generator {
                 break;
             }
         }
-        let server = self.rng_choice.random_range(0..self.n_servers);
+        let server = if self.irregulars.is_empty() {
+            self.rng_choice.random_range(0..self.n_servers)
+        } else {
+            self.irregulars[self.rng_choice.random_range(0..self.irregulars.len())]
+        };
         let length_ms = self
             .spec
             .session_minutes
