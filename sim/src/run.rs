@@ -77,6 +77,9 @@ struct SimServer {
     waiting: Vec<(u32, u64, Timestamp)>,
     /// The owner plays at a regular time (join waits are reported separately).
     regular: bool,
+    /// The start in progress is the core's pre-warm, not a user's request: it is left
+    /// out of the start-wait figures (the players' side is in the join waits).
+    prewarm: bool,
     /// Bumped when players are kicked, so their session ends are ignored.
     epoch: u32,
     start_command: Option<CommandId>,
@@ -792,6 +795,7 @@ impl Simulation {
                 let server = &mut self.servers[server_idx];
                 let waiting = std::mem::take(&mut server.waiting);
                 let (epoch, regular) = (server.epoch, server.regular);
+                let prewarm = std::mem::take(&mut server.prewarm);
                 let mut total = server.players;
                 for &(players, length_ms, arrived) in &waiting {
                     total += players;
@@ -812,7 +816,7 @@ impl Simulation {
                     );
                 }
                 self.servers[server_idx].players = total;
-                if measuring && requested_at >= self.recorder.measure_from {
+                if measuring && !prewarm && requested_at >= self.recorder.measure_from {
                     let rec = &mut self.recorder;
                     let wait = self.now.since(requested_at);
                     let capacity = placed_at.since(requested_at);
@@ -831,7 +835,7 @@ impl Simulation {
                 if !matches!(outcome, StartOutcome::Running) {
                     let server_idx = (server_id.0 - first_server_id()) as usize;
                     self.drop_waiting(server_idx);
-                    if measuring {
+                    if measuring && !std::mem::take(&mut self.servers[server_idx].prewarm) {
                         match outcome {
                             StartOutcome::Rejected { .. } => self.recorder.starts_rejected += 1,
                             _ => self.recorder.starts_cancelled += 1,
@@ -875,7 +879,10 @@ impl Simulation {
                 }
             }
             Event::ProvisionFallback { .. } => self.recorder.fallbacks += u64::from(measuring),
-            Event::PrewarmStarted { .. } => self.recorder.prewarm_starts += u64::from(measuring),
+            Event::PrewarmStarted { server_id, .. } => {
+                self.servers[(server_id.0 - first_server_id()) as usize].prewarm = true;
+                self.recorder.prewarm_starts += u64::from(measuring);
+            }
         }
     }
 

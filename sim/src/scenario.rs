@@ -562,6 +562,9 @@ impl Scenario {
             );
         }
         let core = &self.core;
+        if let Err(e) = core.validate() {
+            return err(&format!("core.{}", e.field.trim_start_matches("core.")), e.message);
+        }
         if core.tiers_mib.is_empty() {
             return err("core.tiers_gb", "needs at least one tier".into());
         }
