@@ -6,6 +6,7 @@
 
 pub mod dist;
 pub mod outcome;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod timeline;

@@ -29,7 +29,7 @@ enum Command {
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Where to write outcome.json and summary.md.
+        /// Where to write outcome.json, summary.md, report.md and the SVG plots.
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// No progress bar.
@@ -89,7 +89,8 @@ fn run(path: Option<&Path>, seed: Option<u64>, out: &Path, quiet: bool) -> anyho
         let done = now.ms().saturating_sub(start) as f64 / end.ms().saturating_sub(start).max(1) as f64;
         progress.set_position((done * 1000.0) as u64);
     });
-    let outcome = simulation.run();
+    let result = simulation.run_full();
+    let outcome = &result.outcome;
     bar.finish_and_clear();
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -97,8 +98,15 @@ fn run(path: Option<&Path>, seed: Option<u64>, out: &Path, quiet: bool) -> anyho
     let md_path = out.join("summary.md");
     std::fs::write(&json_path, outcome.to_json()).with_context(|| format!("writing {}", json_path.display()))?;
     std::fs::write(&md_path, outcome.to_markdown(&expect)).with_context(|| format!("writing {}", md_path.display()))?;
+    let report = payperplay_sim::report::build(&result, &expect);
+    report.write(out)?;
     println!("{}", outcome.to_markdown(&expect));
-    println!("wrote {} and {}", json_path.display(), md_path.display());
+    println!(
+        "wrote {}, {} and report.md with {} plots",
+        json_path.display(),
+        md_path.display(),
+        report.plots.len()
+    );
     let failures = outcome.check(&expect);
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
