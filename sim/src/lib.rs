@@ -4,6 +4,8 @@
 //! Same seed + same scenario + same commit → the same output bytes: no clock reads,
 //! no unseeded randomness, no `HashMap` iteration.
 
+pub mod check;
+pub mod compare;
 pub mod dist;
 pub mod outcome;
 pub mod report;

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use payperplay_sim::{Scenario, Simulation};
@@ -36,6 +35,40 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run several scenarios on one seed (the identical workload) and write a
+    /// side-by-side table (compare.md), overlaid plots and each run's report.
+    Compare {
+        /// Scenario files (TOML), one column each.
+        #[arg(required = true, num_args = 1..)]
+        scenarios: Vec<PathBuf>,
+        /// The seed for every scenario (default: the first scenario's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write compare.md, the plots and one folder per scenario.
+        #[arg(long, default_value = "out/compare")]
+        out: PathBuf,
+        /// Threads to run scenarios on (0: one per core). Results do not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Run every scenario (a file, or *.toml in a folder), check its [expect] bounds and
+    /// compare its key metrics with the committed baseline within tolerances. Exit 1
+    /// when anything got worse beyond tolerance or a bound fails, 2 on errors (such as
+    /// a missing baseline).
+    Check {
+        /// A scenario file or a folder of them.
+        path: PathBuf,
+        /// Folder of baselines, one <scenario name>.json each.
+        #[arg(long, default_value = "reports/baselines")]
+        baselines: PathBuf,
+        /// Rewrite the baselines from this run (on purpose: after a change that is
+        /// meant to move the numbers).
+        #[arg(long)]
+        update_baselines: bool,
+        /// Threads to run scenarios on (0: one per core). Results do not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +89,18 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             out,
             quiet,
         } => run(scenario.as_deref(), seed, &out, quiet),
+        Command::Compare {
+            scenarios,
+            seed,
+            out,
+            threads,
+        } => compare(&scenarios, seed, &out, threads),
+        Command::Check {
+            path,
+            baselines,
+            update_baselines,
+            threads,
+        } => payperplay_sim::check::run_cli(&path, &baselines, update_baselines, threads),
     }
 }
 
@@ -93,13 +138,9 @@ fn run(path: Option<&Path>, seed: Option<u64>, out: &Path, quiet: bool) -> anyho
     let outcome = &result.outcome;
     bar.finish_and_clear();
 
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let report = payperplay_sim::report::write_run(out, &result, &expect)?;
     let json_path = out.join("outcome.json");
     let md_path = out.join("summary.md");
-    std::fs::write(&json_path, outcome.to_json()).with_context(|| format!("writing {}", json_path.display()))?;
-    std::fs::write(&md_path, outcome.to_markdown(&expect)).with_context(|| format!("writing {}", md_path.display()))?;
-    let report = payperplay_sim::report::build(&result, &expect);
-    report.write(out)?;
     println!("{}", outcome.to_markdown(&expect));
     println!(
         "wrote {}, {} and report.md with {} plots",
@@ -117,4 +158,24 @@ fn run(path: Option<&Path>, seed: Option<u64>, out: &Path, quiet: bool) -> anyho
         }
         Ok(ExitCode::from(1))
     }
+}
+
+fn compare(paths: &[PathBuf], seed: Option<u64>, out: &Path, threads: usize) -> anyhow::Result<ExitCode> {
+    let scenarios = paths
+        .iter()
+        .map(|path| Scenario::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let expects: Vec<_> = scenarios.iter().map(|s| s.expect.clone()).collect();
+    let comparison = payperplay_sim::compare::compare(scenarios, seed, threads);
+    eprintln!("ran {} scenarios on seed {}", comparison.names.len(), comparison.seed);
+    comparison.write(out, &expects.iter().collect::<Vec<_>>())?;
+    println!("{}", comparison.table());
+    if !comparison.different_workload.is_empty() {
+        eprintln!(
+            "warning: the [workload] of {} differs from the first scenario's: not the same arrivals",
+            comparison.different_workload.join(", ")
+        );
+    }
+    println!("wrote {}", out.join("compare.md").display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -198,3 +198,37 @@ pub fn nodes_chart(timeline: &Timeline) -> LineChart {
         y_from_zero: true,
     }
 }
+
+/// Writes everything a run produces into `dir`: outcome.json, summary.md, report.md and
+/// the plots. Returns the report.
+pub fn write_run(dir: &Path, result: &RunResult, expect: &BTreeMap<String, Bound>) -> anyhow::Result<Report> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json_path = dir.join("outcome.json");
+    let md_path = dir.join("summary.md");
+    std::fs::write(&json_path, result.outcome.to_json()).with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&md_path, result.outcome.to_markdown(expect))
+        .with_context(|| format!("writing {}", md_path.display()))?;
+    let report = build(result, expect);
+    report.write(dir)?;
+    Ok(report)
+}
+
+/// A file or directory name made of the scenario name: letters, digits, `-`, `_` and `.`
+/// are kept, anything else becomes `_`.
+pub fn file_stem(name: &str) -> String {
+    let stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if stem.is_empty() || stem.starts_with('.') {
+        format!("_{stem}")
+    } else {
+        stem
+    }
+}
