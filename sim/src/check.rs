@@ -478,3 +478,63 @@ pub fn run_cli(path: &Path, baselines: &Path, update: bool, threads: usize) -> a
     print!("{}", report.render());
     Ok(ExitCode::from(report.exit_code()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_is_relative_plus_absolute_in_the_bad_direction() {
+        let p95 = tol("start_wait_p95_s", Better::Lower, 0.05, 1.0);
+        assert_eq!(p95.allowed(60.0), 4.0);
+        assert_eq!(p95.worse_by(60.0, 63.0), 3.0);
+        let margin = tol("margin_eur", Better::Higher, 0.05, 1.0);
+        assert_eq!(margin.worse_by(100.0, 90.0), 10.0);
+        assert!(margin.worse_by(100.0, 110.0) < 0.0);
+        assert_eq!(p95.describe(), "may rise 5% + 1");
+        assert_eq!(tol("x", Better::Lower, 0.0, 0.0).describe(), "may not get worse");
+    }
+
+    #[test]
+    fn diff_sorts_changes_into_regressions_worse_and_improved() {
+        let mut outcome = Outcome {
+            scenario: "s".to_string(),
+            seed: 1,
+            ..Outcome::default()
+        };
+        outcome.cost.total_eur = 100.0;
+        outcome.start_wait.p95_s = 60.0;
+        outcome.sessions.lost = 1;
+        let mut baseline = Baseline::from_outcome(&outcome);
+        assert_eq!(diff(&baseline, &outcome), (Vec::new(), Vec::new()));
+        baseline.metrics.insert("cost_total_eur".to_string(), 99.0); // +1.0%: within 2%
+        baseline.metrics.insert("start_wait_p95_s".to_string(), 50.0); // +10 s: beyond 5% + 1 s
+        baseline.metrics.insert("sessions_lost".to_string(), 2.0); // fewer lost: better
+        let (changes, errors) = diff(&baseline, &outcome);
+        assert!(errors.is_empty());
+        let verdicts: Vec<(&str, Verdict)> = changes.iter().map(|c| (c.metric.as_str(), c.verdict)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("cost_total_eur", Verdict::Worse),
+                ("start_wait_p95_s", Verdict::Regression),
+                ("sessions_lost", Verdict::Improved),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_baseline_metric_the_outcome_lacks_is_an_error() {
+        let outcome = Outcome::default();
+        let mut baseline = Baseline::from_outcome(&outcome);
+        baseline.metrics.clear();
+        baseline.metrics.insert("no_such_metric".to_string(), 1.0);
+        // Only metrics in TOLERANCES are compared; an unknown one is ignored ...
+        assert_eq!(diff(&baseline, &outcome), (Vec::new(), Vec::new()));
+        // ... and every TOLERANCES metric exists in an outcome.
+        let names = Outcome::metric_names();
+        for t in TOLERANCES {
+            assert!(names.contains(t.metric), "{} is not an outcome metric", t.metric);
+        }
+    }
+}

@@ -306,11 +306,12 @@ impl BarChart {
 }
 
 /// The structure of an SVG chart, for tests and snapshots: its text elements (title,
-/// axis labels, legend) and how many lines and rectangles it draws.
+/// axis labels, legend) and how many data lines (coloured polylines: one per series in
+/// the plot plus one per legend entry; axes and ticks are black) and rectangles it draws.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SvgStructure {
     pub title: String,
-    pub polylines: usize,
+    pub series_lines: usize,
     pub rects: usize,
     pub texts: Vec<String>,
 }
@@ -329,7 +330,11 @@ pub fn svg_structure(svg: &str) -> SvgStructure {
     }
     SvgStructure {
         title: texts.first().cloned().unwrap_or_default(),
-        polylines: svg.matches("<polyline").count(),
+        series_lines: svg
+            .split("<polyline")
+            .skip(1)
+            .filter(|p| !p.split('>').next().unwrap_or("").contains("stroke=\"#000000\""))
+            .count(),
         rects: svg.matches("<rect").count(),
         texts,
     }
