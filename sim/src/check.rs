@@ -371,8 +371,9 @@ pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Runs and checks every scenario of `path` against `baselines`; with `update`,
-/// rewrites the baselines instead of comparing (bounds are still checked).
-pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize) -> CheckReport {
+/// rewrites the baselines instead of comparing (bounds are still checked). With `out`,
+/// writes each run's outcome and report into `out/<scenario name>/`.
+pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize, out: Option<&Path>) -> CheckReport {
     let mut report = CheckReport::default();
     let files = match scenario_files(path) {
         Ok(files) => files,
@@ -415,6 +416,12 @@ pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize) -> Che
             errors: Vec::new(),
             notes: Vec::new(),
         };
+        if let Some(out) = out {
+            let dir = out.join(crate::report::file_stem(&scenario.name));
+            if let Err(error) = crate::report::write_run(&dir, &result, &scenario.expect) {
+                s.errors.push(format!("{error:#}"));
+            }
+        }
         let baseline_path = Baseline::path(baselines, &scenario.name);
         let old = baseline_path.exists().then(|| Baseline::load(&baseline_path));
         if update {
@@ -473,8 +480,14 @@ pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize) -> Che
 }
 
 /// `payperplay-sim check`: prints the report and returns the exit code.
-pub fn run_cli(path: &Path, baselines: &Path, update: bool, threads: usize) -> anyhow::Result<ExitCode> {
-    let report = check(path, baselines, update, threads);
+pub fn run_cli(
+    path: &Path,
+    baselines: &Path,
+    update: bool,
+    threads: usize,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let report = check(path, baselines, update, threads, out);
     print!("{}", report.render());
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -65,6 +65,9 @@ enum Command {
         /// meant to move the numbers).
         #[arg(long)]
         update_baselines: bool,
+        /// Also write each run's outcome and report into DIR/<scenario name>/.
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Threads to run scenarios on (0: one per core). Results do not depend on it.
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -99,8 +102,9 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             path,
             baselines,
             update_baselines,
+            out,
             threads,
-        } => payperplay_sim::check::run_cli(&path, &baselines, update_baselines, threads),
+        } => payperplay_sim::check::run_cli(&path, &baselines, update_baselines, threads, out.as_deref()),
     }
 }
 

@@ -114,9 +114,11 @@ fn check_passes_on_a_fresh_baseline_and_results_do_not_depend_on_threads() {
             "{name}"
         );
     }
-    let output = check(&folder, &one, &[]);
+    let out = folder.with_file_name("out");
+    let output = check(&folder, &one, &["--out", out.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(text(&output).contains("2 scenario(s): 2 ok"), "{}", text(&output));
+    assert!(out.join("small-dedicated-3/report.md").is_file());
 }
 
 #[test]

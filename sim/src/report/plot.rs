@@ -157,11 +157,10 @@ impl LineChart {
             if !x_lo.is_finite() {
                 (x_lo, x_hi) = (1.0, 10.0);
             }
-            let (lo, hi) = (x_lo.log10(), x_hi.log10());
-            // At least one decade, whole decades at both ends when close.
-            let lo = if hi - lo < 1.0 { lo.floor() } else { lo };
-            let hi = if hi - lo < 1.0 { lo + 1.0 } else { hi };
-            lo..(hi + (hi - lo) * 0.02)
+            // Whole decades at both ends, at least one.
+            let lo = x_lo.log10().floor();
+            let hi = x_hi.log10().ceil().max(lo + 1.0);
+            lo..hi
         } else {
             padded(x_lo, x_hi)
         };
@@ -176,6 +175,9 @@ impl LineChart {
     ) -> Result<(), String> {
         let log_x = self.log_x;
         let x_tick = move |v: &f64| tick(if log_x { 10f64.powf(*v) } else { *v });
+        // On a log axis spanning 3 decades or more, one tick per decade.
+        let decades = (x.end - x.start).round() as usize;
+        let x_labels = if log_x && decades >= 3 { decades + 1 } else { 10 };
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, ("sans-serif", 22))
             .margin(12)
@@ -187,6 +189,7 @@ impl LineChart {
             .configure_mesh()
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
+            .x_labels(x_labels)
             .x_label_formatter(&x_tick)
             .y_label_formatter(&|v| tick(*v))
             .light_line_style(WHITE.mix(0.0))
