@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use payperplay_sim::{Scenario, Simulation};
@@ -172,7 +173,9 @@ fn compare(paths: &[PathBuf], seed: Option<u64>, out: &Path, threads: usize) -> 
     let expects: Vec<_> = scenarios.iter().map(|s| s.expect.clone()).collect();
     let comparison = payperplay_sim::compare::compare(scenarios, seed, threads);
     eprintln!("ran {} scenarios on seed {}", comparison.names.len(), comparison.seed);
-    comparison.write(out, &expects.iter().collect::<Vec<_>>())?;
+    comparison
+        .write(out, &expects.iter().collect::<Vec<_>>())
+        .with_context(|| format!("writing the comparison into {}", out.display()))?;
     println!("{}", comparison.table());
     if !comparison.different_workload.is_empty() {
         eprintln!(
