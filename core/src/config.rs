@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::placement::Strategy;
+use crate::prewarm::PrewarmConfig;
 use crate::scaling::PolicyConfig;
 use crate::types::{MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND};
 
@@ -18,7 +20,9 @@ pub struct CoreConfig {
     pub billing: BillingConfig,
     pub queue: QueueConfig,
     pub catalog: Catalog,
+    pub placement: PlacementConfig,
     pub policy: PolicyConfig,
+    pub prewarm: PrewarmConfig,
 }
 
 impl Default for CoreConfig {
@@ -30,7 +34,85 @@ impl Default for CoreConfig {
             billing: BillingConfig::default(),
             queue: QueueConfig::default(),
             catalog: Catalog::default(),
+            placement: PlacementConfig::default(),
             policy: PolicyConfig::default(),
+            prewarm: PrewarmConfig::default(),
+        }
+    }
+}
+
+/// A configuration value the core cannot work with; `field` is its dotted path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl CoreConfig {
+    /// Check what `Core::new` relies on beyond the types: names the policy refers to
+    /// exist in the catalog, percentages and windows make sense. Drivers call it after
+    /// loading a file; the error names the field (`core.policy.spare.buffer_pct`, ...).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let catalog = &self.catalog;
+        let policy = &self.policy;
+        if let Some(name) = &policy.server_type
+            && !catalog.server_types.iter().any(|t| &t.name == name)
+        {
+            return Err(ConfigError::new(
+                "core.policy.server_type",
+                format!("{name:?} is not in core.catalog.server_types"),
+            ));
+        }
+        if let Some(name) = &policy.location
+            && !catalog.locations.contains(name)
+        {
+            return Err(ConfigError::new(
+                "core.policy.location",
+                format!("{name:?} is not in core.catalog.locations"),
+            ));
+        }
+        policy.validate(catalog)?;
+        if self.prewarm.enabled {
+            self.prewarm.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// `[core.placement]`: where a start goes among ready nodes. Dedicated machines are
+/// always tried first (they are paid for anyway), then cloud VMs.
+/// `pack`: the node with the least free RAM that fits (best fit; consolidation: VMs
+/// fill up, others empty out and can be deleted). `spread`: the node with the most
+/// free RAM (shares load and noise).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlacementConfig {
+    pub dedicated: Strategy,
+    pub cloud: Strategy,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            dedicated: Strategy::Spread,
+            cloud: Strategy::Pack,
         }
     }
 }
@@ -202,4 +284,43 @@ pub struct ServerType {
     pub price_micros_per_hour: u64,
     #[serde(rename = "monthly_eur", with = "crate::units::eur_micros")]
     pub monthly_cap_micros: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaling::{ScheduleWindow, ScheduledConfig, SpareConfig};
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut config = CoreConfig::default();
+        config.catalog.locations = vec!["fsn1".into()];
+        assert_eq!(config.validate(), Ok(()));
+        config.policy.locations = vec!["fsn1".into(), "ash".into()];
+        assert_eq!(config.validate().unwrap_err().field, "core.policy.locations.1");
+        config.policy.locations.clear();
+        config.policy.spare = Some(SpareConfig {
+            buffer_pct: 100,
+            ..SpareConfig::default()
+        });
+        assert_eq!(config.validate().unwrap_err().field, "core.policy.spare.buffer_pct");
+        config.policy.spare = None;
+        config.policy.scheduled = Some(ScheduledConfig {
+            windows: vec![ScheduleWindow {
+                days: Vec::new(),
+                from: 0,
+                to: 60,
+                min_mib: 0,
+                min_nodes: 1,
+            }],
+        });
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "core.policy.scheduled.windows.0.days: needs at least one day (or leave it out for every day)"
+        );
+        config.policy.scheduled = None;
+        config.prewarm.enabled = true;
+        config.prewarm.history_days = 40;
+        assert_eq!(config.validate().unwrap_err().field, "core.prewarm.history_days");
+    }
 }

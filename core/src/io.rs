@@ -71,9 +71,27 @@ pub enum Input {
     CommandFailed {
         command_id: CommandId,
         reason: String,
+        /// What kind of failure, when the shell can tell (provider error codes).
+        #[serde(default)]
+        kind: FailureKind,
     },
     /// The time returned by `poll_timeout` has come.
     Timeout,
+}
+
+/// Why a command failed, as far as the shell can tell. It matters for `ProvisionNode`:
+/// Hetzner answers 412 `resource_unavailable` when a type is sold out in a location and
+/// 429 `rate_limit_exceeded` when the API budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Anything else (timeouts, 5xx, a VM that never came up).
+    #[default]
+    Other,
+    /// The server type is sold out in that location.
+    ResourceUnavailable,
+    /// The provider's API rate limit was hit.
+    RateLimited,
 }
 
 /// A decision, for the shell to carry out. `id` is the idempotency key.
@@ -215,6 +233,30 @@ pub enum Event {
     NodeRemoved {
         node_id: NodeId,
         reason: NodeRemoval,
+    },
+    /// A node was cordoned (`draining: true`: it takes no new servers and is deleted
+    /// once empty) or taken back into service (`draining: false`).
+    NodeDraining {
+        node_id: NodeId,
+        draining: bool,
+    },
+    /// The wanted (type, location) was sold out, backed off or failing: the core
+    /// ordered `chosen` instead.
+    ProvisionFallback {
+        wanted: (ServerTypeIdx, LocationIdx),
+        chosen: (ServerTypeIdx, LocationIdx),
+    },
+    /// The core started a server on its own, ahead of its owner's usual play time.
+    /// `platform_pays`: its RAM-time is not charged to the owner until the first
+    /// player joins (or the owner asks for the start), see `PrewarmClaimed`.
+    PrewarmStarted {
+        server_id: ServerId,
+        platform_pays: bool,
+    },
+    /// A pre-warmed server got its first player (or its owner's start request): from
+    /// now on it is an ordinary server, billed to its owner.
+    PrewarmClaimed {
+        server_id: ServerId,
     },
 }
 

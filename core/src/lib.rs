@@ -13,17 +13,26 @@ pub mod io;
 mod machine;
 pub mod model;
 pub mod placement;
+pub mod policy;
+pub mod prewarm;
 pub mod queue;
 pub mod scaling;
 pub mod types;
 pub mod units;
 
-pub use config::{BillingConfig, Catalog, CoreConfig, LifecycleConfig, QueueConfig, ReserveConfig, ServerType};
+pub use config::{
+    BillingConfig, Catalog, ConfigError, CoreConfig, LifecycleConfig, PlacementConfig, QueueConfig, ReserveConfig,
+    ServerType,
+};
 pub use io::{
-    Command, CommandKind, Email, Event, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason, Rejection,
-    StartOutcome, StopReason,
+    Command, CommandKind, Email, Event, FailureKind, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason,
+    Rejection, StartOutcome, StopReason,
 };
 pub use machine::{Core, CoreStats, QueueStatus};
 pub use model::{Node, NodeKind, NodeState, Server, ServerState, User};
-pub use scaling::{FleetTotals, FleetView, PolicyConfig, ReactiveConfig, ScalingDecision, ScalingPolicy, Trigger};
+pub use scaling::{
+    CompositePolicy, FallbackConfig, FleetTotals, FleetView, PolicyConfig, PredictiveConfig, ReactiveConfig,
+    ScaleDownConfig, ScaleDownRule, ScalingDecision, ScalingPolicy, ScheduleWindow, ScheduledConfig, SpareConfig,
+    Trigger, Weekday,
+};
 pub use types::*;

@@ -7,13 +7,15 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use crate::config::CoreConfig;
 use crate::idmap::IdMap;
 use crate::io::{
-    Command, CommandKind, Email, Event, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason, Rejection,
-    StartOutcome, StopReason,
+    Command, CommandKind, Email, Event, FailureKind, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason,
+    Rejection, StartOutcome, StopReason,
 };
 use crate::model::{
     Accrual, AccrualKind, Node, NodeKind, NodeState, Server, ServerState, StartRequest, TimerSlot, User,
 };
-use crate::placement::{FreeIndex, Strategy};
+use crate::placement::FreeIndex;
+use crate::policy::fallback::ProviderHealth;
+use crate::prewarm::{BilledTo, Habit};
 use crate::queue::{QueueEntry, StartQueue};
 use crate::scaling::{FleetTotals, FleetView, QUEUE_VIEW_MAX, ScalingDecision, ScalingPolicy, Trigger};
 use crate::types::{
@@ -30,6 +32,8 @@ enum Timer {
     /// Provisioning timeout.
     Node(NodeId),
     ScaleTick,
+    /// A habitual server's pre-warm start.
+    Prewarm(ServerId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,30 @@ pub struct CoreStats {
     pub nodes_lost: u64,
     pub provision_timeouts: u64,
     pub scale_evaluations: u64,
+    /// Orders placed elsewhere than the policy wanted (sold out, backed off).
+    pub provision_fallbacks: u64,
+    /// Provision failures by kind.
+    pub provision_sold_out: u64,
+    pub provision_rate_limited: u64,
+    /// Orders the policy wanted but the core held back (rate limit, nothing available).
+    pub provisions_held_back: u64,
+    /// Cloud nodes cordoned by the policy, and cordons lifted.
+    pub nodes_drained: u64,
+    pub nodes_uncordoned: u64,
+    /// Starts the core issued on its own ahead of a usual play time.
+    pub prewarm_starts: u64,
+    /// Pre-warmed servers that got their first player (or their owner's start).
+    pub prewarm_claimed: u64,
+    /// RAM-time of pre-warmed servers paid by the platform (`billed_to = "platform"`),
+    /// in MiB × ms; the owner is not charged for it.
+    pub prewarm_platform_mib_ms: u64,
+}
+
+/// A server's learned habit and its armed pre-warm timer.
+#[derive(Debug, Clone, Default)]
+struct HabitState {
+    habit: Habit,
+    timer_at: Option<TimerSlot>,
 }
 
 /// Answer to "where is my start?".
@@ -100,6 +128,13 @@ pub struct Core {
     dispatch_buffer: Vec<QueueEntry>,
     /// Ready cloud nodes that hold no server (scale-down candidates).
     empty_cloud: BTreeSet<NodeId>,
+    /// Cloud nodes cordoned by the policy.
+    draining: BTreeSet<NodeId>,
+    provider: ProviderHealth,
+    /// The fallback order of locations.
+    location_order: Vec<crate::types::LocationIdx>,
+    /// Per-server start habits and pre-warm timers (only when pre-warm is enabled).
+    habits: IdMap<ServerId, HabitState>,
     n_deletes_to_retry: u32,
     stats: CoreStats,
 }
@@ -108,6 +143,7 @@ impl Core {
     pub fn new(config: CoreConfig) -> Core {
         assert!(!config.tiers_mib.is_empty(), "at least one RAM tier");
         let policy = config.policy.build(&config.catalog);
+        let location_order = config.policy.location_order(&config.catalog);
         let largest_placeable_mib = config
             .catalog
             .server_types
@@ -141,6 +177,10 @@ impl Core {
             queue_view: Vec::with_capacity(QUEUE_VIEW_MAX),
             dispatch_buffer: Vec::new(),
             empty_cloud: BTreeSet::new(),
+            draining: BTreeSet::new(),
+            provider: ProviderHealth::default(),
+            location_order,
+            habits: IdMap::new(),
             n_deletes_to_retry: 0,
             provisioning_view: Vec::new(),
             provisioning: BTreeMap::new(),
@@ -300,8 +340,8 @@ impl Core {
             Input::PlayerCount { server_id, players } => self.handle_player_count(server_id, players),
             Input::ContainerExited { server_id } => self.handle_container_exited(server_id),
             Input::NodeLost { node_id } => self.handle_node_lost(node_id),
-            Input::CommandSucceeded { command_id } => self.handle_command_result(command_id, true),
-            Input::CommandFailed { command_id, reason: _ } => self.handle_command_result(command_id, false),
+            Input::CommandSucceeded { command_id } => self.handle_command_result(command_id, None),
+            Input::CommandFailed { command_id, kind, .. } => self.handle_command_result(command_id, Some(kind)),
             Input::Timeout => Ok(()),
         }
     }
@@ -376,6 +416,7 @@ impl Core {
                 stop_attempts: 0,
                 timer_at: None,
                 queue_seq: None,
+                prewarm_hold: false,
             },
         );
         self.users
@@ -412,7 +453,13 @@ impl Core {
         let server = self.servers.get(&server_id).ok_or(RejectReason::UnknownServer)?;
         let (owner, ram_mib, state) = (server.owner, server.ram_mib, server.state);
         match state {
-            ServerState::Queued | ServerState::Starting | ServerState::Running => return Ok(()),
+            ServerState::Queued | ServerState::Starting | ServerState::Running => {
+                if self.is_prewarm(server_id) {
+                    self.record_habit(server_id);
+                    self.claim_prewarm(server_id);
+                }
+                return Ok(());
+            }
             ServerState::Stopping { .. } if server.delete_after_stop => {
                 return Err(RejectReason::ServerDeleted);
             }
@@ -430,11 +477,18 @@ impl Core {
         }
         self.stats.starts_requested += 1;
         let now = self.now;
+        self.record_habit(server_id);
         if let ServerState::Stopping { .. } = state {
             self.servers.get_mut(&server_id).expect("exists").start_after_stop = Some(now);
             return Ok(());
         }
-        let request = StartRequest::new(now);
+        self.begin_start(server_id, StartRequest::new(now));
+        Ok(())
+    }
+
+    /// Place a start at once when nothing waits and a node fits, else queue it.
+    fn begin_start(&mut self, server_id: ServerId, request: StartRequest) {
+        let ram_mib = self.servers[&server_id].ram_mib;
         // Nobody waiting and a node fits: place at once, without a queue round trip.
         if self.queue.is_empty()
             && let Some(node_id) = self.choose_node(ram_mib, None)
@@ -442,12 +496,11 @@ impl Core {
             self.settle(server_id);
             self.servers.get_mut(&server_id).expect("exists").start = Some(request);
             self.place(server_id, node_id);
-            return Ok(());
+            return;
         }
         self.enqueue(server_id, request, false);
         self.dispatch_newcomer(server_id);
         self.request_demand_evaluation();
-        Ok(())
     }
 
     fn tier_placeable(&self, ram_mib: u32) -> bool {
@@ -585,7 +638,15 @@ impl Core {
     }
 
     fn handle_player_count(&mut self, server_id: ServerId, players: u32) -> Result<(), RejectReason> {
-        let server = self.servers.get_mut(&server_id).ok_or(RejectReason::UnknownServer)?;
+        let server = self.servers.get(&server_id).ok_or(RejectReason::UnknownServer)?;
+        if players > 0
+            && matches!(server.state, ServerState::Starting | ServerState::Running)
+            && self.is_prewarm(server_id)
+        {
+            self.record_habit(server_id);
+            self.claim_prewarm(server_id);
+        }
+        let server = self.servers.get_mut(&server_id).expect("exists");
         let was_idle = server.players == 0;
         server.players = players;
         if server.state == ServerState::Running {
@@ -658,6 +719,11 @@ impl Core {
             let server = &self.servers[&server_id];
             match server.state {
                 ServerState::Starting => self.retry_start(server_id),
+                ServerState::Running if server.prewarm_hold => {
+                    // Pre-warmed and nobody came yet: not worth a restart elsewhere.
+                    self.release_ram(server_id);
+                    self.finish_stopped(server_id, StopReason::NodeLost);
+                }
                 ServerState::Running => {
                     // The world restarts elsewhere: a fresh start at the head of the queue.
                     self.release_ram(server_id);
@@ -692,7 +758,13 @@ impl Core {
         Ok(())
     }
 
-    fn handle_command_result(&mut self, command_id: CommandId, succeeded: bool) -> Result<(), RejectReason> {
+    /// `failure`: `None` when the command succeeded.
+    fn handle_command_result(
+        &mut self,
+        command_id: CommandId,
+        failure: Option<FailureKind>,
+    ) -> Result<(), RejectReason> {
+        let succeeded = failure.is_none();
         // Results of commands the core no longer waits for (superseded, or fire-and-forget
         // such as ledger entries and mail) are acknowledged and ignored.
         let Some(pending) = self.pending.remove(&command_id) else {
@@ -700,6 +772,22 @@ impl Core {
         };
         match pending {
             Pending::Provision(node_id) => {
+                let NodeKind::Cloud { server_type, location } = self.nodes[&node_id].kind else {
+                    unreachable!("only cloud nodes are provisioned")
+                };
+                match failure {
+                    None => self.provider.on_success((server_type, location)),
+                    Some(kind) => {
+                        match kind {
+                            FailureKind::ResourceUnavailable => self.stats.provision_sold_out += 1,
+                            FailureKind::RateLimited => self.stats.provision_rate_limited += 1,
+                            FailureKind::Other => {}
+                        }
+                        let fallback = &self.config.policy.fallback;
+                        self.provider
+                            .on_failure(fallback, kind, (server_type, location), self.now);
+                    }
+                }
                 if succeeded {
                     let node = self.nodes.get_mut(&node_id).expect("pending node exists");
                     node.pending_command = None;
@@ -786,6 +874,10 @@ impl Core {
                     self.fire_balance_timer(user_id);
                 }
                 Timer::Node(node_id) => self.fire_provision_timeout(node_id),
+                Timer::Prewarm(server_id) => {
+                    self.habits.get_mut(&server_id).expect("timer's habit exists").timer_at = None;
+                    self.fire_prewarm(server_id);
+                }
                 Timer::ScaleTick => {
                     self.scale_tick_at = None;
                     self.evaluate_scaling(Trigger::Tick);
@@ -806,6 +898,7 @@ impl Core {
                     && n.created_at.plus_ms(self.config.lifecycle.provision_timeout_ms) == at
             }),
             Timer::ScaleTick => self.scale_tick_at == Some(at),
+            Timer::Prewarm(id) => self.habits.get(&id).is_some_and(|h| h.timer_at == slot),
         }
     }
 
@@ -915,10 +1008,16 @@ impl Core {
             (ServerState::Running, Some(idle_since)) => {
                 let lifecycle = &self.config.lifecycle;
                 let running_since = server.running_since.expect("running");
+                let hold_ms = if server.prewarm_hold {
+                    self.config.prewarm.hold_ms
+                } else {
+                    0
+                };
                 Some(
                     idle_since
                         .plus_ms(lifecycle.idle_sleep_after_ms)
-                        .max(running_since.plus_ms(lifecycle.min_run_ms)),
+                        .max(running_since.plus_ms(lifecycle.min_run_ms))
+                        .max(running_since.plus_ms(hold_ms)),
                 )
             }
             _ => None,
@@ -1044,11 +1143,13 @@ impl Core {
         }
     }
 
-    /// Paid-for dedicated capacity first (spread), then cloud (pack), never `claimed`.
+    /// Paid-for dedicated capacity first, then cloud (by `[core.placement]`: spread and
+    /// pack by default), never `claimed`.
     fn choose_node(&self, need_mib: u32, claimed: Option<NodeId>) -> Option<NodeId> {
+        let placement = &self.config.placement;
         self.free_dedicated
-            .choose_excluding(need_mib, Strategy::Spread, claimed)
-            .or_else(|| self.free_cloud.choose_excluding(need_mib, Strategy::Pack, claimed))
+            .choose_excluding(need_mib, placement.dedicated, claimed)
+            .or_else(|| self.free_cloud.choose_excluding(need_mib, placement.cloud, claimed))
     }
 
     /// The ready node with the most free RAM among those large enough for `need_mib`.
@@ -1098,16 +1199,23 @@ impl Core {
         let start = server.start.as_mut().expect("placing a start request");
         start.placed_at = Some(now);
         let requested_at = start.requested_at;
+        let prewarm = start.prewarm;
+        server.prewarm_hold = prewarm;
+        let platform_pays = prewarm && self.config.prewarm.billed_to == BilledTo::Platform;
         let restore_world = server.world_archived;
         server.world_archived = false;
         server.has_world = true;
-        server.accrual.kind = Some(AccrualKind::Ram);
         server.accrual.since = now;
         server.accrual.mib = ram_mib;
-        self.accrue_user(owner);
-        let user = self.users.get_mut(&owner).expect("owner");
-        user.ram_mib_held += ram_mib as u64;
-        user.holding.insert(server_id);
+        if platform_pays {
+            server.accrual.kind = Some(AccrualKind::Warm);
+        } else {
+            server.accrual.kind = Some(AccrualKind::Ram);
+            self.accrue_user(owner);
+            let user = self.users.get_mut(&owner).expect("owner");
+            user.ram_mib_held += ram_mib as u64;
+            user.holding.insert(server_id);
+        }
 
         let command_id = self.push_command(CommandKind::StartContainer {
             server_id,
@@ -1144,6 +1252,7 @@ impl Core {
         let node_id = server.node.take().expect("holding RAM on a node");
         let ram_mib = server.accrual.mib;
         let owner = server.owner;
+        let owner_pays = server.accrual.kind == Some(AccrualKind::Ram);
         server.accrual.kind = None;
         if let Some(command_id) = server.pending_command.take() {
             self.pending.remove(&command_id);
@@ -1167,10 +1276,12 @@ impl Core {
         }
         self.totals.allocated_mib -= ram_mib as u64;
         self.totals.servers_holding_ram -= 1;
-        self.accrue_user(owner);
-        let user = self.users.get_mut(&owner).expect("owner");
-        user.ram_mib_held -= ram_mib as u64;
-        user.holding.remove(&server_id);
+        if owner_pays {
+            self.accrue_user(owner);
+            let user = self.users.get_mut(&owner).expect("owner");
+            user.ram_mib_held -= ram_mib as u64;
+            user.holding.remove(&server_id);
+        }
         self.events.push_back(Event::RamReleased {
             server_id,
             node_id,
@@ -1280,6 +1391,7 @@ impl Core {
     /// The container is gone and its RAM released: settle into the resting state.
     fn finish_stopped(&mut self, server_id: ServerId, reason: StopReason) {
         let server = self.servers.get_mut(&server_id).expect("exists");
+        server.prewarm_hold = false;
         server.running_since = None;
         server.idle_since = None;
         server.players = 0;
@@ -1325,6 +1437,11 @@ impl Core {
     fn remove_server(&mut self, server_id: ServerId) {
         self.settle(server_id);
         self.arm_server_timer(server_id, None);
+        if let Some(habit) = self.habits.get(&server_id) {
+            let slot = habit.timer_at;
+            self.arm_timer(slot, None, Timer::Prewarm(server_id));
+            self.habits.remove(&server_id);
+        }
         let server = self.servers.remove(&server_id).expect("exists");
         assert!(
             !server.state.holds_ram() || server.node.is_none(),
@@ -1370,6 +1487,12 @@ impl Core {
         if elapsed_ms == 0 {
             return;
         }
+        if kind == AccrualKind::Warm {
+            // Paid by the platform: counted, not charged to the owner.
+            self.stats.prewarm_platform_mib_ms += accrual.mib as u64 * elapsed_ms;
+            accrual.since = now;
+            return;
+        }
         let (price, period_ms, carry, ledger_kind) = match kind {
             AccrualKind::Ram => (
                 billing.ram_price_micros_per_gib_hour,
@@ -1389,6 +1512,7 @@ impl Core {
                 &mut accrual.carry_archive,
                 LedgerKind::ArchiveStorage,
             ),
+            AccrualKind::Warm => unreachable!("settled above"),
         };
         let denominator = MIB_PER_GIB as u128 * period_ms as u128;
         let accrued = ram_time_numerator(accrual.mib as u64, elapsed_ms, price);
@@ -1517,6 +1641,90 @@ impl Core {
         self.arm_user_timer(user_id);
     }
 
+    // ------------------------------------------------------------------ pre-warm
+
+    /// Whether the server's current start or run is a pre-warm nobody has claimed yet.
+    fn is_prewarm(&self, server_id: ServerId) -> bool {
+        let server = &self.servers[&server_id];
+        server.prewarm_hold || server.start.is_some_and(|s| s.prewarm)
+    }
+
+    /// Remember a demand for the server (first of the day counts) and arm its pre-warm.
+    fn record_habit(&mut self, server_id: ServerId) {
+        if !self.config.prewarm.enabled {
+            return;
+        }
+        let now = self.now;
+        if !self.habits.contains_key(&server_id) {
+            self.habits.insert(server_id, HabitState::default());
+        }
+        let state = self.habits.get_mut(&server_id).expect("inserted");
+        // A later demand the same day changes nothing the habit depends on.
+        if state.habit.record(now) || state.timer_at.is_none() {
+            self.arm_prewarm(server_id);
+        }
+    }
+
+    fn arm_prewarm(&mut self, server_id: ServerId) {
+        let state = &self.habits[&server_id];
+        let at = state.habit.next_prewarm(&self.config.prewarm, self.now);
+        let slot = state.timer_at;
+        let new = self.arm_timer(slot, at, Timer::Prewarm(server_id));
+        self.habits.get_mut(&server_id).expect("exists").timer_at = new;
+    }
+
+    /// The usual time is near: start the server if it rests and its owner can pay.
+    fn fire_prewarm(&mut self, server_id: ServerId) {
+        let server = &self.servers[&server_id];
+        let (owner, ram_mib, state) = (server.owner, server.ram_mib, server.state);
+        let rests = matches!(
+            state,
+            ServerState::Stopped | ServerState::Sleeping | ServerState::Archived
+        );
+        if rests
+            && self.users[&owner].balance_micros > 0
+            && self.tier_placeable(ram_mib)
+            && self.queue.len() < self.config.queue.max_len as usize
+        {
+            self.stats.starts_requested += 1;
+            self.stats.prewarm_starts += 1;
+            self.events.push_back(Event::PrewarmStarted {
+                server_id,
+                platform_pays: self.config.prewarm.billed_to == BilledTo::Platform,
+            });
+            let mut request = StartRequest::new(self.now);
+            request.prewarm = true;
+            self.begin_start(server_id, request);
+        }
+        self.arm_prewarm(server_id);
+    }
+
+    /// A pre-warmed server got its first player or its owner's start request: from
+    /// now on it is the owner's, billed to the owner, under the ordinary idle timer.
+    fn claim_prewarm(&mut self, server_id: ServerId) {
+        self.stats.prewarm_claimed += 1;
+        let server = self.servers.get_mut(&server_id).expect("exists");
+        server.prewarm_hold = false;
+        if let Some(start) = server.start.as_mut() {
+            start.prewarm = false;
+        }
+        if server.accrual.kind == Some(AccrualKind::Warm) {
+            self.settle(server_id);
+            let now = self.now;
+            let server = self.servers.get_mut(&server_id).expect("exists");
+            let (owner, mib) = (server.owner, server.accrual.mib);
+            server.accrual.kind = Some(AccrualKind::Ram);
+            server.accrual.since = now;
+            self.accrue_user(owner);
+            let user = self.users.get_mut(&owner).expect("owner");
+            user.ram_mib_held += mib as u64;
+            user.holding.insert(server_id);
+            self.arm_user_timer(owner);
+        }
+        self.events.push_back(Event::PrewarmClaimed { server_id });
+        self.arm_idle_timer(server_id);
+    }
+
     // ------------------------------------------------------------------ nodes and scaling
 
     fn alloc_node_id(&mut self) -> NodeId {
@@ -1567,6 +1775,11 @@ impl Core {
         if matches!(state, NodeState::Ready | NodeState::Draining) {
             self.totals.ready_usable_mib -= usable as u64;
             self.totals.n_ready_nodes -= 1;
+        }
+        if state == NodeState::Draining {
+            self.totals.draining_usable_mib -= usable as u64;
+            self.totals.n_cloud_draining -= 1;
+            self.draining.remove(&node_id);
         }
     }
 
@@ -1627,6 +1840,7 @@ impl Core {
         let view = FleetView {
             provisioning_usable_mib: &self.provisioning_view,
             empty_cloud_nodes: &self.empty_cloud,
+            draining_cloud_nodes: &self.draining,
             now: self.now,
             trigger,
             totals: self.totals,
@@ -1641,11 +1855,36 @@ impl Core {
     }
 
     fn apply_decision(&mut self, decision: ScalingDecision) {
-        if !decision.provision.is_empty() {
-            self.last_scale_up_at = Some(self.now);
+        for node_id in decision.uncordon {
+            self.uncordon_node(node_id);
         }
+        let mut ordered = false;
         for (server_type, location) in decision.provision {
-            self.provision_node(server_type, location);
+            if self.provider.rate_limited(self.now) {
+                self.stats.provisions_held_back += 1;
+                continue;
+            }
+            let wanted = (server_type, location);
+            let chosen = self.provider.choose(
+                &self.config.catalog,
+                &self.config.reserve,
+                &self.location_order,
+                wanted,
+                self.now,
+            );
+            let Some(chosen) = chosen else {
+                self.stats.provisions_held_back += 1;
+                continue;
+            };
+            if chosen != wanted {
+                self.stats.provision_fallbacks += 1;
+                self.events.push_back(Event::ProvisionFallback { wanted, chosen });
+            }
+            self.provision_node(chosen.0, chosen.1);
+            ordered = true;
+        }
+        if ordered {
+            self.last_scale_up_at = Some(self.now);
         }
         for node_id in decision.delete {
             let Some(node) = self.nodes.get(&node_id) else { continue };
@@ -1657,6 +1896,60 @@ impl Core {
             self.totals.n_cloud_nodes -= 1;
             self.issue_delete_node(node_id);
         }
+        for node_id in decision.drain {
+            self.drain_node(node_id);
+        }
+    }
+
+    /// Cordon a ready cloud node: no new servers; deleted once its servers are gone.
+    fn drain_node(&mut self, node_id: NodeId) {
+        let Some(node) = self.nodes.get(&node_id) else { return };
+        if !(node.is_cloud() && node.state == NodeState::Ready) {
+            return;
+        }
+        let (usable, empty) = (node.usable_mib() as u64, node.n_servers == 0);
+        self.unindex_node(node_id);
+        if empty {
+            self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Deleting;
+            self.totals.n_cloud_nodes -= 1;
+            self.issue_delete_node(node_id);
+            return;
+        }
+        // Still counted as ready capacity (its servers run), but not placeable.
+        self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Draining;
+        self.totals.ready_usable_mib += usable;
+        self.totals.n_ready_nodes += 1;
+        self.totals.draining_usable_mib += usable;
+        self.totals.n_cloud_draining += 1;
+        self.draining.insert(node_id);
+        self.stats.nodes_drained += 1;
+        self.events.push_back(Event::NodeDraining {
+            node_id,
+            draining: true,
+        });
+    }
+
+    /// Take a cordoned node back into service.
+    fn uncordon_node(&mut self, node_id: NodeId) {
+        let Some(node) = self.nodes.get(&node_id) else { return };
+        if node.state != NodeState::Draining {
+            return;
+        }
+        let (usable, free, empty) = (node.usable_mib() as u64, node.free_mib(), node.n_servers == 0);
+        self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Ready;
+        self.totals.draining_usable_mib -= usable;
+        self.totals.n_cloud_draining -= 1;
+        self.draining.remove(&node_id);
+        self.free_cloud.insert(node_id, free);
+        if empty {
+            self.empty_cloud.insert(node_id);
+        }
+        self.stats.nodes_uncordoned += 1;
+        self.events.push_back(Event::NodeDraining {
+            node_id,
+            draining: false,
+        });
+        self.dispatch();
     }
 
     fn provision_node(&mut self, server_type: ServerTypeIdx, location: LocationIdx) {
@@ -1702,10 +1995,13 @@ impl Core {
                 let slot = allocated.entry(node_id).or_default();
                 slot.0 += server.ram_mib;
                 slot.1 += 1;
-                if server.accrual.kind != Some(AccrualKind::Ram) {
-                    return Err(format!("server {server_id} holds RAM but does not accrue RAM-time"));
+                let billed_to_owner = self.users[&server.owner].holding.contains(&server_id);
+                match server.accrual.kind {
+                    Some(AccrualKind::Ram) if billed_to_owner => {}
+                    Some(AccrualKind::Warm) if !billed_to_owner => {}
+                    _ => return Err(format!("server {server_id} holds RAM but does not accrue RAM-time")),
                 }
-            } else if server.accrual.kind == Some(AccrualKind::Ram) {
+            } else if matches!(server.accrual.kind, Some(AccrualKind::Ram | AccrualKind::Warm)) {
                 return Err(format!("server {server_id} accrues RAM-time without holding RAM"));
             }
             if (server.state == ServerState::Queued) != server.queue_seq.is_some() {
@@ -1750,6 +2046,19 @@ impl Core {
             .collect();
         if empty_cloud != self.empty_cloud {
             return Err("empty cloud node set disagrees with the nodes".to_string());
+        }
+        let draining: BTreeSet<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Draining)
+            .map(|n| n.id)
+            .collect();
+        let draining_mib: u64 = draining.iter().map(|id| self.nodes[id].usable_mib() as u64).sum();
+        if draining != self.draining
+            || draining_mib != self.totals.draining_usable_mib
+            || draining.len() as u32 != self.totals.n_cloud_draining
+        {
+            return Err("draining node set disagrees with the nodes".to_string());
         }
         if self.queue.len() != self.totals.queued_count as usize
             || self.queue.demand_mib() != self.totals.queued_demand_mib

@@ -134,6 +134,8 @@ pub struct StartRequest {
     pub requested_at: Timestamp,
     pub attempts: u32,
     pub placed_at: Option<Timestamp>,
+    /// Issued by the core ahead of a usual play time (pre-warm), not by the owner.
+    pub prewarm: bool,
 }
 
 impl StartRequest {
@@ -143,6 +145,7 @@ impl StartRequest {
             requested_at,
             attempts: 0,
             placed_at: None,
+            prewarm: false,
         }
     }
 }
@@ -162,6 +165,8 @@ pub struct Accrual {
 #[serde(rename_all = "snake_case")]
 pub enum AccrualKind {
     Ram,
+    /// RAM held by a pre-warmed server before its first player, paid by the platform.
+    Warm,
     Storage,
     Archive,
 }
@@ -189,6 +194,8 @@ pub struct Server {
     /// The timer this server has armed, if any (idle, archive or reservation).
     pub timer_at: Option<TimerSlot>,
     pub queue_seq: Option<i64>,
+    /// Started by pre-warm and no player yet: the idle timer waits at least `hold`.
+    pub prewarm_hold: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -573,6 +573,7 @@ impl Executor {
                 Err(reason) => Input::CommandFailed {
                     command_id: command.id,
                     reason,
+                    kind: payperplay_core::FailureKind::Other,
                 },
             };
             self.sink.observe(input).await;

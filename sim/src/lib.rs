@@ -8,10 +8,14 @@ pub mod check;
 pub mod compare;
 pub mod dist;
 pub mod outcome;
+pub mod provider;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 pub mod timeline;
+pub mod trace;
+pub mod workload;
 
 pub use outcome::Outcome;
 pub use run::{RunResult, Simulation};

@@ -35,7 +35,25 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Replay this trace (JSONL) as the workload instead of the scenario's own.
+        #[arg(long)]
+        trace: Option<PathBuf>,
     },
+    /// Write the scenario's generated workload as a trace (JSONL), to freeze, share or
+    /// replay it.
+    Generate {
+        /// The scenario file (TOML); without one, the embedded scenario.
+        scenario: Option<PathBuf>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write the trace.
+        #[arg(long, short, default_value = "trace.jsonl")]
+        out: PathBuf,
+    },
+    /// Run a scenario over a grid or a random sample of parameter values, in parallel;
+    /// write the results, the Pareto front and the recommended configuration.
+    Sweep(payperplay_sim::sweep::SweepArgs),
     /// Run several scenarios on one seed (the identical workload) and write a
     /// side-by-side table (compare.md), overlaid plots and each run's report.
     Compare {
@@ -92,7 +110,12 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             seed,
             out,
             quiet,
-        } => run(scenario.as_deref(), seed, &out, quiet),
+            trace,
+        } => run(scenario.as_deref(), seed, &out, quiet, trace.as_deref()),
+        Command::Generate { scenario, seed, out } => generate(scenario.as_deref(), seed, &out),
+        Command::Sweep(args) => payperplay_sim::sweep::cli(&args)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Compare {
             scenarios,
             seed,
@@ -109,16 +132,45 @@ fn run_cli() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The scenario `run` uses when given none.
-const EMBEDDED_SCENARIO: &str = include_str!("../../scenarios/weekday-cloud-burst.toml");
-
-fn run(path: Option<&Path>, seed: Option<u64>, out: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
+fn load_scenario(path: Option<&Path>, seed: Option<u64>) -> anyhow::Result<Scenario> {
     let mut scenario = match path {
         Some(path) => Scenario::load(path)?,
         None => Scenario::parse(EMBEDDED_SCENARIO, Path::new("<embedded>/weekday-cloud-burst.toml"))?,
     };
     if let Some(seed) = seed {
         scenario.seed = seed;
+    }
+    Ok(scenario)
+}
+
+fn generate(path: Option<&Path>, seed: Option<u64>, out: &Path) -> anyhow::Result<ExitCode> {
+    let scenario = load_scenario(path, seed)?;
+    if scenario.trace.is_some() {
+        anyhow::bail!("{}: the workload is already a trace", scenario.name);
+    }
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let lines = payperplay_sim::trace::generate(&scenario, &mut writer)
+        .and_then(|n| std::io::Write::flush(&mut writer).map(|()| n))
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {lines} lines to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The scenario `run` uses when given none.
+const EMBEDDED_SCENARIO: &str = include_str!("../../scenarios/weekday-cloud-burst.toml");
+
+fn run(
+    path: Option<&Path>,
+    seed: Option<u64>,
+    out: &Path,
+    quiet: bool,
+    trace: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let mut scenario = load_scenario(path, seed)?;
+    if let Some(trace) = trace {
+        let trace = payperplay_sim::trace::Trace::load(trace)?;
+        scenario = scenario.with_trace(trace)?;
     }
     let expect = scenario.expect.clone();
     eprintln!("running {} (seed {})", scenario.name, scenario.seed);

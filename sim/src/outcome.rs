@@ -24,6 +24,10 @@ pub struct Outcome {
     pub boot_wait: Percentiles,
     /// Capacity wait of the requests that had to queue.
     pub queue_wait: Percentiles,
+    /// From a player's arrival to a playable server, every session (0 when it runs).
+    pub join_wait: Percentiles,
+    /// The same for servers whose owners play at a regular time (pre-warm's target).
+    pub regular_join_wait: Percentiles,
     pub queue: Queue,
     pub slo: Slo,
     pub cost: Cost,
@@ -32,7 +36,47 @@ pub struct Outcome {
     pub nodes: Nodes,
     pub utilization: Utilization,
     pub servers: Servers,
+    pub provider: ProviderCalls,
+    pub prewarm: Prewarm,
+    pub incidents: Incidents,
     pub sim: SimCounters,
+}
+
+/// What the platform asked of the cloud provider and how it answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderCalls {
+    pub orders: u64,
+    /// Orders refused with `resource_unavailable` (sold out).
+    pub sold_out: u64,
+    /// Calls refused with `rate_limit_exceeded`.
+    pub rate_limited: u64,
+    /// Orders that failed outright.
+    pub failed: u64,
+    /// API requests made (orders, deletions, action polls).
+    pub requests: u64,
+    /// Times the core ordered another type or location than its first choice.
+    pub fallbacks: u64,
+}
+
+/// Servers the core started ahead of their owners' usual play time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prewarm {
+    pub starts: u64,
+    /// Of those, servers a player (or the owner) then claimed.
+    pub claimed: u64,
+    /// RAM-time of warm servers before their first player that the platform paid for
+    /// (`billed_to = "platform"`), at the RAM list price.
+    pub platform_paid_eur: f64,
+}
+
+/// Things that went wrong in the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Incidents {
+    pub vm_losses: u64,
+    /// Servers that were running on a lost VM and were queued to start elsewhere.
+    pub servers_restarted: u64,
+    /// Of those, servers that had players at the time.
+    pub sessions_interrupted: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -287,6 +331,8 @@ impl Outcome {
             ("capacity (queue + VM boot)", &self.capacity_wait),
             ("server boot", &self.boot_wait),
             ("queued requests only", &self.queue_wait),
+            ("player join → playable", &self.join_wait),
+            ("  regular owners only", &self.regular_join_wait),
         ] {
             let _ = writeln!(
                 w,
@@ -302,7 +348,7 @@ impl Outcome {
         );
         let _ = writeln!(w, "## Fleet\n");
         let _ = writeln!(w, "| metric | value |\n|---|---:|");
-        let rows: [(&str, String); 11] = [
+        let rows: [(&str, String); 14] = [
             (
                 "starts running / rejected / cancelled / pending",
                 format!(
@@ -339,6 +385,31 @@ impl Outcome {
             (
                 "dedicated node-hours",
                 format!("{:.1}", self.nodes.dedicated_node_hours),
+            ),
+            (
+                "provider orders / sold out / rate limited / failed / fallbacks",
+                format!(
+                    "{} / {} / {} / {} / {}",
+                    self.provider.orders,
+                    self.provider.sold_out,
+                    self.provider.rate_limited,
+                    self.provider.failed,
+                    self.provider.fallbacks
+                ),
+            ),
+            (
+                "VMs lost / servers restarted elsewhere / with players",
+                format!(
+                    "{} / {} / {}",
+                    self.incidents.vm_losses, self.incidents.servers_restarted, self.incidents.sessions_interrupted
+                ),
+            ),
+            (
+                "pre-warm starts / claimed / platform-paid EUR",
+                format!(
+                    "{} / {} / {:.2}",
+                    self.prewarm.starts, self.prewarm.claimed, self.prewarm.platform_paid_eur
+                ),
             ),
             ("engine events", self.sim.events.to_string()),
         ];

@@ -11,41 +11,21 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use payperplay_core::{
     Command, CommandId, CommandKind, Core, CoreConfig, Email, Event, Input, LedgerKind, MICROS_PER_EUR, MS_PER_HOUR,
-    MS_PER_MINUTE, MS_PER_MONTH, NodeId, ServerId, ServerState, ServerTypeIdx, StartOutcome, Timestamp, UserId,
+    MS_PER_MONTH, NodeId, ServerId, ServerState, ServerTypeIdx, StartOutcome, Timestamp, UserId,
 };
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::outcome::{self, LatencyRecorder, Outcome};
-use crate::scenario::{Scenario, Workload};
+use crate::provider::{OrderError, Provider};
+use crate::scenario::Scenario;
 use crate::timeline::{Sample, Timeline, TimelineRecorder};
-
-/// Independent random streams, each derived from the master seed.
-#[derive(Debug, Clone, Copy)]
-#[repr(u64)]
-enum Stream {
-    Arrivals = 1,
-    ServerChoice = 2,
-    SessionLength = 3,
-    Players = 4,
-    Tiers = 5,
-    Provider = 6,
-    ServerTiming = 7,
-}
-
-pub fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
-}
-
-fn stream(seed: u64, s: Stream) -> ChaCha8Rng {
-    rng_for(seed, s as u64)
-}
+pub use crate::workload::rng_for;
+use crate::workload::{Generator, Source, Stream, WorkEvent, stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SimEvent {
-    NextArrival,
+    /// The workload's next event (held in `Simulation::pending_work`).
+    NextWork,
     SessionEnd {
         server_idx: u32,
         players: u32,
@@ -54,8 +34,12 @@ enum SimEvent {
     /// A command's result arrives; a started container then boots Minecraft.
     CommandDone {
         command_id: CommandId,
-        ok: bool,
+        failure: Option<OrderError>,
         then_boot: Option<u32>,
+    },
+    /// A ready VM dies.
+    VmLost {
+        node_id: NodeId,
     },
     Booted {
         server_idx: u32,
@@ -90,8 +74,10 @@ impl PartialOrd for Scheduled {
 #[derive(Debug, Clone, Default)]
 struct SimServer {
     players: u32,
-    /// Sessions waiting for the server to run: (players, session length).
-    waiting: Vec<(u32, u64)>,
+    /// Sessions waiting for the server to run: (players, session length, arrival).
+    waiting: Vec<(u32, u64, Timestamp)>,
+    /// The owner plays at a regular time (join waits are reported separately).
+    regular: bool,
     /// Bumped when players are kicked, so their session ends are ignored.
     epoch: u32,
     start_command: Option<CommandId>,
@@ -100,6 +86,7 @@ struct SimServer {
 struct Vm {
     server_type: ServerTypeIdx,
     created_at: Timestamp,
+    ready: bool,
 }
 
 /// Running sums of time-weighted quantities.
@@ -120,7 +107,14 @@ struct Recorder {
     capacity_wait: LatencyRecorder,
     boot_wait: LatencyRecorder,
     queue_wait: LatencyRecorder,
+    join_wait: LatencyRecorder,
+    regular_join_wait: LatencyRecorder,
     slo_misses: u64,
+    vm_losses: u64,
+    servers_restarted: u64,
+    sessions_interrupted: u64,
+    fallbacks: u64,
+    prewarm_starts: u64,
     sessions: u64,
     sessions_lost: u64,
     starts_requested: u64,
@@ -148,6 +142,18 @@ pub struct RunResult {
     pub timeline: Timeline,
     /// The start-wait distribution as (seconds, fraction of starts at or below).
     pub start_wait_cdf: Vec<(f64, f64)>,
+    /// Every cloud VM's life, when asked for with [`Simulation::record_vms`].
+    pub vms: Vec<VmLife>,
+}
+
+/// One cloud VM as the provider billed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmLife {
+    pub server_type: String,
+    pub created_at: Timestamp,
+    /// Deletion confirmed (or the end of the run).
+    pub until: Timestamp,
+    pub cost_micros: u64,
 }
 
 /// A simulation in progress. `Simulation::new(..).run()` is the whole job.
@@ -161,22 +167,33 @@ pub struct Simulation {
     wake_at: Option<Timestamp>,
     servers: Vec<SimServer>,
     vms: BTreeMap<NodeId, Vm>,
-    rng_arrivals: ChaCha8Rng,
-    rng_choice: ChaCha8Rng,
-    rng_length: ChaCha8Rng,
-    rng_players: ChaCha8Rng,
+    source: Source,
+    pending_work: Option<WorkEvent>,
+    provider: Provider,
     rng_provider: ChaCha8Rng,
     rng_timing: ChaCha8Rng,
-    arrival_rate_max_per_ms: f64,
+    rng_faults: ChaCha8Rng,
     recorder: Recorder,
     events_processed: u64,
     n_dedicated: u64,
     core_inputs: u64,
     progress: Option<Box<dyn FnMut(Timestamp, Timestamp)>>,
+    vm_log: Option<Vec<VmLife>>,
+    /// The core's counters when measuring began (outcomes count what came after).
+    stats_at_warmup: Option<payperplay_core::CoreStats>,
 }
 
 fn first_server_id() -> u64 {
     1
+}
+
+/// Core ids of the workload's dense indices.
+fn server_id(server_idx: usize) -> ServerId {
+    ServerId(server_idx as u64 + first_server_id())
+}
+
+fn user_id(user: u32) -> UserId {
+    UserId(user as u64 + 1)
 }
 
 impl Simulation {
@@ -186,7 +203,6 @@ impl Simulation {
         let end = start.plus_ms(scenario.duration_ms);
         let core_config: CoreConfig = scenario.core.clone();
         let mut core = Core::new(core_config);
-        let g = &scenario.workload;
 
         let mut inputs = Vec::new();
         for spec in &scenario.fleet.dedicated {
@@ -204,42 +220,21 @@ impl Simulation {
                 });
             }
         }
-        let mut rng_tiers = stream(seed, Stream::Tiers);
-        let total_weight: f64 = g.tiers.iter().map(|t| t.weight).sum();
-        let mut n_servers_created = 0usize;
-        for u in 0..g.users {
-            let user_id = UserId(u as u64 + 1);
-            inputs.push(Input::RegisterUser { user_id });
-            if g.initial_balance_micros > 0 {
-                inputs.push(Input::TopUp {
-                    user_id,
-                    amount_micros: g.initial_balance_micros,
-                });
+        let (setup, source, n_servers) = match &scenario.trace {
+            Some(trace) => (
+                trace.setup.clone(),
+                Source::Trace {
+                    events: trace.clone(),
+                    next: 0,
+                },
+                trace.n_servers as usize,
+            ),
+            None => {
+                let (setup, generator) = Generator::new(&scenario);
+                let n = generator.n_servers() as usize;
+                (setup, Source::Generator(Box::new(generator)), n)
             }
-            for _ in 0..g.servers_per_user {
-                let mut pick = rng_tiers.random::<f64>() * total_weight;
-                let tier = g
-                    .tiers
-                    .iter()
-                    .find(|t| {
-                        pick -= t.weight;
-                        pick < 0.0
-                    })
-                    .unwrap_or(g.tiers.last().expect("validated: tiers not empty"));
-                let server_id = ServerId(first_server_id() + n_servers_created as u64);
-                n_servers_created += 1;
-                inputs.push(Input::CreateServer {
-                    server_id,
-                    owner: user_id,
-                    ram_mib: tier.gb * 1024,
-                });
-            }
-        }
-        let arrival_rate_max_per_ms = g.sessions_per_hour
-            * g.daily_profile.iter().cloned().fold(0.0, f64::max)
-            * g.weekly_profile.iter().cloned().fold(0.0, f64::max)
-            / MS_PER_HOUR as f64;
-        let n_servers = n_servers_created;
+        };
         let mut sim = Simulation {
             recorder: Recorder {
                 measure_from: start.plus_ms(scenario.warmup_ms),
@@ -248,7 +243,14 @@ impl Simulation {
                 capacity_wait: LatencyRecorder::default(),
                 boot_wait: LatencyRecorder::default(),
                 queue_wait: LatencyRecorder::default(),
+                join_wait: LatencyRecorder::default(),
+                regular_join_wait: LatencyRecorder::default(),
                 slo_misses: 0,
+                vm_losses: 0,
+                servers_restarted: 0,
+                sessions_interrupted: 0,
+                fallbacks: 0,
+                prewarm_starts: 0,
                 sessions: 0,
                 sessions_lost: 0,
                 starts_requested: 0,
@@ -271,12 +273,12 @@ impl Simulation {
                     scenario.duration_ms.saturating_sub(scenario.warmup_ms),
                 ),
             },
-            rng_arrivals: stream(seed, Stream::Arrivals),
-            rng_choice: stream(seed, Stream::ServerChoice),
-            rng_length: stream(seed, Stream::SessionLength),
-            rng_players: stream(seed, Stream::Players),
             rng_provider: stream(seed, Stream::Provider),
             rng_timing: stream(seed, Stream::ServerTiming),
+            rng_faults: stream(seed, Stream::Faults),
+            provider: Provider::new(&scenario),
+            source,
+            pending_work: None,
             scenario,
             core: {
                 core.settle_all(start);
@@ -289,23 +291,32 @@ impl Simulation {
             wake_at: None,
             servers: vec![SimServer::default(); n_servers],
             vms: BTreeMap::new(),
-            arrival_rate_max_per_ms,
             events_processed: 0,
             n_dedicated: 0,
             core_inputs: 0,
             progress: None,
+            vm_log: None,
+            stats_at_warmup: None,
         };
         sim.n_dedicated = sim.scenario.fleet.dedicated.iter().map(|d| d.count as u64).sum();
         for input in inputs {
             sim.input(input).expect("set-up inputs are valid");
         }
-        sim.schedule_next_arrival();
+        for event in setup {
+            sim.work(event);
+        }
+        sim.schedule_next_work();
         sim
     }
 
     /// Called now and then with (now, end) while running.
     pub fn on_progress(&mut self, f: impl FnMut(Timestamp, Timestamp) + 'static) {
         self.progress = Some(Box::new(f));
+    }
+
+    /// Keep a record of every VM's life for [`RunResult::vms`].
+    pub fn record_vms(&mut self) {
+        self.vm_log = Some(Vec::new());
     }
 
     pub fn core(&self) -> &Core {
@@ -347,6 +358,9 @@ impl Simulation {
     }
 
     fn advance(&mut self, to: Timestamp) {
+        if self.stats_at_warmup.is_none() && to >= self.recorder.measure_from {
+            self.stats_at_warmup = Some(self.core.stats());
+        }
         let rec = &mut self.recorder;
         let from = self.now.max(rec.measure_from);
         if to > from {
@@ -422,9 +436,19 @@ impl Simulation {
 
     fn process(&mut self, event: SimEvent) {
         match event {
-            SimEvent::NextArrival => {
-                self.arrival();
-                self.schedule_next_arrival();
+            SimEvent::NextWork => {
+                if let Some(event) = self.pending_work.take() {
+                    self.work(event);
+                }
+                self.schedule_next_work();
+            }
+            SimEvent::VmLost { node_id } => {
+                if self.vms.get(&node_id).is_some_and(|vm| vm.ready) {
+                    if self.measuring() {
+                        self.recorder.vm_losses += 1;
+                    }
+                    let _ = self.input(Input::NodeLost { node_id });
+                }
             }
             SimEvent::SessionEnd {
                 server_idx,
@@ -448,19 +472,15 @@ impl Simulation {
             }
             SimEvent::CommandDone {
                 command_id,
-                ok,
+                failure,
                 then_boot,
             } => {
-                let input = if ok {
-                    Input::CommandSucceeded { command_id }
-                } else {
-                    Input::CommandFailed {
-                        command_id,
-                        reason: "simulated failure".to_string(),
-                    }
+                let input = match failure {
+                    None => Input::CommandSucceeded { command_id },
+                    Some(error) => crate::provider::failure_input(command_id, error),
                 };
                 let _ = self.input(input);
-                if let (true, Some(server_idx)) = (ok, then_boot) {
+                if let (None, Some(server_idx)) = (failure, then_boot) {
                     let boot_ms = self.scenario.servers.boot_seconds.seconds_as_ms(&mut self.rng_timing);
                     self.schedule(
                         self.now.plus_ms(boot_ms),
@@ -480,7 +500,7 @@ impl Simulation {
                     let server_id = ServerId(server_idx as u64 + first_server_id());
                     // Players who waited for the boot are in as it finishes, so the
                     // server never looks idle at the moment it comes up.
-                    let players = server.players + server.waiting.iter().map(|&(p, _)| p).sum::<u32>();
+                    let players = server.players + server.waiting.iter().map(|&(p, _, _)| p).sum::<u32>();
                     if players > 0 {
                         let _ = self.input(Input::PlayerCount { server_id, players });
                     }
@@ -503,53 +523,104 @@ impl Simulation {
 
     // ------------------------------------------------------------------ workload
 
-    fn generator(&self) -> &Workload {
-        &self.scenario.workload
+    /// Pull the workload's next event and schedule it.
+    fn schedule_next_work(&mut self) {
+        if let Some((at, event)) = self.source.next_event()
+            && at <= self.end
+        {
+            self.pending_work = Some(event);
+            self.schedule(at.max(self.now), SimEvent::NextWork);
+        }
     }
 
-    /// Non-homogeneous Poisson arrivals by thinning against the profile's peak rate.
-    fn schedule_next_arrival(&mut self) {
-        let mut t = self.now;
-        loop {
-            let u: f64 = self.rng_arrivals.random();
-            let gap_ms = (-(1.0 - u).ln() / self.arrival_rate_max_per_ms).max(0.0);
-            t = t.plus_ms(gap_ms.round() as u64);
-            if t > self.end {
-                return;
+    /// What users do.
+    fn work(&mut self, event: WorkEvent) {
+        match event {
+            WorkEvent::RegisterUser { user } => {
+                let _ = self.input(Input::RegisterUser { user_id: user_id(user) });
             }
-            let accept: f64 = self.rng_arrivals.random();
-            if accept * self.arrival_rate_max_per_ms <= self.rate_at(t) {
-                self.schedule(t, SimEvent::NextArrival);
-                return;
+            WorkEvent::TopUp { user, amount_micros } => {
+                let _ = self.input(Input::TopUp {
+                    user_id: user_id(user),
+                    amount_micros,
+                });
+            }
+            WorkEvent::CreateServer {
+                server,
+                owner,
+                ram_mib,
+                regular,
+            } => {
+                self.servers[server as usize].regular = regular;
+                self.input(Input::CreateServer {
+                    server_id: server_id(server as usize),
+                    owner: user_id(owner),
+                    ram_mib,
+                })
+                .expect("trace servers are validated against the tiers");
+            }
+            WorkEvent::Session {
+                server,
+                players,
+                length_ms,
+            } => self.arrival(server as usize, players, length_ms),
+            WorkEvent::StartRequested { server } => {
+                let server_idx = server as usize;
+                let state = self
+                    .core
+                    .server(server_id(server_idx))
+                    .expect("sim servers exist")
+                    .state;
+                if matches!(
+                    state,
+                    ServerState::Stopped | ServerState::Sleeping | ServerState::Archived | ServerState::Stopping { .. }
+                ) {
+                    self.request_start(server_idx);
+                }
+            }
+            WorkEvent::StopRequested { server } => {
+                let _ = self.input(Input::StopServer {
+                    server_id: server_id(server as usize),
+                });
             }
         }
     }
 
-    fn rate_at(&self, t: Timestamp) -> f64 {
-        let g = self.generator();
-        let hour = (t.ms() / MS_PER_HOUR) % 24;
-        // 1970-01-01 was a Thursday: day 0 is index 3 (Monday first).
-        let weekday = (t.ms() / (24 * MS_PER_HOUR) + 3) % 7;
-        g.sessions_per_hour * g.daily_profile[hour as usize] * g.weekly_profile[weekday as usize] / MS_PER_HOUR as f64
+    fn request_start(&mut self, server_idx: usize) {
+        if self.measuring() {
+            self.recorder.starts_requested += 1;
+        }
+        if self
+            .input(Input::StartServer {
+                server_id: server_id(server_idx),
+            })
+            .is_err()
+        {
+            self.drop_waiting(server_idx);
+            if self.measuring() {
+                self.recorder.starts_rejected += 1;
+            }
+        }
     }
 
-    fn arrival(&mut self) {
-        let n = self.servers.len();
-        let server_idx = self.rng_choice.random_range(0..n);
-        let g = self.generator();
-        let (length_dist, players_dist) = (g.session_minutes.clone(), g.players.clone());
-        let length_ms = length_dist.sample_ms(&mut self.rng_length, MS_PER_MINUTE as f64);
-        let players = (players_dist.sample(&mut self.rng_players).round() as u32).max(1);
-        if self.measuring() {
+    fn arrival(&mut self, server_idx: usize, players: u32, length_ms: u64) {
+        let measuring = self.measuring();
+        if measuring {
             self.recorder.sessions += 1;
         }
-        let server_id = ServerId(server_idx as u64 + first_server_id());
+        let server_id = server_id(server_idx);
         let state = self.core.server(server_id).expect("sim servers exist").state;
         match state {
             ServerState::Running => {
                 let server = &mut self.servers[server_idx];
                 server.players += players;
-                let (total, epoch) = (server.players, server.epoch);
+                let (total, epoch, regular) = (server.players, server.epoch, server.regular);
+                if measuring {
+                    self.recorder.join_wait.record(0);
+                    if regular {
+                        self.recorder.regular_join_wait.record(0);
+                    }
+                }
                 self.schedule(
                     self.now.plus_ms(length_ms),
                     SimEvent::SessionEnd {
@@ -564,19 +635,11 @@ impl Simulation {
                 });
             }
             ServerState::Queued | ServerState::Starting => {
-                self.servers[server_idx].waiting.push((players, length_ms));
+                self.servers[server_idx].waiting.push((players, length_ms, self.now));
             }
             ServerState::Stopped | ServerState::Sleeping | ServerState::Archived | ServerState::Stopping { .. } => {
-                self.servers[server_idx].waiting.push((players, length_ms));
-                if self.measuring() {
-                    self.recorder.starts_requested += 1;
-                }
-                if self.input(Input::StartServer { server_id }).is_err() {
-                    self.drop_waiting(server_idx);
-                    if self.measuring() {
-                        self.recorder.starts_rejected += 1;
-                    }
-                }
+                self.servers[server_idx].waiting.push((players, length_ms, self.now));
+                self.request_start(server_idx);
             }
         }
     }
@@ -599,40 +662,55 @@ impl Simulation {
                 sim.now.plus_ms(delay_ms),
                 SimEvent::CommandDone {
                     command_id: id,
-                    ok: true,
+                    failure: None,
                     then_boot,
+                },
+            );
+        };
+        // A refused API call answers after a round trip.
+        let refused = |sim: &mut Simulation, error: OrderError| {
+            sim.schedule(
+                sim.now.plus_ms(500),
+                SimEvent::CommandDone {
+                    command_id: id,
+                    failure: Some(error),
+                    then_boot: None,
                 },
             );
         };
         match command.kind {
             CommandKind::ProvisionNode {
-                node_id, server_type, ..
-            } => {
-                self.vms.insert(
-                    node_id,
-                    Vm {
-                        server_type,
-                        created_at: self.now,
-                    },
-                );
-                self.recorder.nodes_provisioned += u64::from(self.measuring());
-                let delay = self
-                    .scenario
-                    .fleet
-                    .cloud
-                    .provisioning_seconds
-                    .seconds_as_ms(&mut self.rng_provider);
-                done(self, delay, None);
-            }
-            CommandKind::DeleteNode { .. } => {
-                let delay = self
-                    .scenario
-                    .fleet
-                    .cloud
-                    .deletion_seconds
-                    .seconds_as_ms(&mut self.rng_provider);
-                done(self, delay, None);
-            }
+                node_id,
+                server_type,
+                location,
+            } => match self
+                .provider
+                .order(self.now, server_type.0, location.0, &mut self.rng_provider)
+            {
+                Ok(delay) => {
+                    self.vms.insert(
+                        node_id,
+                        Vm {
+                            server_type,
+                            created_at: self.now,
+                            ready: false,
+                        },
+                    );
+                    self.recorder.nodes_provisioned += u64::from(self.measuring());
+                    if let Some(life) = self.provider.loss_after(&mut self.rng_faults) {
+                        let at = self.now.plus_ms(delay).plus_ms(life);
+                        if at <= self.end {
+                            self.schedule(at, SimEvent::VmLost { node_id });
+                        }
+                    }
+                    done(self, delay, None);
+                }
+                Err(error) => refused(self, error),
+            },
+            CommandKind::DeleteNode { .. } => match self.provider.delete(self.now, &mut self.rng_provider) {
+                Ok(delay) => done(self, delay, None),
+                Err(error) => refused(self, error),
+            },
             CommandKind::StartContainer { server_id, .. } => {
                 let server_idx = (server_id.0 - first_server_id()) as u32;
                 self.servers[server_idx as usize].start_command = Some(id);
@@ -662,11 +740,11 @@ impl Simulation {
                 }
             }
             CommandKind::SendEmail { user_id, email } => {
-                let topup = self.generator().topup_micros;
+                let topup = self.scenario.workload.topup_micros;
                 if let Email::LowBalance { .. } = email
                     && topup > 0
                 {
-                    let at = self.now.plus_ms(self.generator().topup_delay_ms);
+                    let at = self.now.plus_ms(self.scenario.workload.topup_delay_ms);
                     self.schedule(at, SimEvent::TopUp { user_id });
                 }
             }
@@ -682,12 +760,17 @@ impl Simulation {
     }
 
     fn account_vm(&mut self, vm: &Vm, until: Timestamp) {
-        let server_type = &self.scenario.core.catalog.server_types[vm.server_type.0 as usize];
-        let cost = vm_cost_micros(
-            server_type.price_micros_per_hour,
-            server_type.monthly_cap_micros,
-            until.since(vm.created_at),
-        );
+        let cost = self.provider.vm_cost_micros(vm.server_type.0, vm.created_at, until);
+        if let Some(log) = &mut self.vm_log {
+            log.push(VmLife {
+                server_type: self.scenario.core.catalog.server_types[vm.server_type.0 as usize]
+                    .name
+                    .clone(),
+                created_at: vm.created_at,
+                until,
+                cost_micros: cost,
+            });
+        }
         // Costs of VMs that lived across the warm-up boundary count in proportion.
         let from = vm.created_at.max(self.recorder.measure_from);
         let lifetime = until.since(vm.created_at).max(1);
@@ -709,10 +792,17 @@ impl Simulation {
                 let server_idx = (server_id.0 - first_server_id()) as usize;
                 let server = &mut self.servers[server_idx];
                 let waiting = std::mem::take(&mut server.waiting);
-                let epoch = server.epoch;
+                let (epoch, regular) = (server.epoch, server.regular);
                 let mut total = server.players;
-                for &(players, length_ms) in &waiting {
+                for &(players, length_ms, arrived) in &waiting {
                     total += players;
+                    if measuring && arrived >= self.recorder.measure_from {
+                        let wait = self.now.since(arrived);
+                        self.recorder.join_wait.record(wait);
+                        if regular {
+                            self.recorder.regular_join_wait.record(wait);
+                        }
+                    }
                     self.schedule(
                         self.now.plus_ms(length_ms),
                         SimEvent::SessionEnd {
@@ -750,9 +840,15 @@ impl Simulation {
                     }
                 }
             }
-            Event::ServerStopped { server_id, .. } => {
+            Event::ServerStopped { server_id, reason } => {
                 let server_idx = (server_id.0 - first_server_id()) as usize;
                 let server = &mut self.servers[server_idx];
+                if reason == payperplay_core::StopReason::NodeLost && measuring {
+                    // The core queued it to start elsewhere: a start request of its own.
+                    self.recorder.starts_requested += 1;
+                    self.recorder.servers_restarted += 1;
+                    self.recorder.sessions_interrupted += u64::from(server.players > 0);
+                }
                 server.epoch = server.epoch.wrapping_add(1);
                 server.players = 0;
             }
@@ -772,7 +868,15 @@ impl Simulation {
             | Event::RamReleased { .. }
             | Event::ServerArchived { .. }
             | Event::NodeRequested { .. }
-            | Event::NodeReady { .. } => {}
+            | Event::NodeDraining { .. }
+            | Event::PrewarmClaimed { .. } => {}
+            Event::NodeReady { node_id } => {
+                if let Some(vm) = self.vms.get_mut(&node_id) {
+                    vm.ready = true;
+                }
+            }
+            Event::ProvisionFallback { .. } => self.recorder.fallbacks += u64::from(measuring),
+            Event::PrewarmStarted { .. } => self.recorder.prewarm_starts += u64::from(measuring),
         }
     }
 
@@ -819,6 +923,8 @@ impl Simulation {
             }
         }
         let start_wait_cdf = rec.start_wait.cdf(200);
+        let stats = self.core.stats();
+        let before = self.stats_at_warmup.unwrap_or_default();
         let i = &rec.integrals;
         let outcome = Outcome {
             scenario: self.scenario.name.clone(),
@@ -839,6 +945,8 @@ impl Simulation {
             capacity_wait: rec.capacity_wait.percentiles(),
             boot_wait: rec.boot_wait.percentiles(),
             queue_wait: rec.queue_wait.percentiles(),
+            join_wait: rec.join_wait.percentiles(),
+            regular_join_wait: rec.regular_join_wait.percentiles(),
             queue: outcome::Queue {
                 requests_queued: rec.queue_wait.count(),
                 queued_pct: outcome::round3(100.0 * rec.queue_wait.count() as f64 / starts_running.max(1) as f64),
@@ -882,6 +990,29 @@ impl Simulation {
                 total: self.servers.len() as u64,
                 holding_ram_mean: outcome::round6(i.holding_ms as f64 / measured_ms as f64),
             },
+            provider: outcome::ProviderCalls {
+                orders: self.provider.stats.orders,
+                sold_out: self.provider.stats.sold_out,
+                rate_limited: self.provider.stats.rate_limited,
+                failed: self.provider.stats.failed,
+                requests: self.provider.stats.requests,
+                fallbacks: rec.fallbacks,
+            },
+            prewarm: outcome::Prewarm {
+                starts: rec.prewarm_starts,
+                claimed: stats.prewarm_claimed - before.prewarm_claimed,
+                platform_paid_eur: outcome::round6(
+                    (stats.prewarm_platform_mib_ms - before.prewarm_platform_mib_ms) as f64
+                        * self.scenario.core.billing.ram_price_micros_per_gib_hour as f64
+                        / (1024.0 * MS_PER_HOUR as f64)
+                        / MICROS_PER_EUR as f64,
+                ),
+            },
+            incidents: outcome::Incidents {
+                vm_losses: rec.vm_losses,
+                servers_restarted: rec.servers_restarted,
+                sessions_interrupted: rec.sessions_interrupted,
+            },
             sim: outcome::SimCounters {
                 events: self.events_processed,
                 core_inputs: self.core_inputs,
@@ -892,36 +1023,7 @@ impl Simulation {
             outcome,
             timeline,
             start_wait_cdf,
+            vms: self.vm_log.take().unwrap_or_default(),
         }
-    }
-}
-
-/// Hetzner's rule: every started hour at the hourly price, at most the monthly cap per
-/// 730-hour month.
-pub fn vm_cost_micros(price_micros_per_hour: u64, monthly_cap_micros: u64, lifetime_ms: u64) -> u64 {
-    let full_months = lifetime_ms / MS_PER_MONTH;
-    let rest_ms = lifetime_ms % MS_PER_MONTH;
-    let started_hours = rest_ms.div_ceil(MS_PER_HOUR);
-    let rest = (started_hours * price_micros_per_hour).min(monthly_cap_micros);
-    let rest = if lifetime_ms == 0 {
-        price_micros_per_hour.min(monthly_cap_micros)
-    } else {
-        rest
-    };
-    full_months * monthly_cap_micros + rest
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vms_bill_every_started_hour_up_to_the_monthly_cap() {
-        let (hourly, cap) = (20_000, 12_000_000);
-        assert_eq!(vm_cost_micros(hourly, cap, 1), 20_000);
-        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_HOUR), 20_000);
-        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_HOUR + 1), 40_000);
-        assert_eq!(vm_cost_micros(hourly, cap, 700 * MS_PER_HOUR), 12_000_000);
-        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_MONTH + MS_PER_HOUR), 12_020_000);
     }
 }

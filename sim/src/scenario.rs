@@ -15,6 +15,10 @@ use crate::dist::Dist;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// Another scenario file this one starts from (relative to this file): its tables
+    /// are merged key by key, this file's values win, arrays are replaced whole.
+    #[serde(default, skip_serializing)]
+    pub extends: Option<PathBuf>,
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -43,6 +47,9 @@ pub struct Scenario {
     /// Bounds on outcome metrics: `metric = { min = .., max = .. }`.
     #[serde(default)]
     pub expect: BTreeMap<String, Bound>,
+    /// The loaded trace when `workload.kind = "trace"` (or `run --trace`).
+    #[serde(skip)]
+    pub trace: Option<std::sync::Arc<crate::trace::Trace>>,
 }
 
 fn default_seed() -> u64 {
@@ -85,14 +92,30 @@ fn one() -> u32 {
     1
 }
 
-/// How the cloud provider behaves (the catalog itself is `core.catalog`).
+/// How the cloud provider behaves (the catalog itself is `core.catalog`): latencies,
+/// dated prices, and faults. Every fault is seeded like any other draw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CloudModel {
     /// From ordering a VM to it taking containers.
     pub provisioning_seconds: Dist,
+    /// Per server type (`"cpx42"`) or type and location (`"cpx42@fsn1"`, which wins).
+    pub provisioning_by_type: BTreeMap<String, Dist>,
+    /// Draw provisioning latencies from the trace's `provisioning_observed` samples for
+    /// that type and location when it has any.
+    pub use_trace_latencies: bool,
     /// From asking for deletion to the provider confirming it (billing stops then).
     pub deletion_seconds: Dist,
+    /// Chance (percent) that an order fails outright (HTTP 5xx); the VM never exists.
+    pub create_failure_pct: f64,
+    /// Chance (percent) per day of its life that a ready VM dies (host failure).
+    pub vm_loss_pct_per_day: f64,
+    /// Windows in which a type is sold out (`resource_unavailable`).
+    pub sold_out: Vec<SoldOut>,
+    /// Dated price changes; a VM keeps the price in effect on the day it was ordered.
+    /// Before the first entry for a type, `core.catalog` prices apply.
+    pub prices: Vec<DatedPrice>,
+    pub rate_limit: RateLimit,
 }
 
 impl Default for CloudModel {
@@ -102,14 +125,71 @@ impl Default for CloudModel {
                 median: 90.0,
                 sigma: 0.4,
             },
+            provisioning_by_type: BTreeMap::new(),
+            use_trace_latencies: true,
             deletion_seconds: Dist::Const { value: 5.0 },
+            create_failure_pct: 0.0,
+            vm_loss_pct_per_day: 0.0,
+            sold_out: Vec::new(),
+            prices: Vec::new(),
+            rate_limit: RateLimit::default(),
+        }
+    }
+}
+
+/// A server type sold out in one location (or all) for a window of simulated time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoldOut {
+    pub server_type: String,
+    /// `None`: every location.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// When the window opens, counted from the start of the run ("1day 18h").
+    #[serde(rename = "after", with = "duration_ms")]
+    pub after_ms: u64,
+    #[serde(rename = "duration", with = "duration_ms")]
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatedPrice {
+    /// First day (UTC) the price applies to new orders, "YYYY-MM-DD".
+    pub from: String,
+    pub server_type: String,
+    #[serde(rename = "hourly_eur", with = "eur_micros")]
+    pub price_micros_per_hour: u64,
+    #[serde(rename = "monthly_eur", with = "eur_micros")]
+    pub monthly_cap_micros: u64,
+}
+
+/// Hetzner's API rate limit: a bucket of `requests_per_hour` that refills one request
+/// per `refill_seconds`. Orders, deletions and action polls all take a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    pub enabled: bool,
+    pub requests_per_hour: u32,
+    pub refill_seconds: f64,
+    /// How often the shell polls a create action until the VM is ready.
+    pub poll_seconds: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            enabled: true,
+            requests_per_hour: 3600,
+            refill_seconds: 1.0,
+            poll_seconds: 10.0,
         }
     }
 }
 
 /// How long containers take to start, Minecraft to boot, and a clean stop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerTiming {
     pub container_start_seconds: Dist,
     /// From the container running to Minecraft accepting players (Paper: 30–60 s).
@@ -132,6 +212,8 @@ impl Default for ServerTiming {
 pub enum WorkloadKind {
     /// Sessions drawn from the generator's distributions.
     Generator,
+    /// A recorded or generated trace (`path`), see the trace format.
+    Trace,
 }
 
 /// A synthetic workload: sessions arrive as a Poisson process whose rate follows a
@@ -140,10 +222,14 @@ pub enum WorkloadKind {
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub kind: WorkloadKind,
+    /// The trace file for `kind = "trace"`, relative to the scenario file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
     pub users: u32,
     #[serde(default = "one")]
     pub servers_per_user: u32,
-    #[serde(rename = "initial_balance_eur", with = "eur_micros_signed")]
+    #[serde(rename = "initial_balance_eur", with = "eur_micros_signed", default)]
     pub initial_balance_micros: i64,
     /// Owners top up this much when warned of a low balance (0: never).
     #[serde(rename = "topup_eur", with = "eur_micros_signed", default)]
@@ -152,6 +238,7 @@ pub struct Workload {
     #[serde(rename = "topup_delay", with = "duration_ms", default = "default_topup_delay")]
     pub topup_delay_ms: u64,
     /// Mean session arrivals per hour before the profiles are applied.
+    #[serde(default)]
     pub sessions_per_hour: f64,
     /// 24 multipliers, hour 0 = 00:00 UTC. Default: flat.
     #[serde(default = "flat_daily")]
@@ -160,12 +247,100 @@ pub struct Workload {
     #[serde(default = "flat_weekly")]
     pub weekly_profile: Vec<f64>,
     /// How long a session plays once the server runs.
+    #[serde(default = "crate::workload::default_session_minutes")]
     pub session_minutes: Dist,
     /// Players in one session (rounded, at least 1).
     #[serde(default = "one_player")]
     pub players: Dist,
     /// RAM tier mix of the servers.
+    #[serde(default)]
     pub tiers: Vec<TierWeight>,
+    /// Owners who play at a regular time of day (for pre-warm).
+    #[serde(default)]
+    pub habits: Option<Habits>,
+    /// Load spikes on top of the profiles (a launch day, an event).
+    #[serde(default)]
+    pub surges: Vec<Surge>,
+}
+
+/// The arrival rate climbs linearly to `factor` times its profile value over `ramp`,
+/// holds for `hold`, and falls back over `ramp` again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Surge {
+    /// When the climb starts, from the start of the run.
+    #[serde(rename = "after", with = "duration_ms")]
+    pub after_ms: u64,
+    #[serde(rename = "ramp", with = "duration_ms")]
+    pub ramp_ms: u64,
+    #[serde(rename = "hold", with = "duration_ms")]
+    pub hold_ms: u64,
+    pub factor: f64,
+}
+
+impl Surge {
+    /// The multiplier at `since_start` ms into the run.
+    pub fn factor_at(&self, since_start: u64) -> f64 {
+        let Some(t) = since_start.checked_sub(self.after_ms) else {
+            return 1.0;
+        };
+        let ramp = self.ramp_ms.max(1) as f64;
+        let up = |x: f64| 1.0 + (self.factor - 1.0) * x.clamp(0.0, 1.0);
+        if t < self.ramp_ms {
+            up(t as f64 / ramp)
+        } else if t < self.ramp_ms + self.hold_ms {
+            self.factor
+        } else {
+            up(1.0 - (t - self.ramp_ms - self.hold_ms) as f64 / ramp)
+        }
+    }
+}
+
+/// Some owners play every day around the same time: one extra session a day near a
+/// usual time drawn per server between `from` and `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Habits {
+    /// Share of servers whose owners have the habit, in percent.
+    pub servers_pct: f64,
+    /// Chance they play on a given day, in percent.
+    #[serde(default = "habit_days_pct")]
+    pub days_pct: f64,
+    /// Window for the usual time of day (UTC), "HH:MM".
+    #[serde(rename = "from", with = "hh_mm")]
+    pub from_minute: u64,
+    #[serde(rename = "to", with = "hh_mm")]
+    pub to_minute: u64,
+    /// The actual arrival is uniform within ± this of the usual time.
+    #[serde(rename = "jitter", with = "duration_ms", default)]
+    pub jitter_ms: u64,
+    /// How long the habitual session lasts.
+    #[serde(default = "crate::workload::default_session_minutes")]
+    pub session_minutes: Dist,
+}
+
+fn habit_days_pct() -> f64 {
+    100.0
+}
+
+/// "HH:MM" as minutes of the day.
+mod hh_mm {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(minute: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:02}:{:02}", minute / 60, minute % 60))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        let parsed = text
+            .split_once(':')
+            .and_then(|(h, m)| Some((h.parse::<u64>().ok()?, m.parse::<u64>().ok()?)))
+            .filter(|&(h, m)| h < 24 && m < 60);
+        parsed
+            .map(|(h, m)| h * 60 + m)
+            .ok_or_else(|| D::Error::custom(format!("{text:?} is not a time of day written HH:MM")))
+    }
 }
 
 fn default_topup_delay() -> u64 {
@@ -211,20 +386,22 @@ pub enum ScenarioError {
         field: String,
         message: String,
     },
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
 }
 
 impl ScenarioError {
     pub fn field(&self) -> Option<&str> {
         match self {
             ScenarioError::Invalid { field, .. } => Some(field),
-            ScenarioError::Io { .. } => None,
+            ScenarioError::Io { .. } | ScenarioError::Trace(_) => None,
         }
     }
 
     pub fn line(&self) -> Option<usize> {
         match self {
             ScenarioError::Invalid { line, .. } => Some(*line),
-            ScenarioError::Io { .. } => None,
+            ScenarioError::Io { .. } | ScenarioError::Trace(_) => None,
         }
     }
 }
@@ -241,6 +418,21 @@ impl Scenario {
     /// Parse and validate scenario text; `file` is used in error messages only.
     pub fn parse(text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
         let located = Locator::new(text);
+        let syntax = |e: toml::de::Error| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let (line, column) = located.line_column(offset);
+            ScenarioError::Invalid {
+                file: file.into(),
+                line,
+                column,
+                field: located.path_at(offset).unwrap_or_else(|| "(document)".to_string()),
+                message: e.message().trim().to_string(),
+            }
+        };
+        let table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        if table.contains_key("extends") {
+            return Scenario::parse_extended(table, text, file);
+        }
         let scenario: Scenario = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
             let (line, column) = located.line_column(offset);
@@ -263,6 +455,94 @@ impl Scenario {
                 message,
             }
         })?;
+        scenario.load_trace(file)
+    }
+
+    /// A scenario that `extends` another: merge the chain of files, then deserialize,
+    /// and point errors at whichever file sets the offending field.
+    fn parse_extended(table: toml::Table, text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
+        let mut sources = vec![(file.to_path_buf(), text.to_string())];
+        let mut merged = table;
+        let mut seen = vec![file.to_path_buf()];
+        while let Some(parent) = merged.remove("extends") {
+            let (child_file, _) = sources.last().expect("at least this file");
+            let Some(relative) = parent.as_str() else {
+                return Err(Scenario::error_in(&sources, "extends", "must be a file name".into()));
+            };
+            let path = child_file.parent().unwrap_or(Path::new(".")).join(relative);
+            if seen.contains(&path) {
+                return Err(Scenario::error_in(
+                    &sources,
+                    "extends",
+                    format!("{} extends itself", path.display()),
+                ));
+            }
+            seen.push(path.clone());
+            let parent_text = std::fs::read_to_string(&path).map_err(|source| ScenarioError::Io {
+                file: path.clone(),
+                source,
+            })?;
+            let located = Locator::new(&parent_text);
+            let mut parent_table: toml::Table = toml::from_str(&parent_text).map_err(|e| {
+                let (line, column) = located.line_column(e.span().map_or(0, |s| s.start));
+                ScenarioError::Invalid {
+                    file: path.clone(),
+                    line,
+                    column,
+                    field: "(document)".into(),
+                    message: e.message().trim().to_string(),
+                }
+            })?;
+            merge(&mut parent_table, merged);
+            merged = parent_table;
+            sources.push((path, parent_text));
+        }
+        let scenario: Scenario = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            let field = e.path().to_string();
+            let message = e.inner().message().trim().to_string();
+            Scenario::error_in(&sources, &field, message)
+        })?;
+        scenario
+            .validate()
+            .map_err(|(field, message)| Scenario::error_in(&sources, &field, message))?;
+        scenario.load_trace(file)
+    }
+
+    /// An error at `field`, located in the first of `sources` (child first) that sets it.
+    fn error_in(sources: &[(PathBuf, String)], field: &str, message: String) -> ScenarioError {
+        for (file, text) in sources {
+            let located = Locator::new(text);
+            if let Some(offset) = located.offset_of(field) {
+                let (line, column) = located.line_column(offset);
+                return ScenarioError::Invalid {
+                    file: file.clone(),
+                    line,
+                    column,
+                    field: field.to_string(),
+                    message,
+                };
+            }
+        }
+        ScenarioError::Invalid {
+            file: sources[0].0.clone(),
+            line: 1,
+            column: 1,
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    fn load_trace(self, file: &Path) -> Result<Scenario, ScenarioError> {
+        let scenario = self;
+        if scenario.workload.kind == WorkloadKind::Trace {
+            let relative = scenario.workload.path.clone().expect("validated");
+            let path = match file.parent() {
+                Some(dir) if relative.is_relative() => dir.join(&relative),
+                _ => relative,
+            };
+            let trace = crate::trace::Trace::load(&path)?;
+            return scenario.with_trace(trace);
+        }
         Ok(scenario)
     }
 
@@ -337,6 +617,67 @@ impl Scenario {
                 );
             }
         }
+        let cloud = &self.fleet.cloud;
+        let type_known = |name: &str| core.catalog.server_types.iter().any(|t| t.name == name);
+        for (key, dist) in &cloud.provisioning_by_type {
+            let (t, loc) = key.split_once('@').map_or((key.as_str(), None), |(t, l)| (t, Some(l)));
+            let field = format!("fleet.cloud.provisioning_by_type.{key}");
+            if !type_known(t) {
+                return err(&field, format!("{t:?} is not in core.catalog.server_types"));
+            }
+            if let Some(loc) = loc
+                && !core.catalog.locations.iter().any(|l| l == loc)
+            {
+                return err(&field, format!("{loc:?} is not in core.catalog.locations"));
+            }
+            dist.validate().or_else(|m| err(&field, m))?;
+        }
+        for (field, pct) in [
+            ("fleet.cloud.create_failure_pct", cloud.create_failure_pct),
+            ("fleet.cloud.vm_loss_pct_per_day", cloud.vm_loss_pct_per_day),
+        ] {
+            if !(0.0..=100.0).contains(&pct) {
+                return err(field, format!("must be a percentage between 0 and 100, got {pct}"));
+            }
+        }
+        for (i, w) in cloud.sold_out.iter().enumerate() {
+            if !type_known(&w.server_type) {
+                return err(
+                    &format!("fleet.cloud.sold_out.{i}.server_type"),
+                    format!("{:?} is not in core.catalog.server_types", w.server_type),
+                );
+            }
+            if let Some(loc) = &w.location
+                && !core.catalog.locations.contains(loc)
+            {
+                return err(
+                    &format!("fleet.cloud.sold_out.{i}.location"),
+                    format!("{loc:?} is not in core.catalog.locations"),
+                );
+            }
+        }
+        for (i, p) in cloud.prices.iter().enumerate() {
+            if parse_date(&p.from).is_none() {
+                return err(
+                    &format!("fleet.cloud.prices.{i}.from"),
+                    format!("{:?} is not a date written YYYY-MM-DD", p.from),
+                );
+            }
+            if !type_known(&p.server_type) {
+                return err(
+                    &format!("fleet.cloud.prices.{i}.server_type"),
+                    format!("{:?} is not in core.catalog.server_types", p.server_type),
+                );
+            }
+        }
+        let rl = &cloud.rate_limit;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if rl.enabled && (rl.requests_per_hour == 0 || !positive(rl.refill_seconds) || !positive(rl.poll_seconds)) {
+            return err(
+                "fleet.cloud.rate_limit",
+                "requests_per_hour, refill_seconds and poll_seconds must be positive".into(),
+            );
+        }
         let dists = [
             (
                 "fleet.cloud.provisioning_seconds",
@@ -351,51 +692,79 @@ impl Scenario {
             dist.validate().or_else(|m| err(field, m))?;
         }
         let g = &self.workload;
-        if g.users == 0 || g.servers_per_user == 0 {
-            return err("workload.users", "users and servers_per_user must be at least 1".into());
-        }
-        if !(g.sessions_per_hour.is_finite() && g.sessions_per_hour > 0.0) {
-            return err("workload.sessions_per_hour", "must be a positive number".into());
-        }
-        if g.daily_profile.len() != 24 {
-            return err(
-                "workload.daily_profile",
-                format!("needs 24 values (one per hour), got {}", g.daily_profile.len()),
-            );
-        }
-        if g.weekly_profile.len() != 7 {
-            return err(
-                "workload.weekly_profile",
-                format!("needs 7 values (Monday first), got {}", g.weekly_profile.len()),
-            );
-        }
-        for (field, profile) in [
-            ("workload.daily_profile", &g.daily_profile),
-            ("workload.weekly_profile", &g.weekly_profile),
-        ] {
-            if profile.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || profile.iter().all(|v| *v == 0.0) {
-                return err(field, "values must be non-negative and not all zero".into());
-            }
-        }
-        g.session_minutes
-            .validate()
-            .or_else(|m| err("workload.session_minutes", m))?;
-        g.players.validate().or_else(|m| err("workload.players", m))?;
-        if g.tiers.is_empty() {
-            return err("workload.tiers", "needs at least one tier".into());
-        }
-        for (i, t) in g.tiers.iter().enumerate() {
-            if !core.tiers_mib.contains(&(t.gb * 1024)) {
+        for (i, surge) in g.surges.iter().enumerate() {
+            if !(surge.factor.is_finite() && surge.factor >= 0.0) {
                 return err(
-                    &format!("workload.tiers.{i}.gb"),
-                    format!("{} GB is not one of core.tiers_gb", t.gb),
+                    &format!("workload.surges.{i}.factor"),
+                    "must be a non-negative number".into(),
                 );
             }
-            if !(t.weight.is_finite() && t.weight > 0.0) {
+        }
+        if let Some(h) = &g.habits {
+            if !(0.0..=100.0).contains(&h.servers_pct) {
+                return err("workload.habits.servers_pct", "must be between 0 and 100".into());
+            }
+            if !(0.0..=100.0).contains(&h.days_pct) {
+                return err("workload.habits.days_pct", "must be between 0 and 100".into());
+            }
+            if h.from_minute > h.to_minute {
+                return err("workload.habits.to", "must not be earlier than from".into());
+            }
+            h.session_minutes
+                .validate()
+                .or_else(|m| err("workload.habits.session_minutes", m))?;
+        }
+        if g.kind == WorkloadKind::Trace {
+            if g.path.is_none() {
+                return err("workload.path", "required when kind = \"trace\"".into());
+            }
+        } else {
+            if g.users == 0 || g.servers_per_user == 0 {
+                return err("workload.users", "users and servers_per_user must be at least 1".into());
+            }
+            if !(g.sessions_per_hour.is_finite() && g.sessions_per_hour > 0.0) {
+                return err("workload.sessions_per_hour", "must be a positive number".into());
+            }
+            if g.daily_profile.len() != 24 {
                 return err(
-                    &format!("workload.tiers.{i}.weight"),
-                    "must be a positive number".into(),
+                    "workload.daily_profile",
+                    format!("needs 24 values (one per hour), got {}", g.daily_profile.len()),
                 );
+            }
+            if g.weekly_profile.len() != 7 {
+                return err(
+                    "workload.weekly_profile",
+                    format!("needs 7 values (Monday first), got {}", g.weekly_profile.len()),
+                );
+            }
+            for (field, profile) in [
+                ("workload.daily_profile", &g.daily_profile),
+                ("workload.weekly_profile", &g.weekly_profile),
+            ] {
+                if profile.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || profile.iter().all(|v| *v == 0.0) {
+                    return err(field, "values must be non-negative and not all zero".into());
+                }
+            }
+            g.session_minutes
+                .validate()
+                .or_else(|m| err("workload.session_minutes", m))?;
+            g.players.validate().or_else(|m| err("workload.players", m))?;
+            if g.tiers.is_empty() {
+                return err("workload.tiers", "needs at least one tier".into());
+            }
+            for (i, t) in g.tiers.iter().enumerate() {
+                if !core.tiers_mib.contains(&(t.gb * 1024)) {
+                    return err(
+                        &format!("workload.tiers.{i}.gb"),
+                        format!("{} GB is not one of core.tiers_gb", t.gb),
+                    );
+                }
+                if !(t.weight.is_finite() && t.weight > 0.0) {
+                    return err(
+                        &format!("workload.tiers.{i}.weight"),
+                        "must be a positive number".into(),
+                    );
+                }
             }
         }
         let known = crate::outcome::Outcome::metric_names();
@@ -416,8 +785,57 @@ impl Scenario {
         Ok(())
     }
 
+    /// Replace the workload with a loaded trace.
+    pub fn with_trace(mut self, trace: std::sync::Arc<crate::trace::Trace>) -> Result<Scenario, ScenarioError> {
+        self.workload.kind = WorkloadKind::Trace;
+        self.workload.path = Some(trace.file.clone());
+        self.check_trace(&trace)?;
+        self.trace = Some(trace);
+        Ok(self)
+    }
+
+    fn check_trace(&self, trace: &crate::trace::Trace) -> Result<(), ScenarioError> {
+        use crate::workload::WorkEvent;
+        let bad = |message: String| {
+            ScenarioError::Trace(crate::trace::TraceError::Invalid {
+                file: trace.file.clone(),
+                line: 0,
+                message,
+            })
+        };
+        let servers = trace.setup.iter().chain(trace.events.iter().map(|(_, e)| e));
+        for event in servers {
+            if let WorkEvent::CreateServer { ram_mib, .. } = event
+                && !self.core.tiers_mib.contains(ram_mib)
+            {
+                return Err(bad(format!(
+                    "ram_gb: {} GB is not one of the scenario's core.tiers_gb",
+                    ram_mib / 1024
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first simulated instant: the trace's start when replaying one, else
+    /// `start_date` at midnight UTC.
     pub fn start(&self) -> Timestamp {
+        if let Some(trace) = &self.trace {
+            return trace.start;
+        }
         Timestamp(parse_date(&self.start_date).expect("validated") as u64 * MS_PER_DAY)
+    }
+}
+
+/// Merge `child` into `base`: tables key by key, anything else replaced.
+fn merge(base: &mut toml::Table, child: toml::Table) {
+    for (key, value) in child {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(c)) => merge(b, c),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 

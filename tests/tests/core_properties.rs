@@ -5,9 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use payperplay_core::prewarm::{BilledTo, PrewarmConfig};
 use payperplay_core::{
-    Catalog, Command, CommandKind, Core, CoreConfig, Event, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MINUTE,
-    NodeId, PolicyConfig, ServerId, ServerState, ServerType, Timestamp, UserId,
+    Catalog, Command, CommandKind, Core, CoreConfig, Event, FailureKind, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR,
+    MS_PER_MINUTE, NodeId, PolicyConfig, PredictiveConfig, ReactiveConfig, ScaleDownConfig, ScaleDownRule,
+    ScheduleWindow, ScheduledConfig, ServerId, ServerState, ServerType, SpareConfig, StartOutcome, Timestamp, UserId,
+    Weekday,
 };
 use proptest::prelude::*;
 
@@ -25,7 +28,7 @@ enum Op {
     TopUp(u64, i64),
     Players(u64, u32),
     Advance(u64),
-    Complete(usize, bool),
+    Complete(usize, bool, u8),
     Boot(u64),
     LoseNode(usize),
     Exited(u64),
@@ -41,29 +44,76 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1..=N_USERS, 1i64..5_000_000).prop_map(|(u, a)| Op::TopUp(u, a)),
         3 => (server.clone(), 0u32..4).prop_map(|(s, n)| Op::Players(s, n)),
         4 => (0u64..30 * MS_PER_MINUTE).prop_map(Op::Advance),
-        8 => (any::<usize>(), prop::bool::weighted(0.85)).prop_map(|(i, ok)| Op::Complete(i, ok)),
+        1 => (1u64..30).prop_map(|h| Op::Advance(h * MS_PER_HOUR)),
+        8 => (any::<usize>(), prop::bool::weighted(0.85), 0u8..3).prop_map(|(i, ok, kind)| Op::Complete(i, ok, kind)),
         4 => server.clone().prop_map(Op::Boot),
         1 => any::<usize>().prop_map(Op::LoseNode),
         1 => server.prop_map(Op::Exited),
     ]
 }
 
-fn config() -> CoreConfig {
+/// The core under test: variant 0 the reactive policy, 1 Cluster-Autoscaler-like
+/// scale-down with a spare pool and a forecast, 2 billing-aware scale-down with a
+/// scheduled minimum. Pre-warm is on (platform-paid) in all of them.
+fn config(variant: usize) -> CoreConfig {
+    let server_type = |name: &str, gb: u32, price: u64| ServerType {
+        name: name.into(),
+        ram_mib: gb * 1024,
+        vcpu: 8,
+        price_micros_per_hour: price,
+        monthly_cap_micros: price * 600,
+    };
+    let base = PolicyConfig {
+        max_cloud_nodes: 2,
+        ..PolicyConfig::default()
+    };
+    let policy = match variant {
+        0 => PolicyConfig {
+            reactive: Some(ReactiveConfig::default()),
+            ..base
+        },
+        1 => PolicyConfig {
+            spare: Some(SpareConfig {
+                buffer_mib: 4096,
+                ..SpareConfig::default()
+            }),
+            predictive: Some(PredictiveConfig::default()),
+            scale_down: Some(ScaleDownConfig {
+                rule: ScaleDownRule::Underutilized,
+                ..ScaleDownConfig::default()
+            }),
+            ..base
+        },
+        _ => PolicyConfig {
+            scheduled: Some(ScheduledConfig {
+                windows: vec![ScheduleWindow {
+                    days: Weekday::ALL.to_vec(),
+                    from: 18 * 60,
+                    to: 22 * 60,
+                    min_mib: 16384,
+                    min_nodes: 0,
+                }],
+            }),
+            scale_down: Some(ScaleDownConfig {
+                rule: ScaleDownRule::BillingHour,
+                ..ScaleDownConfig::default()
+            }),
+            ..base
+        },
+    };
     let mut config = CoreConfig {
         catalog: Catalog {
-            server_types: vec![ServerType {
-                name: "cpx42".into(),
-                ram_mib: 16384,
-                vcpu: 8,
-                price_micros_per_hour: 40_000,
-                monthly_cap_micros: 25_000_000,
-            }],
-            locations: vec!["fsn1".into()],
+            server_types: vec![server_type("cpx42", 16, 40_000), server_type("cpx62", 32, 75_000)],
+            locations: vec!["fsn1".into(), "nbg1".into()],
             expected_provision_ms: 2 * MS_PER_MINUTE,
         },
-        policy: PolicyConfig {
-            max_cloud_nodes: 2,
-            ..PolicyConfig::reactive()
+        policy,
+        prewarm: PrewarmConfig {
+            enabled: true,
+            history_days: 2,
+            min_days: 1,
+            billed_to: BilledTo::Platform,
+            ..PrewarmConfig::default()
         },
         ..CoreConfig::default()
     };
@@ -88,6 +138,10 @@ struct Harness {
     /// Since when each server holds RAM, and the RAM-time numerator held so far.
     holding_since: BTreeMap<ServerId, Timestamp>,
     held_numerator: BTreeMap<ServerId, u128>,
+    /// Pre-warm: (a platform-paid pre-warm start is pending, the RAM now held is
+    /// platform-paid), and the platform-paid RAM-time so far in MiB × ms.
+    warm: BTreeMap<ServerId, (bool, bool)>,
+    platform_mib_ms: u64,
     /// Start requests that have not ended yet.
     open_starts: BTreeSet<ServerId>,
     starts_opened: u64,
@@ -95,9 +149,9 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(balances: &[i64]) -> Harness {
+    fn new(balances: &[i64], variant: usize) -> Harness {
         let mut h = Harness {
-            core: Core::new(config()),
+            core: Core::new(config(variant)),
             now: Timestamp(1_700_000_000_000),
             pending: Vec::new(),
             ledger: BTreeMap::new(),
@@ -106,6 +160,8 @@ impl Harness {
             held_by_node: BTreeMap::new(),
             holding_since: BTreeMap::new(),
             held_numerator: BTreeMap::new(),
+            warm: BTreeMap::new(),
+            platform_mib_ms: 0,
             open_starts: BTreeSet::new(),
             starts_opened: 0,
             starts_ended: 0,
@@ -185,7 +241,27 @@ impl Harness {
         }
         while let Some(event) = self.core.poll_event() {
             match event {
+                Event::PrewarmStarted {
+                    server_id,
+                    platform_pays,
+                } => {
+                    self.open(server_id);
+                    self.warm.entry(server_id).or_default().0 = platform_pays;
+                }
+                Event::PrewarmClaimed { server_id } => {
+                    let warm = self.warm.entry(server_id).or_default();
+                    warm.0 = false;
+                    if std::mem::take(&mut warm.1) {
+                        let since = self.holding_since.insert(server_id, self.now).expect("held");
+                        self.platform_mib_ms += self.tier[&server_id] as u64 * self.now.since(since);
+                    }
+                }
+                Event::ServerStopped { server_id, .. } => {
+                    self.warm.entry(server_id).or_default().0 = false;
+                }
                 Event::StartPlaced { server_id, node_id, .. } => {
+                    let warm = self.warm.entry(server_id).or_default();
+                    warm.1 = warm.0;
                     *self.held_by_node.entry(node_id).or_default() += self.tier[&server_id] as u64;
                     assert!(
                         self.holding_since.insert(server_id, self.now).is_none(),
@@ -201,12 +277,19 @@ impl Harness {
                     let held = self.held_by_node.get_mut(&node_id).expect("released where placed");
                     *held -= ram_mib as u64;
                     let since = self.holding_since.remove(&server_id).expect("released what was held");
-                    *self.held_numerator.entry(server_id).or_default() +=
-                        ram_mib as u128 * self.now.since(since) as u128 * RAM_PRICE as u128;
+                    if std::mem::take(&mut self.warm.entry(server_id).or_default().1) {
+                        self.platform_mib_ms += ram_mib as u64 * self.now.since(since);
+                    } else {
+                        *self.held_numerator.entry(server_id).or_default() +=
+                            ram_mib as u128 * self.now.since(since) as u128 * RAM_PRICE as u128;
+                    }
                 }
                 // A running server whose node was lost is queued again: a new request.
                 Event::StartQueued { server_id, .. } if !self.open_starts.contains(&server_id) => self.open(server_id),
-                Event::StartEnded { server_id, .. } => {
+                Event::StartEnded { server_id, outcome, .. } => {
+                    if outcome != StartOutcome::Running {
+                        self.warm.entry(server_id).or_default().0 = false;
+                    }
                     assert!(
                         self.open_starts.remove(&server_id),
                         "a start of {server_id} ended twice"
@@ -264,15 +347,21 @@ impl Harness {
                 })
             }
             Op::Advance(ms) => self.advance(ms),
-            Op::Complete(i, ok) => {
+            Op::Complete(i, ok, kind) => {
                 if !self.pending.is_empty() {
                     let command = self.pending.remove(i % self.pending.len());
+                    let kind = [
+                        FailureKind::Other,
+                        FailureKind::ResourceUnavailable,
+                        FailureKind::RateLimited,
+                    ][kind as usize];
                     let input = if ok {
                         Input::CommandSucceeded { command_id: command.id }
                     } else {
                         Input::CommandFailed {
                             command_id: command.id,
                             reason: "test".into(),
+                            kind,
                         }
                     };
                     self.input(input);
@@ -343,8 +432,9 @@ proptest! {
     fn random_inputs_keep_every_invariant(
         balances in prop::collection::vec(1i64..3_000_000, N_USERS as usize),
         ops in prop::collection::vec(op(), 1..80),
+        variant in 0usize..3,
     ) {
-        let mut h = Harness::new(&balances);
+        let mut h = Harness::new(&balances, variant);
         for op in &ops {
             h.apply(op);
         }
@@ -355,8 +445,12 @@ proptest! {
         // Billed RAM-time equals RAM-time held, to the micro (fractions carry over).
         let end = h.now;
         for (&id, &since) in &h.holding_since {
-            *h.held_numerator.entry(id).or_default() +=
-                h.tier[&id] as u128 * end.since(since) as u128 * RAM_PRICE as u128;
+            if h.warm.get(&id).is_some_and(|w| w.1) {
+                h.platform_mib_ms += h.tier[&id] as u64 * end.since(since);
+            } else {
+                *h.held_numerator.entry(id).or_default() +=
+                    h.tier[&id] as u128 * end.since(since) as u128 * RAM_PRICE as u128;
+            }
         }
         h.core.settle_all(end);
         h.drain();
@@ -366,6 +460,8 @@ proptest! {
             let billed = -h.ram_ledger.get(id).copied().unwrap_or(0);
             prop_assert_eq!(billed as u128, numerator / denominator, "RAM-time of server {}", id);
         }
+        // Warm minutes paid by the platform are counted, never charged to an owner.
+        prop_assert_eq!(h.core.stats().prewarm_platform_mib_ms, h.platform_mib_ms);
         for (id, billed) in &h.ram_ledger {
             prop_assert!(h.held_numerator.contains_key(id) || *billed == 0, "{} billed without holding RAM", id);
         }

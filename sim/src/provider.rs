@@ -1,0 +1,323 @@
+//! The Hetzner Cloud model: dated prices, provisioning latency per type and location,
+//! the API rate limit, sold-out windows, failed orders and lost VMs.
+//!
+//! Billing follows Hetzner: a VM bills from its order until its deletion is confirmed,
+//! every started hour at the hourly price of the day it was ordered, capped at the
+//! monthly price per 730-hour month.
+
+use payperplay_core::{MS_PER_DAY, MS_PER_HOUR, MS_PER_MONTH, Timestamp};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::dist::Dist;
+use crate::scenario::{Scenario, parse_date};
+
+/// Why an order failed, as the provider's API would say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderError {
+    /// HTTP 412 `resource_unavailable`: the type is sold out in that location.
+    ResourceUnavailable,
+    /// HTTP 429 `rate_limit_exceeded`.
+    RateLimited,
+    /// Anything else (5xx): the VM was not created.
+    Failed,
+}
+
+impl OrderError {
+    pub fn code(self) -> &'static str {
+        match self {
+            OrderError::ResourceUnavailable => "resource_unavailable",
+            OrderError::RateLimited => "rate_limit_exceeded",
+            OrderError::Failed => "server_error",
+        }
+    }
+}
+
+/// A token bucket in integer milliseconds: `capacity` requests, one more every
+/// `refill_ms`.
+#[derive(Debug, Clone)]
+struct Bucket {
+    capacity: u64,
+    refill_ms: u64,
+    tokens: u64,
+    last: Timestamp,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Timestamp) {
+        let n = now.since(self.last) / self.refill_ms;
+        if n > 0 {
+            self.tokens = (self.tokens + n).min(self.capacity);
+            self.last = if self.tokens == self.capacity {
+                now
+            } else {
+                self.last.plus_ms(n * self.refill_ms)
+            };
+        }
+    }
+
+    fn take(&mut self, now: Timestamp, n: u64) -> u64 {
+        self.refill(now);
+        let taken = n.min(self.tokens);
+        self.tokens -= taken;
+        taken
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Price {
+    from: Timestamp,
+    hourly_micros: u64,
+    monthly_micros: u64,
+}
+
+pub struct Provider {
+    /// Latency per type and location: index into `dists`.
+    latency: Vec<Vec<usize>>,
+    dists: Vec<Dist>,
+    deletion: Dist,
+    /// Prices per type, by date, oldest first (the catalog's price from the epoch).
+    prices: Vec<Vec<Price>>,
+    /// (type, location or all, from, until).
+    sold_out: Vec<(u16, Option<u16>, Timestamp, Timestamp)>,
+    bucket: Option<Bucket>,
+    poll_ms: u64,
+    create_failure: f64,
+    /// Hazard of VM loss per millisecond of life.
+    loss_per_ms: f64,
+    pub stats: ProviderStats,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProviderStats {
+    pub orders: u64,
+    pub sold_out: u64,
+    pub rate_limited: u64,
+    pub failed: u64,
+    pub requests: u64,
+}
+
+impl Provider {
+    pub fn new(scenario: &Scenario) -> Provider {
+        let cloud = &scenario.fleet.cloud;
+        let catalog = &scenario.core.catalog;
+        let mut dists = vec![cloud.provisioning_seconds.clone()];
+        let type_idx = |name: &str| catalog.server_types.iter().position(|t| t.name == name);
+        let loc_idx = |name: &str| catalog.locations.iter().position(|l| l == name);
+        let mut latency = vec![vec![0usize; catalog.locations.len().max(1)]; catalog.server_types.len()];
+        // Type-wide entries first, then type@location ones, which win.
+        let mut keys: Vec<(&String, &Dist)> = cloud.provisioning_by_type.iter().collect();
+        keys.sort_by_key(|(k, _)| k.contains('@'));
+        for (key, dist) in keys {
+            let (t, loc) = key.split_once('@').map_or((key.as_str(), None), |(t, l)| (t, Some(l)));
+            let t = type_idx(t).expect("validated");
+            dists.push(dist.clone());
+            let d = dists.len() - 1;
+            match loc.map(|l| loc_idx(l).expect("validated")) {
+                Some(l) => latency[t][l] = d,
+                None => latency[t].iter_mut().for_each(|x| *x = d),
+            }
+        }
+        if cloud.use_trace_latencies
+            && let Some(trace) = &scenario.trace
+        {
+            for ((t, l), samples) in &trace.provisioning_samples {
+                if let (Some(t), Some(l)) = (type_idx(t), loc_idx(l)) {
+                    dists.push(Dist::Empirical {
+                        samples: samples.clone(),
+                    });
+                    latency[t][l] = dists.len() - 1;
+                }
+            }
+        }
+        let mut prices: Vec<Vec<Price>> = catalog
+            .server_types
+            .iter()
+            .map(|t| {
+                vec![Price {
+                    from: Timestamp::ZERO,
+                    hourly_micros: t.price_micros_per_hour,
+                    monthly_micros: t.monthly_cap_micros,
+                }]
+            })
+            .collect();
+        for p in &cloud.prices {
+            let t = type_idx(&p.server_type).expect("validated");
+            prices[t].push(Price {
+                from: Timestamp(parse_date(&p.from).expect("validated") as u64 * MS_PER_DAY),
+                hourly_micros: p.price_micros_per_hour,
+                monthly_micros: p.monthly_cap_micros,
+            });
+        }
+        for list in &mut prices {
+            list.sort_by_key(|p| p.from);
+        }
+        let start = scenario.start();
+        let sold_out = cloud
+            .sold_out
+            .iter()
+            .map(|w| {
+                let from = start.plus_ms(w.after_ms);
+                (
+                    type_idx(&w.server_type).expect("validated") as u16,
+                    w.location.as_deref().map(|l| loc_idx(l).expect("validated") as u16),
+                    from,
+                    from.plus_ms(w.duration_ms),
+                )
+            })
+            .collect();
+        let rl = &cloud.rate_limit;
+        let bucket = rl.enabled.then(|| Bucket {
+            capacity: rl.requests_per_hour as u64,
+            refill_ms: ((rl.refill_seconds * 1000.0).round() as u64).max(1),
+            tokens: rl.requests_per_hour as u64,
+            last: start,
+        });
+        let p_day = cloud.vm_loss_pct_per_day / 100.0;
+        let loss_per_ms = if p_day >= 1.0 {
+            f64::INFINITY
+        } else {
+            -(1.0 - p_day).ln() / MS_PER_DAY as f64
+        };
+        Provider {
+            latency,
+            dists,
+            deletion: cloud.deletion_seconds.clone(),
+            prices,
+            sold_out,
+            bucket,
+            poll_ms: ((rl.poll_seconds * 1000.0).round() as u64).max(1),
+            create_failure: cloud.create_failure_pct / 100.0,
+            loss_per_ms,
+            stats: ProviderStats::default(),
+        }
+    }
+
+    fn request(&mut self, now: Timestamp) -> bool {
+        self.stats.requests += 1;
+        match &mut self.bucket {
+            None => true,
+            Some(bucket) => bucket.take(now, 1) == 1,
+        }
+    }
+
+    /// Order a VM. `Ok(ms)`: it is ready after `ms` (and the shell's action polls have
+    /// been charged to the rate limit). `Err`: the order failed at once.
+    pub fn order(&mut self, now: Timestamp, t: u16, loc: u16, rng: &mut ChaCha8Rng) -> Result<u64, OrderError> {
+        self.stats.orders += 1;
+        if !self.request(now) {
+            self.stats.rate_limited += 1;
+            return Err(OrderError::RateLimited);
+        }
+        let sold_out = self
+            .sold_out
+            .iter()
+            .any(|&(st, sl, from, until)| st == t && sl.is_none_or(|l| l == loc) && from <= now && now < until);
+        if sold_out {
+            self.stats.sold_out += 1;
+            return Err(OrderError::ResourceUnavailable);
+        }
+        if self.create_failure > 0.0 && rng.random::<f64>() < self.create_failure {
+            self.stats.failed += 1;
+            return Err(OrderError::Failed);
+        }
+        let dist = &self.dists[self.latency[t as usize][loc as usize]];
+        let delay = dist.seconds_as_ms(rng);
+        // Polls until ready: they drain the bucket but never fail the order (a
+        // throttled poll is retried; the VM is ready regardless).
+        let polls = delay / self.poll_ms;
+        self.stats.requests += polls;
+        if let Some(bucket) = &mut self.bucket {
+            bucket.take(now, polls);
+        }
+        Ok(delay)
+    }
+
+    /// Ask for a deletion: `Ok(ms)` until it is confirmed (billing stops then).
+    pub fn delete(&mut self, now: Timestamp, rng: &mut ChaCha8Rng) -> Result<u64, OrderError> {
+        if !self.request(now) {
+            self.stats.rate_limited += 1;
+            return Err(OrderError::RateLimited);
+        }
+        Ok(self.deletion.seconds_as_ms(rng))
+    }
+
+    /// When a VM that became ready now will die, if within `horizon_ms`.
+    pub fn loss_after(&self, rng: &mut ChaCha8Rng) -> Option<u64> {
+        if self.loss_per_ms <= 0.0 {
+            return None;
+        }
+        if self.loss_per_ms.is_infinite() {
+            return Some(0);
+        }
+        let u: f64 = rng.random();
+        let ms = -(1.0 - u).ln() / self.loss_per_ms;
+        (ms < u64::MAX as f64 / 2.0).then_some(ms as u64)
+    }
+
+    /// What a VM of type `t` ordered at `created_at` and deleted at `until` costs.
+    pub fn vm_cost_micros(&self, t: u16, created_at: Timestamp, until: Timestamp) -> u64 {
+        let list = &self.prices[t as usize];
+        let price = list.iter().rev().find(|p| p.from <= created_at).unwrap_or(&list[0]);
+        vm_cost_micros(price.hourly_micros, price.monthly_micros, until.since(created_at))
+    }
+}
+
+/// The core input for a refused order.
+pub fn failure_input(command_id: payperplay_core::CommandId, error: OrderError) -> payperplay_core::Input {
+    use payperplay_core::FailureKind;
+    payperplay_core::Input::CommandFailed {
+        command_id,
+        reason: format!("{}: the provider refused the request", error.code()),
+        kind: match error {
+            OrderError::ResourceUnavailable => FailureKind::ResourceUnavailable,
+            OrderError::RateLimited => FailureKind::RateLimited,
+            OrderError::Failed => FailureKind::Other,
+        },
+    }
+}
+
+/// Hetzner's rule: every started hour at the hourly price, at most the monthly cap per
+/// 730-hour month.
+pub fn vm_cost_micros(price_micros_per_hour: u64, monthly_cap_micros: u64, lifetime_ms: u64) -> u64 {
+    let full_months = lifetime_ms / MS_PER_MONTH;
+    let rest_ms = lifetime_ms % MS_PER_MONTH;
+    let started_hours = rest_ms.div_ceil(MS_PER_HOUR);
+    let rest = (started_hours * price_micros_per_hour).min(monthly_cap_micros);
+    let rest = if lifetime_ms == 0 {
+        price_micros_per_hour.min(monthly_cap_micros)
+    } else {
+        rest
+    };
+    full_months * monthly_cap_micros + rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vms_bill_every_started_hour_up_to_the_monthly_cap() {
+        let (hourly, cap) = (20_000, 12_000_000);
+        assert_eq!(vm_cost_micros(hourly, cap, 1), 20_000);
+        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_HOUR), 20_000);
+        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_HOUR + 1), 40_000);
+        assert_eq!(vm_cost_micros(hourly, cap, 700 * MS_PER_HOUR), 12_000_000);
+        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_MONTH + MS_PER_HOUR), 12_020_000);
+    }
+
+    #[test]
+    fn the_bucket_refills_one_request_per_interval() {
+        let mut b = Bucket {
+            capacity: 3,
+            refill_ms: 1000,
+            tokens: 3,
+            last: Timestamp(0),
+        };
+        assert_eq!(b.take(Timestamp(0), 5), 3);
+        assert_eq!(b.take(Timestamp(999), 1), 0);
+        assert_eq!(b.take(Timestamp(1000), 1), 1);
+        assert_eq!(b.take(Timestamp(3500), 5), 2);
+        assert_eq!(b.take(Timestamp(100_000), 5), 3);
+    }
+}

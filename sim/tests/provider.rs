@@ -1,0 +1,212 @@
+//! The provider model: Hetzner's billing (checked against an independent oracle),
+//! faults (sold out, rate limit, lost VMs) and what the run reports about them.
+
+use std::path::Path;
+
+use payperplay_core::{MS_PER_DAY, MS_PER_HOUR};
+use payperplay_sim::{Scenario, Simulation, simulate};
+
+const BASE: &str = r#"
+name = "provider"
+duration = "3days"
+start_date = "2026-03-30"
+slo_start_wait = "10m"
+[core.policy]
+evaluate_every = "30s"
+min_cloud_nodes = 0
+max_cloud_nodes = 40
+[core.policy.reactive]
+scale_down_empty_after = "5m"
+scale_down_cooldown = "5m"
+[core.catalog]
+locations = ["fsn1", "nbg1"]
+[[core.catalog.server_types]]
+name = "small"
+ram_gb = 8
+vcpu = 2
+hourly_eur = 0.0224
+monthly_eur = 13.99
+[[core.catalog.server_types]]
+name = "big"
+ram_gb = 16
+vcpu = 4
+hourly_eur = 0.04
+monthly_eur = 24.99
+[workload]
+kind = "generator"
+users = 200
+initial_balance_eur = 100
+sessions_per_hour = 30
+daily_profile = [0.3, 0.2, 0.2, 0.2, 0.2, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.7, 1.9, 2.2, 2.4, 2.4, 2.0, 1.4, 0.8]
+session_minutes = { kind = "weibull", shape = 0.5, scale = 40 }
+tiers = [{ gb = 2, weight = 50 }, { gb = 4, weight = 50 }]
+"#;
+
+/// The base scenario with `cloud` lines added to its `[fleet.cloud]` table and `extra`
+/// tables appended.
+fn scenario_with(cloud: &str, extra: &str) -> Scenario {
+    let text = format!(
+        "{BASE}\n[fleet.cloud]\nprovisioning_seconds = {{ kind = \"lognormal\", median = 60, sigma = 0.3 }}\n{cloud}\n{extra}"
+    );
+    Scenario::parse(&text, Path::new("provider.toml")).expect("valid scenario")
+}
+
+fn scenario(extra: &str) -> Scenario {
+    scenario_with("", extra)
+}
+
+/// Hetzner's rule written out independently: the price of the day the VM was ordered,
+/// every started hour (at least one), never more than the monthly cap per 730 hours.
+fn oracle_micros(prices: &[(u64, u64, u64)], created_ms: u64, until_ms: u64) -> u64 {
+    let (_, hourly, monthly) = *prices.iter().rev().find(|(from, _, _)| *from <= created_ms).unwrap();
+    let life_ms = until_ms - created_ms;
+    let month_ms = 730 * MS_PER_HOUR;
+    let months = life_ms / month_ms;
+    let rest = life_ms - months * month_ms;
+    let hours = (rest as f64 / MS_PER_HOUR as f64)
+        .ceil()
+        .max(if life_ms == 0 { 1.0 } else { 0.0 }) as u64;
+    months * monthly + (hours * hourly).min(monthly)
+}
+
+#[test]
+fn cloud_cost_matches_the_billing_oracle_across_a_price_change() {
+    // Prices rise on the second day; VMs ordered before keep the old price.
+    let s = scenario(
+        r#"
+[[fleet.cloud.prices]]
+from = "2026-03-31"
+server_type = "small"
+hourly_eur = 0.0296
+monthly_eur = 18.49
+"#,
+    );
+    let start_ms = s.start().ms();
+    let change_ms = start_ms + MS_PER_DAY;
+    let mut sim = Simulation::new(s);
+    sim.record_vms();
+    let result = sim.run_full();
+    let vms = &result.vms;
+    let small_before = vms
+        .iter()
+        .filter(|v| v.server_type == "small" && v.created_at.ms() < change_ms)
+        .count();
+    let small_after = vms
+        .iter()
+        .filter(|v| v.server_type == "small" && v.created_at.ms() >= change_ms)
+        .count();
+    assert!(small_before > 3 && small_after > 3, "{small_before} / {small_after}");
+    let mut total = 0u64;
+    for vm in vms {
+        let prices: Vec<(u64, u64, u64)> = if vm.server_type == "small" {
+            vec![(0, 22_400, 13_990_000), (change_ms, 29_600, 18_490_000)]
+        } else {
+            vec![(0, 40_000, 24_990_000)]
+        };
+        let expected = oracle_micros(&prices, vm.created_at.ms(), vm.until.ms());
+        assert_eq!(vm.cost_micros, expected, "{vm:?}");
+        total += expected;
+    }
+    assert!(
+        vms.iter()
+            .any(|v| (v.until.ms() - v.created_at.ms()) % MS_PER_HOUR != 0)
+    );
+    assert_eq!(result.outcome.cost.cloud_eur, total as f64 / 1e6);
+}
+
+#[test]
+fn a_vm_kept_longer_than_a_month_bills_the_cap_then_hours_again() {
+    let mut s = scenario("");
+    s.core.policy.min_cloud_nodes = 1;
+    // Nothing is ever scaled down: the first VM lives the whole run.
+    s.core.policy.reactive.as_mut().unwrap().scale_down_empty_after_ms = 60 * MS_PER_DAY;
+    s.duration_ms = 33 * MS_PER_DAY;
+    s.workload.sessions_per_hour = 0.5;
+    let mut sim = Simulation::new(s);
+    sim.record_vms();
+    let result = sim.run_full();
+    let long: Vec<_> = result
+        .vms
+        .iter()
+        .filter(|v| v.until.ms() - v.created_at.ms() > 730 * MS_PER_HOUR)
+        .collect();
+    assert!(!long.is_empty());
+    for vm in long {
+        let hours_past_month = (vm.until.ms() - vm.created_at.ms() - 730 * MS_PER_HOUR).div_ceil(MS_PER_HOUR);
+        let (hourly, cap) = if vm.server_type == "small" {
+            (22_400, 13_990_000)
+        } else {
+            (40_000, 24_990_000)
+        };
+        assert_eq!(vm.cost_micros, cap + (hours_past_month * hourly).min(cap));
+    }
+}
+
+fn every_start_ends(o: &payperplay_sim::Outcome) {
+    assert_eq!(
+        o.starts.requested,
+        o.starts.running + o.starts.rejected + o.starts.cancelled + o.starts.pending_at_end,
+        "{:?}",
+        o.starts
+    );
+}
+
+#[test]
+fn lost_vms_lose_no_server() {
+    let outcome = simulate(scenario_with("vm_loss_pct_per_day = 40", ""));
+    assert!(outcome.incidents.vm_losses >= 3, "{:?}", outcome.incidents);
+    assert!(outcome.incidents.servers_restarted >= 1, "{:?}", outcome.incidents);
+    assert_eq!(outcome.nodes.lost, outcome.incidents.vm_losses);
+    assert_eq!(outcome.starts.rejected, 0);
+    assert_eq!(outcome.sessions.lost, 0);
+    every_start_ends(&outcome);
+}
+
+#[test]
+fn the_rate_limit_delays_orders_but_loses_nothing() {
+    let outcome = simulate(scenario(
+        "[fleet.cloud.rate_limit]\nrequests_per_hour = 30\nrefill_seconds = 120\npoll_seconds = 5\n",
+    ));
+    assert!(outcome.provider.rate_limited > 0, "{:?}", outcome.provider);
+    assert_eq!(outcome.starts.rejected, 0);
+    every_start_ends(&outcome);
+    assert!(outcome.nodes.provisioned > 0);
+    let free = simulate(scenario(""));
+    assert_eq!(free.provider.rate_limited, 0);
+}
+
+#[test]
+fn failed_orders_are_counted_and_retried() {
+    let outcome = simulate(scenario_with("create_failure_pct = 30", ""));
+    assert!(outcome.provider.failed > 0);
+    assert_eq!(outcome.starts.rejected, 0);
+    every_start_ends(&outcome);
+}
+
+#[test]
+fn a_sold_out_type_forces_a_fallback_and_the_run_says_so() {
+    let mut s = scenario_with(
+        r#"[[fleet.cloud.sold_out]]
+server_type = "small"
+after = "0s"
+duration = "3days"
+"#,
+        "",
+    );
+    s.core.policy.server_type = Some("small".into());
+    let mut sim = Simulation::new(s);
+    sim.record_vms();
+    let result = sim.run_full();
+    let o = &result.outcome;
+    assert!(o.provider.sold_out >= 1, "{:?}", o.provider);
+    assert!(o.provider.fallbacks >= 1, "{:?}", o.provider);
+    assert!(!result.vms.is_empty());
+    assert!(
+        result.vms.iter().all(|v| v.server_type == "big"),
+        "only the other type can be ordered"
+    );
+    assert_eq!(o.starts.rejected, 0);
+    every_start_ends(o);
+    let md = o.to_markdown(&Default::default());
+    assert!(md.contains("fallbacks"), "{md}");
+}
