@@ -61,6 +61,8 @@ pub const ROWS: &[(&str, &str, usize)] = &[
     ("capacity wait p50 (s)", "capacity_wait_p50_s", 1),
     ("capacity wait p95 (s)", "capacity_wait_p95_s", 1),
     ("capacity wait p99 (s)", "capacity_wait_p99_s", 1),
+    ("join to playable p95 (s)", "join_wait_p95_s", 1),
+    ("join to playable p95, regular owners (s)", "regular_join_wait_p95_s", 1),
     ("SLO misses", "slo_misses", 0),
     ("SLO misses (%)", "slo_miss_pct", 2),
     ("starts requested", "starts_requested", 0),
@@ -76,6 +78,13 @@ pub const ROWS: &[(&str, &str, usize)] = &[
     ("cloud nodes provisioned", "nodes_provisioned", 0),
     ("cloud nodes lost", "nodes_lost", 0),
     ("cloud nodes peak", "nodes_cloud_peak", 0),
+    ("provider orders", "provider_orders", 0),
+    ("orders sold out", "provider_sold_out", 0),
+    ("fallbacks to another type or location", "provider_fallbacks", 0),
+    ("VMs lost", "incidents_vm_losses", 0),
+    ("sessions interrupted by a lost VM", "incidents_sessions_interrupted", 0),
+    ("pre-warm starts", "prewarm_starts", 0),
+    ("pre-warm paid by the platform (EUR)", "prewarm_platform_paid_eur", 2),
 ];
 
 /// Several runs of one seed, side by side.
@@ -268,5 +277,18 @@ impl Comparison {
             report::write_run(&dir.join(report::file_stem(name)), result, expect)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_an_outcome_metric() {
+        let names = crate::outcome::Outcome::metric_names();
+        for (label, metric, _) in ROWS {
+            assert!(names.contains(*metric), "{label}: `{metric}` is not an outcome metric");
+        }
     }
 }
