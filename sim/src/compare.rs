@@ -50,6 +50,7 @@ pub fn run_parallel(scenarios: &[Scenario], threads: usize) -> Vec<RunResult> {
 
 /// The rows of the side-by-side table: (label, flattened metric name, decimals).
 pub const ROWS: &[(&str, &str, usize)] = &[
+    ("simulated hours (after warm-up)", "simulated_hours", 1),
     ("cost total (EUR)", "cost_total_eur", 2),
     ("cost cloud (EUR)", "cost_cloud_eur", 2),
     ("cost dedicated (EUR)", "cost_dedicated_eur", 2),
