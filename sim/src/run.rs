@@ -45,7 +45,6 @@ enum SimEvent {
         server_idx: u32,
         start_command: CommandId,
     },
-    CoreWake,
     TopUp {
         user_id: UserId,
     },
@@ -164,7 +163,6 @@ pub struct Simulation {
     seq: u64,
     now: Timestamp,
     end: Timestamp,
-    wake_at: Option<Timestamp>,
     servers: Vec<SimServer>,
     vms: BTreeMap<NodeId, Vm>,
     source: Source,
@@ -288,7 +286,6 @@ impl Simulation {
             seq: 0,
             now: start,
             end,
-            wake_at: None,
             servers: vec![SimServer::default(); n_servers],
             vms: BTreeMap::new(),
             events_processed: 0,
@@ -329,13 +326,27 @@ impl Simulation {
 
     /// Run to the end; return the outcome with its time series and distributions.
     pub fn run_full(mut self) -> RunResult {
-        while let Some(Reverse(next)) = self.heap.pop() {
-            if next.at > self.end {
+        loop {
+            // The core's own next deadline is an event too, taken straight from the
+            // core rather than copied into the heap; on a tie it goes first.
+            let heap_at = self.heap.peek().map(|Reverse(next)| next.at);
+            let (at, core_due) = match (heap_at, self.core.poll_timeout()) {
+                (None, None) => break,
+                (Some(h), Some(w)) if w <= h => (w, true),
+                (None, Some(w)) => (w, true),
+                (Some(h), _) => (h, false),
+            };
+            if at > self.end {
                 break;
             }
-            self.advance(next.at);
+            self.advance(at);
             self.events_processed += 1;
-            self.process(next.event);
+            if core_due {
+                let _ = self.input(Input::Timeout);
+            } else {
+                let Reverse(next) = self.heap.pop().expect("peeked");
+                self.process(next.event);
+            }
             if self.events_processed & 0xFFFF == 0
                 && let Some(progress) = self.progress.as_mut()
             {
@@ -426,12 +437,6 @@ impl Simulation {
             }
             rec.cloud_peak = rec.cloud_peak.max(self.vms.len() as u64);
         }
-        if let Some(at) = self.core.poll_timeout()
-            && self.wake_at.is_none_or(|w| at < w)
-        {
-            self.wake_at = Some(at);
-            self.schedule(at, SimEvent::CoreWake);
-        }
     }
 
     fn process(&mut self, event: SimEvent) {
@@ -505,12 +510,6 @@ impl Simulation {
                         let _ = self.input(Input::PlayerCount { server_id, players });
                     }
                     let _ = self.input(Input::ServerBooted { server_id });
-                }
-            }
-            SimEvent::CoreWake => {
-                if self.wake_at == Some(self.now) {
-                    self.wake_at = None;
-                    let _ = self.input(Input::Timeout);
                 }
             }
             SimEvent::TopUp { user_id } => {
