@@ -4,9 +4,12 @@
 //! Same seed + same scenario + same commit → the same output bytes: no clock reads,
 //! no unseeded randomness, no `HashMap` iteration.
 
+pub mod check;
+pub mod compare;
 pub mod dist;
 pub mod outcome;
 pub mod provider;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sweep;

@@ -29,7 +29,7 @@ enum Command {
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Where to write outcome.json and summary.md.
+        /// Where to write outcome.json, summary.md, report.md and the SVG plots.
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// No progress bar.
@@ -54,6 +54,43 @@ enum Command {
     /// Run a scenario over a grid or a random sample of parameter values, in parallel;
     /// write the results, the Pareto front and the recommended configuration.
     Sweep(payperplay_sim::sweep::SweepArgs),
+    /// Run several scenarios on one seed (the identical workload) and write a
+    /// side-by-side table (compare.md), overlaid plots and each run's report.
+    Compare {
+        /// Scenario files (TOML), one column each.
+        #[arg(required = true, num_args = 1..)]
+        scenarios: Vec<PathBuf>,
+        /// The seed for every scenario (default: the first scenario's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write compare.md, the plots and one folder per scenario.
+        #[arg(long, default_value = "out/compare")]
+        out: PathBuf,
+        /// Threads to run scenarios on (0: one per core). Results do not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Run every scenario (a file, or *.toml in a folder), check its [expect] bounds and
+    /// compare its key metrics with the committed baseline within tolerances. Exit 1
+    /// when anything got worse beyond tolerance or a bound fails, 2 on errors (such as
+    /// a missing baseline).
+    Check {
+        /// A scenario file or a folder of them.
+        path: PathBuf,
+        /// Folder of baselines, one <scenario name>.json each.
+        #[arg(long, default_value = "reports/baselines")]
+        baselines: PathBuf,
+        /// Rewrite the baselines from this run (on purpose: after a change that is
+        /// meant to move the numbers).
+        #[arg(long)]
+        update_baselines: bool,
+        /// Also write each run's outcome and report into DIR/<scenario name>/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Threads to run scenarios on (0: one per core). Results do not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +116,19 @@ fn run_cli() -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => payperplay_sim::sweep::cli(&args)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::Compare {
+            scenarios,
+            seed,
+            out,
+            threads,
+        } => compare(&scenarios, seed, &out, threads),
+        Command::Check {
+            path,
+            baselines,
+            update_baselines,
+            out,
+            threads,
+        } => payperplay_sim::check::run_cli(&path, &baselines, update_baselines, threads, out.as_deref()),
     }
 }
 
@@ -141,16 +191,20 @@ fn run(
         let done = now.ms().saturating_sub(start) as f64 / end.ms().saturating_sub(start).max(1) as f64;
         progress.set_position((done * 1000.0) as u64);
     });
-    let outcome = simulation.run();
+    let result = simulation.run_full();
+    let outcome = &result.outcome;
     bar.finish_and_clear();
 
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let report = payperplay_sim::report::write_run(out, &result, &expect)?;
     let json_path = out.join("outcome.json");
     let md_path = out.join("summary.md");
-    std::fs::write(&json_path, outcome.to_json()).with_context(|| format!("writing {}", json_path.display()))?;
-    std::fs::write(&md_path, outcome.to_markdown(&expect)).with_context(|| format!("writing {}", md_path.display()))?;
     println!("{}", outcome.to_markdown(&expect));
-    println!("wrote {} and {}", json_path.display(), md_path.display());
+    println!(
+        "wrote {}, {} and report.md with {} plots",
+        json_path.display(),
+        md_path.display(),
+        report.plots.len()
+    );
     let failures = outcome.check(&expect);
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -161,4 +215,26 @@ fn run(
         }
         Ok(ExitCode::from(1))
     }
+}
+
+fn compare(paths: &[PathBuf], seed: Option<u64>, out: &Path, threads: usize) -> anyhow::Result<ExitCode> {
+    let scenarios = paths
+        .iter()
+        .map(|path| Scenario::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let expects: Vec<_> = scenarios.iter().map(|s| s.expect.clone()).collect();
+    let comparison = payperplay_sim::compare::compare(scenarios, seed, threads);
+    eprintln!("ran {} scenarios on seed {}", comparison.names.len(), comparison.seed);
+    comparison
+        .write(out, &expects.iter().collect::<Vec<_>>())
+        .with_context(|| format!("writing the comparison into {}", out.display()))?;
+    println!("{}", comparison.table());
+    if !comparison.different_workload.is_empty() {
+        eprintln!(
+            "warning: the [workload] of {} differs from the first scenario's: not the same arrivals",
+            comparison.different_workload.join(", ")
+        );
+    }
+    println!("wrote {}", out.join("compare.md").display());
+    Ok(ExitCode::SUCCESS)
 }
