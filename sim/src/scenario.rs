@@ -16,7 +16,8 @@ use crate::dist::Dist;
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Another scenario file this one starts from (relative to this file): its tables
-    /// are merged key by key, this file's values win, arrays are replaced whole.
+    /// are merged key by key, this file's values win, arrays are replaced whole; its
+    /// `[expect]` is not inherited.
     #[serde(default, skip_serializing)]
     pub extends: Option<PathBuf>,
     pub name: String,
@@ -493,6 +494,9 @@ impl Scenario {
                     message: e.message().trim().to_string(),
                 }
             })?;
+            // Expectations belong to the file that states them: a scenario that extends
+            // another describes another situation.
+            parent_table.remove("expect");
             merge(&mut parent_table, merged);
             merged = parent_table;
             sources.push((path, parent_text));
