@@ -502,7 +502,8 @@ impl Scenario {
             sources.push((path, parent_text));
         }
         let scenario: Scenario = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
-            let field = e.path().to_string();
+            // `a.b[0].c` as the other errors write it: `a.b.0.c`.
+            let field = e.path().to_string().replace('[', ".").replace(']', "");
             let message = e.inner().message().trim().to_string();
             Scenario::error_in(&sources, &field, message)
         })?;

@@ -101,3 +101,74 @@ fn an_unknown_policy_field_is_refused() {
     assert_eq!(error.line(), Some(line_of(&text, "scale_up_free_mb")), "{error}");
     assert_eq!(error.field(), Some("core.policy.reactive.scale_up_free_mb"), "{error}");
 }
+
+/// Writes `files` into a fresh folder and loads the first.
+fn load_chain(files: &[(&str, &str)]) -> Result<Scenario, ScenarioError> {
+    let dir = std::env::temp_dir().join(format!("ppp-extends-{}-{}", std::process::id(), files[0].0));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let result = Scenario::load(&dir.join(files[0].0));
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
+const PARENT: &str = r#"name = "parent"
+duration = "1day"
+[workload]
+kind = "generator"
+users = 10
+sessions_per_hour = 5
+tiers = [{ gb = 4, weight = 1 }]
+[[fleet.dedicated]]
+name = "a"
+ram_gb = 64
+monthly_eur = 40
+[expect]
+sessions_lost = { max = 0 }
+"#;
+
+#[test]
+fn a_scenario_extends_another_and_overrides_key_by_key() {
+    let child = "extends = \"parent.toml\"\nname = \"child\"\n[workload]\nsessions_per_hour = 7.5\n";
+    let s = load_chain(&[("child.toml", child), ("parent.toml", PARENT)]).expect("valid chain");
+    assert_eq!(s.name, "child");
+    assert_eq!(s.workload.sessions_per_hour, 7.5);
+    assert_eq!(s.workload.users, 10, "inherited");
+    assert_eq!(s.fleet.dedicated.len(), 1, "inherited");
+    assert!(s.expect.is_empty(), "[expect] is not inherited");
+}
+
+#[test]
+fn errors_in_an_extended_scenario_name_the_file_that_sets_the_field() {
+    let child = "extends = \"parent.toml\"\nname = \"child\"\n\n[workload]\nsessions_per_hour = \"many\"\n";
+    let error = load_chain(&[("typed.toml", child), ("parent.toml", PARENT)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("typed.toml:5:1: workload.sessions_per_hour: invalid type"),
+        "{error}"
+    );
+
+    let broken_parent = PARENT.replace("users = 10", "users = 0");
+    let child = "extends = \"parent.toml\"\nname = \"child\"\n";
+    let error = load_chain(&[("semantic.toml", child), ("parent.toml", &broken_parent)])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("parent.toml:5:1: workload.users"), "{error}");
+
+    let child = "extends = \"parent.toml\"\nname = \"c\"\n[[fleet.dedicated]]\nname = \"b\"\nram_gb = 64\nmonthly_eur = 1\ncolour = \"red\"\n";
+    let error = load_chain(&[("unknown.toml", child), ("parent.toml", PARENT)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("unknown.toml:7:1: fleet.dedicated.0.colour: unknown field"),
+        "{error}"
+    );
+
+    let error = load_chain(&[("loop.toml", "extends = \"loop.toml\"\nname = \"l\"\n")])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("extends itself"), "{error}");
+}
