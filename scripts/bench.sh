@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Benchmarks: criterion figures for placement and the large scenario, and the peak
+# Benchmarks: criterion figures for placement, policies, the large scenario and trace
+# replay, and the peak
 # memory of the large scenario as simulated time grows (it must stay flat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== criterion: placement (payperplay-core)"
 cargo bench -p payperplay-core --bench placement -- --noplot
+echo "== criterion: one policy evaluation on 1,000 VMs (payperplay-core)"
+cargo bench -p payperplay-core --bench policies -- --noplot
 echo "== criterion: large scenario (payperplay-sim)"
 cargo bench -p payperplay-sim --bench large_scenario -- --noplot
+echo "== criterion: replaying a 30-day trace of 10,000 servers (payperplay-sim)"
+cargo bench -p payperplay-sim --bench replay -- --noplot
 
 echo "== peak memory of the large scenario by simulated duration"
 cargo build --release -q -p payperplay-sim
