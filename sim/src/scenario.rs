@@ -430,21 +430,11 @@ impl Scenario {
                 message: e.message().trim().to_string(),
             }
         };
-        let table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        let table: toml::Table = toml::from_str(text).map_err(&syntax)?;
         if table.contains_key("extends") {
             return Scenario::parse_extended(table, text, file);
         }
-        let scenario: Scenario = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            let (line, column) = located.line_column(offset);
-            ScenarioError::Invalid {
-                file: file.into(),
-                line,
-                column,
-                field: located.path_at(offset).unwrap_or_else(|| "(document)".to_string()),
-                message: e.message().trim().to_string(),
-            }
-        })?;
+        let scenario: Scenario = toml::from_str(text).map_err(&syntax)?;
         scenario.validate().map_err(|(field, message)| {
             let offset = located.offset_of(&field).unwrap_or(0);
             let (line, column) = located.line_column(offset);

@@ -162,15 +162,16 @@ impl Trace {
             line,
             message,
         };
+        let io = |source| TraceError::Io {
+            file: file.into(),
+            source,
+        };
         let mut lines = reader.lines().enumerate();
         let header: Header = loop {
             let Some((i, line)) = lines.next() else {
                 return Err(invalid(1, "empty trace: the first line must be the header".into()));
             };
-            let line = line.map_err(|source| TraceError::Io {
-                file: file.into(),
-                source,
-            })?;
+            let line = line.map_err(io)?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -205,10 +206,7 @@ impl Trace {
         let mut last_at = header.start_ms;
         for (i, line) in lines {
             let n = i + 1;
-            let line = line.map_err(|source| TraceError::Io {
-                file: file.into(),
-                source,
-            })?;
+            let line = line.map_err(io)?;
             if line.trim().is_empty() {
                 continue;
             }
