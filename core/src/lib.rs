@@ -17,6 +17,7 @@ pub mod policy;
 pub mod prewarm;
 pub mod queue;
 pub mod scaling;
+mod timerq;
 pub mod types;
 pub mod units;
 
