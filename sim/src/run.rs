@@ -24,8 +24,6 @@ use crate::workload::{Generator, Source, Stream, WorkEvent, stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SimEvent {
-    /// The workload's next event (held in `Simulation::pending_work`).
-    NextWork,
     SessionEnd {
         server_idx: u32,
         players: u32,
@@ -136,6 +134,36 @@ struct Recorder {
     cloud_cost_by_type: Vec<u64>,
     integrals: Integrals,
     timeline: TimelineRecorder,
+    /// The fleet's look since `held.from`, not yet added to the integrals and the
+    /// timeline: consecutive spans that look the same are added as one (most events
+    /// change nothing these sums see). Integer sums, so the totals are exactly the same.
+    held: Option<Held>,
+}
+
+/// A span of time over which the sums' inputs did not change.
+struct Held {
+    from: Timestamp,
+    to: Timestamp,
+    sample: Sample,
+    /// Cloud VMs the provider bills (deleting ones included).
+    vms: u64,
+}
+
+impl Recorder {
+    /// Add the held span to the integrals and the timeline.
+    fn flush_held(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        let dt = held.to.since(held.from) as u128;
+        let s = &held.sample;
+        let i = &mut self.integrals;
+        i.queue_len_ms += s.queue_len as u128 * dt;
+        i.allocated_mib_ms += s.allocated_mib as u128 * dt;
+        i.usable_mib_ms += s.capacity_mib as u128 * dt;
+        i.holding_ms += s.servers_holding_ram as u128 * dt;
+        i.cloud_nodes_ms += held.vms as u128 * dt;
+        i.measured_ms += dt as u64;
+        self.timeline.record(held.from, held.to, s);
+    }
 }
 
 /// Everything a run produced: the outcome plus what the plots need.
@@ -169,7 +197,10 @@ pub struct Simulation {
     servers: Vec<SimServer>,
     vms: BTreeMap<NodeId, Vm>,
     source: Source,
-    pending_work: Option<WorkEvent>,
+    /// The workload's next event with its time and sequence number: an event like the
+    /// heap's, ordered with them by (time, sequence), but kept out of the heap (there is
+    /// only ever one, and it saves a push and a pop per workload event).
+    pending_work: Option<(Timestamp, u64, WorkEvent)>,
     provider: Provider,
     rng_provider: ChaCha8Rng,
     rng_timing: ChaCha8Rng,
@@ -269,6 +300,7 @@ impl Simulation {
                 cloud_node_ms: 0,
                 cloud_cost_by_type: vec![0; scenario.core.catalog.server_types.len()],
                 integrals: Integrals::default(),
+                held: None,
                 timeline: TimelineRecorder::new(
                     start.plus_ms(scenario.warmup_ms),
                     scenario.duration_ms.saturating_sub(scenario.warmup_ms),
@@ -332,8 +364,16 @@ impl Simulation {
         loop {
             // The core's own next deadline is an event too, taken straight from the
             // core rather than copied into the heap; on a tie it goes first.
-            let heap_at = self.heap.peek().map(|Reverse(next)| next.at);
-            let (at, core_due) = match (heap_at, self.core.poll_timeout()) {
+            let heap_key = self.heap.peek().map(|Reverse(next)| (next.at, next.seq));
+            let work_key = self.pending_work.as_ref().map(|&(at, seq, _)| (at, seq));
+            // The earlier of the heap's head and the workload's next event.
+            let (event_at, from_work) = match (heap_key, work_key) {
+                (Some(h), Some(w)) if w < h => (Some(w.0), true),
+                (Some(h), _) => (Some(h.0), false),
+                (None, Some(w)) => (Some(w.0), true),
+                (None, None) => (None, false),
+            };
+            let (at, core_due) = match (event_at, self.core.poll_timeout()) {
                 (None, None) => break,
                 (Some(h), Some(w)) if w <= h => (w, true),
                 (None, Some(w)) => (w, true),
@@ -346,6 +386,10 @@ impl Simulation {
             self.events_processed += 1;
             if core_due {
                 let _ = self.input(Input::Timeout);
+            } else if from_work {
+                let (_, _, event) = self.pending_work.take().expect("peeked");
+                self.work(event);
+                self.schedule_next_work();
             } else {
                 let Reverse(next) = self.heap.pop().expect("peeked");
                 self.process(next.event);
@@ -378,15 +422,8 @@ impl Simulation {
         let rec = &mut self.recorder;
         let from = self.now.max(rec.measure_from);
         if to > from {
-            let dt = to.since(from) as u128;
             let totals = self.core.totals();
-            let i = &mut rec.integrals;
-            i.queue_len_ms += totals.queued_count as u128 * dt;
-            i.allocated_mib_ms += totals.allocated_mib as u128 * dt;
-            i.usable_mib_ms += totals.ready_usable_mib as u128 * dt;
-            i.holding_ms += totals.servers_holding_ram as u128 * dt;
-            i.cloud_nodes_ms += self.vms.len() as u128 * dt;
-            i.measured_ms += dt as u64;
+            let vms = self.vms.len() as u64;
             let ready_cloud = (totals.n_ready_nodes as u64).saturating_sub(self.n_dedicated);
             let cloud = totals.n_cloud_nodes as u64;
             let sample = Sample {
@@ -399,9 +436,15 @@ impl Simulation {
                 nodes_provisioning: totals.n_cloud_provisioning as u64,
                 nodes_ready: totals.n_ready_nodes as u64,
                 nodes_draining: cloud.saturating_sub(totals.n_cloud_provisioning as u64 + ready_cloud),
-                nodes_deleting: (self.vms.len() as u64).saturating_sub(cloud),
+                nodes_deleting: vms.saturating_sub(cloud),
             };
-            rec.timeline.record(from, to, &sample);
+            match &mut rec.held {
+                Some(held) if held.to == from && held.vms == vms && held.sample == sample => held.to = to,
+                _ => {
+                    rec.flush_held();
+                    rec.held = Some(Held { from, to, sample, vms });
+                }
+            }
         }
         self.now = to;
     }
@@ -444,12 +487,6 @@ impl Simulation {
 
     fn process(&mut self, event: SimEvent) {
         match event {
-            SimEvent::NextWork => {
-                if let Some(event) = self.pending_work.take() {
-                    self.work(event);
-                }
-                self.schedule_next_work();
-            }
             SimEvent::VmLost { node_id } => {
                 if self.vms.get(&node_id).is_some_and(|vm| vm.ready) {
                     if self.measuring() {
@@ -530,8 +567,9 @@ impl Simulation {
         if let Some((at, event)) = self.source.next_event()
             && at <= self.end
         {
-            self.pending_work = Some(event);
-            self.schedule(at.max(self.now), SimEvent::NextWork);
+            // Numbered like a scheduled event, so ties break exactly as in the heap.
+            self.seq += 1;
+            self.pending_work = Some((at.max(self.now), self.seq, event));
         }
     }
 
@@ -888,6 +926,7 @@ impl Simulation {
 
     fn finish(mut self) -> RunResult {
         let end = self.end;
+        self.recorder.flush_held();
         self.core.settle_all(end);
         self.drain();
         let vms: Vec<Vm> = std::mem::take(&mut self.vms).into_values().collect();
