@@ -23,13 +23,33 @@ pub enum Strategy {
 /// One index of ready, placeable nodes.
 #[derive(Debug, Clone, Default)]
 pub struct FreeIndex {
-    /// Ascending `(free_mib, node_id)`, no duplicates.
-    by_free: Vec<(u32, NodeId)>,
+    /// Ascending keys `free_mib << 32 | node_id`: the order of `(free_mib, node_id)`,
+    /// compared as one integer.
+    by_free: Vec<u64>,
+}
+
+#[inline]
+fn key(free_mib: u32, node_id: NodeId) -> u64 {
+    assert!(
+        node_id.0 <= u32::MAX as u64,
+        "node id {node_id} beyond the placement index"
+    );
+    (free_mib as u64) << 32 | node_id.0
+}
+
+#[inline]
+fn free_of(key: u64) -> u32 {
+    (key >> 32) as u32
+}
+
+#[inline]
+fn node_of(key: u64) -> NodeId {
+    NodeId(key & u32::MAX as u64)
 }
 
 impl FreeIndex {
     pub fn insert(&mut self, node_id: NodeId, free_mib: u32) {
-        let key = (free_mib, node_id);
+        let key = key(free_mib, node_id);
         match self.by_free.binary_search(&key) {
             Ok(_) => panic!("node {node_id} already indexed"),
             Err(pos) => self.by_free.insert(pos, key),
@@ -37,7 +57,7 @@ impl FreeIndex {
     }
 
     pub fn remove(&mut self, node_id: NodeId, free_mib: u32) {
-        match self.by_free.binary_search(&(free_mib, node_id)) {
+        match self.by_free.binary_search(&key(free_mib, node_id)) {
             Ok(pos) => {
                 self.by_free.remove(pos);
             }
@@ -48,10 +68,10 @@ impl FreeIndex {
     /// Move a node from `free_mib_old` to `free_mib_new`: only the entries in between shift.
     #[inline]
     pub fn update(&mut self, node_id: NodeId, free_mib_old: u32, free_mib_new: u32) {
-        let Ok(old) = self.by_free.binary_search(&(free_mib_old, node_id)) else {
+        let Ok(old) = self.by_free.binary_search(&key(free_mib_old, node_id)) else {
             panic!("node {node_id} not indexed with {free_mib_old} MiB free")
         };
-        let key = (free_mib_new, node_id);
+        let key = key(free_mib_new, node_id);
         if key > self.by_free[old] {
             // Entries after `old` that sort below the new key move one slot down.
             let n = self.by_free[old + 1..].partition_point(|&k| k < key);
@@ -68,49 +88,50 @@ impl FreeIndex {
     /// Index of the first entry with at least `need_mib` free.
     #[inline]
     fn first_fit(&self, need_mib: u32) -> usize {
-        self.by_free.partition_point(|&(free, _)| free < need_mib)
+        let bound = (need_mib as u64) << 32;
+        self.by_free.partition_point(|&k| k < bound)
     }
 
     /// The node to place `need_mib` on, or `None` when nothing fits.
     pub fn choose(&self, need_mib: u32, strategy: Strategy) -> Option<NodeId> {
         match strategy {
-            Strategy::Pack => self.by_free.get(self.first_fit(need_mib)).map(|&(_, id)| id),
+            Strategy::Pack => self.by_free.get(self.first_fit(need_mib)).map(|&k| node_of(k)),
             Strategy::Spread => self
                 .by_free
                 .last()
-                .filter(|&&(free, _)| free >= need_mib)
-                .map(|&(_, id)| id),
+                .filter(|&&k| free_of(k) >= need_mib)
+                .map(|&k| node_of(k)),
         }
     }
 
     /// Like `choose`, skipping `excluded` (a node claimed by the head of the queue).
     #[inline]
     pub fn choose_excluding(&self, need_mib: u32, strategy: Strategy, excluded: Option<NodeId>) -> Option<NodeId> {
-        let allowed = |&&(_, id): &&(u32, NodeId)| Some(id) != excluded;
+        let allowed = |&&k: &&u64| Some(node_of(k)) != excluded;
         match strategy {
             Strategy::Pack => self.by_free[self.first_fit(need_mib)..]
                 .iter()
                 .find(allowed)
-                .map(|&(_, id)| id),
+                .map(|&k| node_of(k)),
             Strategy::Spread => self
                 .by_free
                 .iter()
                 .rev()
-                .take_while(|&&(free, _)| free >= need_mib)
+                .take_while(|&&k| free_of(k) >= need_mib)
                 .find(allowed)
-                .map(|&(_, id)| id),
+                .map(|&k| node_of(k)),
         }
     }
 
     /// (free MiB, node) of the node with the most free RAM.
     #[inline]
     pub fn max_free_node(&self) -> Option<(u32, NodeId)> {
-        self.by_free.last().copied()
+        self.by_free.last().map(|&k| (free_of(k), node_of(k)))
     }
 
     #[inline]
     pub fn max_free_mib(&self) -> u32 {
-        self.by_free.last().map_or(0, |&(free, _)| free)
+        self.by_free.last().map_or(0, |&k| free_of(k))
     }
 
     pub fn len(&self) -> usize {
@@ -178,7 +199,13 @@ mod tests {
             model.remove(&(free[i], NodeId(i as u64)));
             model.insert((new, NodeId(i as u64)));
             free[i] = new;
-            assert!(index.by_free.iter().copied().eq(model.iter().copied()));
+            assert!(
+                index
+                    .by_free
+                    .iter()
+                    .map(|&k| (free_of(k), node_of(k)))
+                    .eq(model.iter().copied())
+            );
             let need = next(9) as u32 * 1024;
             let expect_pack = model.range((need, NodeId(0))..).next().map(|&(_, id)| id);
             assert_eq!(index.choose(need, Strategy::Pack), expect_pack);
