@@ -12,6 +12,7 @@ pub mod idmap;
 pub mod io;
 mod machine;
 pub mod model;
+mod pending;
 pub mod placement;
 pub mod policy;
 pub mod prewarm;

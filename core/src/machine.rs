@@ -12,6 +12,7 @@ use crate::io::{
 use crate::model::{
     Accrual, AccrualKind, Node, NodeKind, NodeState, Server, ServerState, StartRequest, TimerSlot, User,
 };
+use crate::pending::PendingMap;
 use crate::placement::FreeIndex;
 use crate::policy::fallback::ProviderHealth;
 use crate::prewarm::{BilledTo, Habit};
@@ -108,7 +109,7 @@ pub struct Core {
     timers: TimerQueue<Timer>,
     next_timer_seq: u64,
     timers_live: usize,
-    pending: BTreeMap<CommandId, Pending>,
+    pending: PendingMap<Pending>,
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
     next_command_id: u64,
@@ -172,7 +173,7 @@ impl Core {
             timers,
             next_timer_seq: 0,
             timers_live: 0,
-            pending: BTreeMap::new(),
+            pending: PendingMap::default(),
             commands: VecDeque::new(),
             events: VecDeque::new(),
             next_command_id: 1,
