@@ -50,14 +50,25 @@ enum SimEvent {
 
 #[derive(Debug, PartialEq, Eq)]
 struct Scheduled {
-    at: Timestamp,
-    seq: u64,
+    /// `at << 64 | seq`: (time, insertion sequence) compared as one integer.
+    key: u128,
     event: SimEvent,
 }
 
+#[inline]
+fn event_key(at: Timestamp, seq: u64) -> u128 {
+    (at.ms() as u128) << 64 | seq as u128
+}
+
+#[inline]
+fn key_at(key: u128) -> Timestamp {
+    Timestamp((key >> 64) as u64)
+}
+
 impl Ord for Scheduled {
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+        self.key.cmp(&other.key)
     }
 }
 
@@ -364,13 +375,13 @@ impl Simulation {
         loop {
             // The core's own next deadline is an event too, taken straight from the
             // core rather than copied into the heap; on a tie it goes first.
-            let heap_key = self.heap.peek().map(|Reverse(next)| (next.at, next.seq));
-            let work_key = self.pending_work.as_ref().map(|&(at, seq, _)| (at, seq));
+            let heap_key = self.heap.peek().map(|Reverse(next)| next.key);
+            let work_key = self.pending_work.as_ref().map(|&(at, seq, _)| event_key(at, seq));
             // The earlier of the heap's head and the workload's next event.
             let (event_at, from_work) = match (heap_key, work_key) {
-                (Some(h), Some(w)) if w < h => (Some(w.0), true),
-                (Some(h), _) => (Some(h.0), false),
-                (None, Some(w)) => (Some(w.0), true),
+                (Some(h), Some(w)) if w < h => (Some(key_at(w)), true),
+                (Some(h), _) => (Some(key_at(h)), false),
+                (None, Some(w)) => (Some(key_at(w)), true),
                 (None, None) => (None, false),
             };
             let (at, core_due) = match (event_at, self.core.poll_timeout()) {
@@ -409,8 +420,7 @@ impl Simulation {
     fn schedule(&mut self, at: Timestamp, event: SimEvent) {
         self.seq += 1;
         self.heap.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
+            key: event_key(at, self.seq),
             event,
         }));
     }
@@ -694,7 +704,9 @@ impl Simulation {
 
     // ------------------------------------------------------------------ provider and servers
 
-    /// Carry out a core command after its modelled latency.
+    /// Carry out a core command after its modelled latency. Not inlined: `drain` runs
+    /// once per core input and stays a small loop (inlined, its set-up cost every call).
+    #[inline(never)]
     fn execute(&mut self, command: Command) {
         let id = command.id;
         let done = |sim: &mut Simulation, delay_ms: u64, then_boot: Option<u32>| {
@@ -821,6 +833,7 @@ impl Simulation {
         self.recorder.cloud_node_ms += measured as u128;
     }
 
+    #[inline(never)]
     fn observe(&mut self, event: Event) {
         let measuring = self.measuring();
         match event {
