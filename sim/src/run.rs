@@ -844,7 +844,8 @@ impl Simulation {
             } => {
                 let server_idx = (server_id.0 - first_server_id()) as usize;
                 let server = &mut self.servers[server_idx];
-                let waiting = std::mem::take(&mut server.waiting);
+                // Taken and given back emptied: its capacity stays for the next start.
+                let mut waiting = std::mem::take(&mut server.waiting);
                 let (epoch, regular) = (server.epoch, server.regular);
                 let prewarm = std::mem::take(&mut server.prewarm);
                 let mut total = server.players;
@@ -866,7 +867,10 @@ impl Simulation {
                         },
                     );
                 }
-                self.servers[server_idx].players = total;
+                waiting.clear();
+                let server = &mut self.servers[server_idx];
+                server.players = total;
+                server.waiting = waiting;
                 if measuring && !prewarm && requested_at >= self.recorder.measure_from {
                     let rec = &mut self.recorder;
                     let wait = self.now.since(requested_at);
