@@ -33,7 +33,8 @@ enum SimEvent {
     CommandDone {
         command_id: CommandId,
         failure: Option<OrderError>,
-        then_boot: Option<u32>,
+        /// The server to boot, or `NO_BOOT` (a plain `u32` keeps the event at 16 bytes).
+        then_boot: u32,
     },
     /// A ready VM dies.
     VmLost {
@@ -47,6 +48,12 @@ enum SimEvent {
         user_id: UserId,
     },
 }
+
+/// `then_boot` of a command that boots nothing.
+const NO_BOOT: u32 = u32::MAX;
+
+// Heap entries move on every push and pop: keep them at 32 bytes (key 16, event 16).
+const _: () = assert!(std::mem::size_of::<SimEvent>() == 16 && std::mem::size_of::<Scheduled>() == 32);
 
 #[derive(Debug, PartialEq, Eq)]
 struct Scheduled {
@@ -535,7 +542,7 @@ impl Simulation {
                     Some(error) => crate::provider::failure_input(command_id, error),
                 };
                 let _ = self.input(input);
-                if let (None, Some(server_idx)) = (failure, then_boot) {
+                if let (None, Some(server_idx)) = (failure, (then_boot != NO_BOOT).then_some(then_boot)) {
                     let boot_ms = self.scenario.servers.boot_seconds.seconds_as_ms(&mut self.rng_timing);
                     self.schedule(
                         self.now.plus_ms(boot_ms),
@@ -715,7 +722,7 @@ impl Simulation {
                 SimEvent::CommandDone {
                     command_id: id,
                     failure: None,
-                    then_boot,
+                    then_boot: then_boot.unwrap_or(NO_BOOT),
                 },
             );
         };
@@ -726,7 +733,7 @@ impl Simulation {
                 SimEvent::CommandDone {
                     command_id: id,
                     failure: Some(error),
-                    then_boot: None,
+                    then_boot: NO_BOOT,
                 },
             );
         };
