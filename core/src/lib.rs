@@ -12,11 +12,13 @@ pub mod idmap;
 pub mod io;
 mod machine;
 pub mod model;
+mod pending;
 pub mod placement;
 pub mod policy;
 pub mod prewarm;
 pub mod queue;
 pub mod scaling;
+mod timerq;
 pub mod types;
 pub mod units;
 

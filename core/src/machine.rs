@@ -1,8 +1,7 @@
 //! The state machine: `handle(now, input)`, `poll_command()`, `poll_event()`,
 //! `poll_timeout()`. No I/O, no clock, no randomness.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::CoreConfig;
 use crate::idmap::IdMap;
@@ -13,11 +12,13 @@ use crate::io::{
 use crate::model::{
     Accrual, AccrualKind, Node, NodeKind, NodeState, Server, ServerState, StartRequest, TimerSlot, User,
 };
+use crate::pending::PendingMap;
 use crate::placement::FreeIndex;
 use crate::policy::fallback::ProviderHealth;
 use crate::prewarm::{BilledTo, Habit};
 use crate::queue::{QueueEntry, StartQueue};
 use crate::scaling::{FleetTotals, FleetView, QUEUE_VIEW_MAX, ScalingDecision, ScalingPolicy, Trigger};
+use crate::timerq::TimerQueue;
 use crate::types::{
     CommandId, LocationIdx, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MONTH, NodeId, ServerId, ServerTypeIdx, Timestamp, UserId,
     ram_time_numerator,
@@ -105,10 +106,10 @@ pub struct Core {
     /// Armed timers, earliest first. Cancelling is lazy: an entry is live only while
     /// its owner still records that deadline (`timer_is_live`); dead entries are
     /// skipped when they surface and purged when they outnumber the live ones.
-    timers: BinaryHeap<Reverse<(Timestamp, u64, Timer)>>,
+    timers: TimerQueue<Timer>,
     next_timer_seq: u64,
     timers_live: usize,
-    pending: BTreeMap<CommandId, Pending>,
+    pending: PendingMap<Pending>,
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
     next_command_id: u64,
@@ -151,6 +152,14 @@ impl Core {
             .map(|t| t.ram_mib - config.reserve.reserve_mib(t.ram_mib, false))
             .max()
             .unwrap_or(0);
+        // Timers armed these fixed delays ahead get FIFO lanes (see `timerq`).
+        let timers = TimerQueue::new([
+            config.lifecycle.archive_after_ms,
+            config.lifecycle.reservation_timeout_ms,
+            config.lifecycle.idle_sleep_after_ms,
+            config.lifecycle.provision_timeout_ms,
+            config.policy.evaluate_every_ms().unwrap_or(0),
+        ]);
         Core {
             config,
             policy,
@@ -161,10 +170,10 @@ impl Core {
             free_dedicated: FreeIndex::default(),
             free_cloud: FreeIndex::default(),
             queue: StartQueue::default(),
-            timers: BinaryHeap::new(),
+            timers,
             next_timer_seq: 0,
             timers_live: 0,
-            pending: BTreeMap::new(),
+            pending: PendingMap::default(),
             commands: VecDeque::new(),
             events: VecDeque::new(),
             next_command_id: 1,
@@ -220,7 +229,7 @@ impl Core {
 
     #[inline]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        self.timers.peek().map(|(at, _, _)| at)
     }
 
     // ------------------------------------------------------------------ queries
@@ -849,7 +858,7 @@ impl Core {
     // ------------------------------------------------------------------ timers
 
     fn fire_due_timers(&mut self) {
-        while let Some(&Reverse((at, seq, timer))) = self.timers.peek() {
+        while let Some((at, seq, timer)) = self.timers.peek() {
             if at > self.now {
                 break;
             }
@@ -905,7 +914,7 @@ impl Core {
     fn push_timer(&mut self, at: Timestamp, timer: Timer) -> TimerSlot {
         let seq = self.next_timer_seq;
         self.next_timer_seq += 1;
-        self.timers.push(Reverse((at, seq, timer)));
+        self.timers.push(self.now, at, seq, timer);
         self.timers_live += 1;
         TimerSlot { at, seq }
     }
@@ -913,15 +922,15 @@ impl Core {
     /// Drop dead timers from the head (so `poll_timeout` names a live one) and purge
     /// them all when they outnumber the live ones.
     fn tidy_timers(&mut self) {
-        while let Some(&Reverse((at, seq, timer))) = self.timers.peek() {
+        while let Some((at, seq, timer)) = self.timers.peek() {
             if self.timer_is_live(at, seq, timer) {
                 break;
             }
             self.timers.pop();
         }
         if self.timers.len() > 2 * self.timers_live + 1024 {
-            let mut timers = std::mem::take(&mut self.timers);
-            timers.retain(|&Reverse((at, seq, timer))| self.timer_is_live(at, seq, timer));
+            let mut timers = std::mem::replace(&mut self.timers, TimerQueue::new([]));
+            timers.retain(|at, seq, timer| self.timer_is_live(at, seq, timer));
             self.timers = timers;
         }
     }

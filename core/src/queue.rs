@@ -18,8 +18,9 @@ pub struct StartQueue {
     next_back: i64,
     next_front: i64,
     demand_mib: u64,
-    /// How many queued requests ask for each RAM size.
-    by_size: BTreeMap<u32, u32>,
+    /// How many queued requests ask for each RAM size, ascending by size (a handful
+    /// of tiers: a sorted vector, no allocation per change).
+    by_size: Vec<(u32, u32)>,
 }
 
 impl StartQueue {
@@ -37,7 +38,10 @@ impl StartQueue {
 
     fn insert(&mut self, seq: i64, entry: QueueEntry) -> i64 {
         self.demand_mib += entry.ram_mib as u64;
-        *self.by_size.entry(entry.ram_mib).or_default() += 1;
+        match self.by_size.binary_search_by_key(&entry.ram_mib, |&(mib, _)| mib) {
+            Ok(i) => self.by_size[i].1 += 1,
+            Err(i) => self.by_size.insert(i, (entry.ram_mib, 1)),
+        }
         let previous = self.entries.insert(seq, entry);
         assert!(previous.is_none());
         seq
@@ -46,17 +50,20 @@ impl StartQueue {
     pub fn remove(&mut self, seq: i64) -> QueueEntry {
         let entry = self.entries.remove(&seq).expect("queue entry exists");
         self.demand_mib -= entry.ram_mib as u64;
-        let count = self.by_size.get_mut(&entry.ram_mib).expect("size counted");
-        *count -= 1;
-        if *count == 0 {
-            self.by_size.remove(&entry.ram_mib);
+        let i = self
+            .by_size
+            .binary_search_by_key(&entry.ram_mib, |&(mib, _)| mib)
+            .expect("size counted");
+        self.by_size[i].1 -= 1;
+        if self.by_size[i].1 == 0 {
+            self.by_size.remove(i);
         }
         entry
     }
 
     /// The smallest RAM any queued request asks for.
     pub fn smallest_mib(&self) -> Option<u32> {
-        self.by_size.first_key_value().map(|(&mib, _)| mib)
+        self.by_size.first().map(|&(mib, _)| mib)
     }
 
     pub fn len(&self) -> usize {
@@ -78,6 +85,13 @@ impl StartQueue {
 
     /// Zero-based position of the entry with this sequence number.
     pub fn position(&self, seq: i64) -> usize {
+        // Just pushed to either end (the usual question): no walk over the queue.
+        if self.entries.last_key_value().is_some_and(|(&last, _)| last == seq) {
+            return self.entries.len() - 1;
+        }
+        if self.entries.first_key_value().is_some_and(|(&first, _)| first == seq) {
+            return 0;
+        }
         self.entries.range(..seq).count()
     }
 }

@@ -24,8 +24,6 @@ use crate::workload::{Generator, Source, Stream, WorkEvent, stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SimEvent {
-    /// The workload's next event (held in `Simulation::pending_work`).
-    NextWork,
     SessionEnd {
         server_idx: u32,
         players: u32,
@@ -35,7 +33,8 @@ enum SimEvent {
     CommandDone {
         command_id: CommandId,
         failure: Option<OrderError>,
-        then_boot: Option<u32>,
+        /// The server to boot, or `NO_BOOT` (a plain `u32` keeps the event at 16 bytes).
+        then_boot: u32,
     },
     /// A ready VM dies.
     VmLost {
@@ -50,16 +49,33 @@ enum SimEvent {
     },
 }
 
+/// `then_boot` of a command that boots nothing.
+const NO_BOOT: u32 = u32::MAX;
+
+// Heap entries move on every push and pop: keep them at 32 bytes (key 16, event 16).
+const _: () = assert!(std::mem::size_of::<SimEvent>() == 16 && std::mem::size_of::<Scheduled>() == 32);
+
 #[derive(Debug, PartialEq, Eq)]
 struct Scheduled {
-    at: Timestamp,
-    seq: u64,
+    /// `at << 64 | seq`: (time, insertion sequence) compared as one integer.
+    key: u128,
     event: SimEvent,
 }
 
+#[inline]
+fn event_key(at: Timestamp, seq: u64) -> u128 {
+    (at.ms() as u128) << 64 | seq as u128
+}
+
+#[inline]
+fn key_at(key: u128) -> Timestamp {
+    Timestamp((key >> 64) as u64)
+}
+
 impl Ord for Scheduled {
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+        self.key.cmp(&other.key)
     }
 }
 
@@ -136,6 +152,36 @@ struct Recorder {
     cloud_cost_by_type: Vec<u64>,
     integrals: Integrals,
     timeline: TimelineRecorder,
+    /// The fleet's look since `held.from`, not yet added to the integrals and the
+    /// timeline: consecutive spans that look the same are added as one (most events
+    /// change nothing these sums see). Integer sums, so the totals are exactly the same.
+    held: Option<Held>,
+}
+
+/// A span of time over which the sums' inputs did not change.
+struct Held {
+    from: Timestamp,
+    to: Timestamp,
+    sample: Sample,
+    /// Cloud VMs the provider bills (deleting ones included).
+    vms: u64,
+}
+
+impl Recorder {
+    /// Add the held span to the integrals and the timeline.
+    fn flush_held(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        let dt = held.to.since(held.from) as u128;
+        let s = &held.sample;
+        let i = &mut self.integrals;
+        i.queue_len_ms += s.queue_len as u128 * dt;
+        i.allocated_mib_ms += s.allocated_mib as u128 * dt;
+        i.usable_mib_ms += s.capacity_mib as u128 * dt;
+        i.holding_ms += s.servers_holding_ram as u128 * dt;
+        i.cloud_nodes_ms += held.vms as u128 * dt;
+        i.measured_ms += dt as u64;
+        self.timeline.record(held.from, held.to, s);
+    }
 }
 
 /// Everything a run produced: the outcome plus what the plots need.
@@ -169,7 +215,10 @@ pub struct Simulation {
     servers: Vec<SimServer>,
     vms: BTreeMap<NodeId, Vm>,
     source: Source,
-    pending_work: Option<WorkEvent>,
+    /// The workload's next event with its time and sequence number: an event like the
+    /// heap's, ordered with them by (time, sequence), but kept out of the heap (there is
+    /// only ever one, and it saves a push and a pop per workload event).
+    pending_work: Option<(Timestamp, u64, WorkEvent)>,
     provider: Provider,
     rng_provider: ChaCha8Rng,
     rng_timing: ChaCha8Rng,
@@ -269,6 +318,7 @@ impl Simulation {
                 cloud_node_ms: 0,
                 cloud_cost_by_type: vec![0; scenario.core.catalog.server_types.len()],
                 integrals: Integrals::default(),
+                held: None,
                 timeline: TimelineRecorder::new(
                     start.plus_ms(scenario.warmup_ms),
                     scenario.duration_ms.saturating_sub(scenario.warmup_ms),
@@ -332,8 +382,16 @@ impl Simulation {
         loop {
             // The core's own next deadline is an event too, taken straight from the
             // core rather than copied into the heap; on a tie it goes first.
-            let heap_at = self.heap.peek().map(|Reverse(next)| next.at);
-            let (at, core_due) = match (heap_at, self.core.poll_timeout()) {
+            let heap_key = self.heap.peek().map(|Reverse(next)| next.key);
+            let work_key = self.pending_work.as_ref().map(|&(at, seq, _)| event_key(at, seq));
+            // The earlier of the heap's head and the workload's next event.
+            let (event_at, from_work) = match (heap_key, work_key) {
+                (Some(h), Some(w)) if w < h => (Some(key_at(w)), true),
+                (Some(h), _) => (Some(key_at(h)), false),
+                (None, Some(w)) => (Some(key_at(w)), true),
+                (None, None) => (None, false),
+            };
+            let (at, core_due) = match (event_at, self.core.poll_timeout()) {
                 (None, None) => break,
                 (Some(h), Some(w)) if w <= h => (w, true),
                 (None, Some(w)) => (w, true),
@@ -346,6 +404,10 @@ impl Simulation {
             self.events_processed += 1;
             if core_due {
                 let _ = self.input(Input::Timeout);
+            } else if from_work {
+                let (_, _, event) = self.pending_work.take().expect("peeked");
+                self.work(event);
+                self.schedule_next_work();
             } else {
                 let Reverse(next) = self.heap.pop().expect("peeked");
                 self.process(next.event);
@@ -365,8 +427,7 @@ impl Simulation {
     fn schedule(&mut self, at: Timestamp, event: SimEvent) {
         self.seq += 1;
         self.heap.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
+            key: event_key(at, self.seq),
             event,
         }));
     }
@@ -378,15 +439,8 @@ impl Simulation {
         let rec = &mut self.recorder;
         let from = self.now.max(rec.measure_from);
         if to > from {
-            let dt = to.since(from) as u128;
             let totals = self.core.totals();
-            let i = &mut rec.integrals;
-            i.queue_len_ms += totals.queued_count as u128 * dt;
-            i.allocated_mib_ms += totals.allocated_mib as u128 * dt;
-            i.usable_mib_ms += totals.ready_usable_mib as u128 * dt;
-            i.holding_ms += totals.servers_holding_ram as u128 * dt;
-            i.cloud_nodes_ms += self.vms.len() as u128 * dt;
-            i.measured_ms += dt as u64;
+            let vms = self.vms.len() as u64;
             let ready_cloud = (totals.n_ready_nodes as u64).saturating_sub(self.n_dedicated);
             let cloud = totals.n_cloud_nodes as u64;
             let sample = Sample {
@@ -399,9 +453,15 @@ impl Simulation {
                 nodes_provisioning: totals.n_cloud_provisioning as u64,
                 nodes_ready: totals.n_ready_nodes as u64,
                 nodes_draining: cloud.saturating_sub(totals.n_cloud_provisioning as u64 + ready_cloud),
-                nodes_deleting: (self.vms.len() as u64).saturating_sub(cloud),
+                nodes_deleting: vms.saturating_sub(cloud),
             };
-            rec.timeline.record(from, to, &sample);
+            match &mut rec.held {
+                Some(held) if held.to == from && held.vms == vms && held.sample == sample => held.to = to,
+                _ => {
+                    rec.flush_held();
+                    rec.held = Some(Held { from, to, sample, vms });
+                }
+            }
         }
         self.now = to;
     }
@@ -444,12 +504,6 @@ impl Simulation {
 
     fn process(&mut self, event: SimEvent) {
         match event {
-            SimEvent::NextWork => {
-                if let Some(event) = self.pending_work.take() {
-                    self.work(event);
-                }
-                self.schedule_next_work();
-            }
             SimEvent::VmLost { node_id } => {
                 if self.vms.get(&node_id).is_some_and(|vm| vm.ready) {
                     if self.measuring() {
@@ -488,7 +542,7 @@ impl Simulation {
                     Some(error) => crate::provider::failure_input(command_id, error),
                 };
                 let _ = self.input(input);
-                if let (None, Some(server_idx)) = (failure, then_boot) {
+                if let (None, Some(server_idx)) = (failure, (then_boot != NO_BOOT).then_some(then_boot)) {
                     let boot_ms = self.scenario.servers.boot_seconds.seconds_as_ms(&mut self.rng_timing);
                     self.schedule(
                         self.now.plus_ms(boot_ms),
@@ -530,8 +584,9 @@ impl Simulation {
         if let Some((at, event)) = self.source.next_event()
             && at <= self.end
         {
-            self.pending_work = Some(event);
-            self.schedule(at.max(self.now), SimEvent::NextWork);
+            // Numbered like a scheduled event, so ties break exactly as in the heap.
+            self.seq += 1;
+            self.pending_work = Some((at.max(self.now), self.seq, event));
         }
     }
 
@@ -656,7 +711,9 @@ impl Simulation {
 
     // ------------------------------------------------------------------ provider and servers
 
-    /// Carry out a core command after its modelled latency.
+    /// Carry out a core command after its modelled latency. Not inlined: `drain` runs
+    /// once per core input and stays a small loop (inlined, its set-up cost every call).
+    #[inline(never)]
     fn execute(&mut self, command: Command) {
         let id = command.id;
         let done = |sim: &mut Simulation, delay_ms: u64, then_boot: Option<u32>| {
@@ -665,7 +722,7 @@ impl Simulation {
                 SimEvent::CommandDone {
                     command_id: id,
                     failure: None,
-                    then_boot,
+                    then_boot: then_boot.unwrap_or(NO_BOOT),
                 },
             );
         };
@@ -676,7 +733,7 @@ impl Simulation {
                 SimEvent::CommandDone {
                     command_id: id,
                     failure: Some(error),
-                    then_boot: None,
+                    then_boot: NO_BOOT,
                 },
             );
         };
@@ -783,6 +840,7 @@ impl Simulation {
         self.recorder.cloud_node_ms += measured as u128;
     }
 
+    #[inline(never)]
     fn observe(&mut self, event: Event) {
         let measuring = self.measuring();
         match event {
@@ -793,7 +851,8 @@ impl Simulation {
             } => {
                 let server_idx = (server_id.0 - first_server_id()) as usize;
                 let server = &mut self.servers[server_idx];
-                let waiting = std::mem::take(&mut server.waiting);
+                // Taken and given back emptied: its capacity stays for the next start.
+                let mut waiting = std::mem::take(&mut server.waiting);
                 let (epoch, regular) = (server.epoch, server.regular);
                 let prewarm = std::mem::take(&mut server.prewarm);
                 let mut total = server.players;
@@ -815,7 +874,10 @@ impl Simulation {
                         },
                     );
                 }
-                self.servers[server_idx].players = total;
+                waiting.clear();
+                let server = &mut self.servers[server_idx];
+                server.players = total;
+                server.waiting = waiting;
                 if measuring && !prewarm && requested_at >= self.recorder.measure_from {
                     let rec = &mut self.recorder;
                     let wait = self.now.since(requested_at);
@@ -888,6 +950,7 @@ impl Simulation {
 
     fn finish(mut self) -> RunResult {
         let end = self.end;
+        self.recorder.flush_held();
         self.core.settle_all(end);
         self.drain();
         let vms: Vec<Vm> = std::mem::take(&mut self.vms).into_values().collect();

@@ -150,6 +150,12 @@ impl TimelineRecorder {
         }
         let mut t = from.max(self.start).ms() - self.start.ms();
         let end = to.ms() - self.start.ms();
+        // Most calls fall inside the current bucket: no division, one add.
+        let current_start = self.current_idx * self.bucket_ms;
+        if t >= current_start && end <= current_start + self.bucket_ms {
+            self.current.add(sample, end - t);
+            return;
+        }
         while t < end {
             let idx = t / self.bucket_ms;
             if idx != self.current_idx {
