@@ -242,7 +242,7 @@ impl Provider {
         Ok(self.deletion.seconds_as_ms(rng))
     }
 
-    /// When a VM that became ready now will die, if within `horizon_ms`.
+    /// How long a VM lives once ready before it dies; `None` when VMs are never lost.
     pub fn loss_after(&self, rng: &mut ChaCha8Rng) -> Option<u64> {
         if self.loss_per_ms <= 0.0 {
             return None;

@@ -233,13 +233,16 @@ pub struct Simulation {
     stats_at_warmup: Option<payperplay_core::CoreStats>,
 }
 
-fn first_server_id() -> u64 {
-    1
-}
+const FIRST_SERVER_ID: u64 = 1;
 
 /// Core ids of the workload's dense indices.
 fn server_id(server_idx: usize) -> ServerId {
-    ServerId(server_idx as u64 + first_server_id())
+    ServerId(server_idx as u64 + FIRST_SERVER_ID)
+}
+
+/// The workload's dense index of a core server id.
+fn server_idx(server_id: ServerId) -> usize {
+    (server_id.0 - FIRST_SERVER_ID) as usize
 }
 
 fn user_id(user: u32) -> UserId {
@@ -523,7 +526,7 @@ impl Simulation {
                 }
                 server.players -= players;
                 let players = server.players;
-                let server_id = ServerId(server_idx as u64 + first_server_id());
+                let server_id = server_id(server_idx as usize);
                 if self
                     .core
                     .server(server_id)
@@ -559,7 +562,7 @@ impl Simulation {
             } => {
                 let server = &self.servers[server_idx as usize];
                 if server.start_command == Some(start_command) {
-                    let server_id = ServerId(server_idx as u64 + first_server_id());
+                    let server_id = server_id(server_idx as usize);
                     // Players who waited for the boot are in as it finishes, so the
                     // server never looks idle at the moment it comes up.
                     let players = server.players + server.waiting.iter().map(|&(p, _, _)| p).sum::<u32>();
@@ -771,7 +774,7 @@ impl Simulation {
                 Err(error) => refused(self, error),
             },
             CommandKind::StartContainer { server_id, .. } => {
-                let server_idx = (server_id.0 - first_server_id()) as u32;
+                let server_idx = server_idx(server_id) as u32;
                 self.servers[server_idx as usize].start_command = Some(id);
                 let delay = self
                     .scenario
@@ -781,7 +784,7 @@ impl Simulation {
                 done(self, delay, Some(server_idx));
             }
             CommandKind::StopContainer { server_id, .. } => {
-                let server_idx = (server_id.0 - first_server_id()) as usize;
+                let server_idx = server_idx(server_id);
                 self.servers[server_idx].start_command = None;
                 let delay = self.scenario.servers.stop_seconds.seconds_as_ms(&mut self.rng_timing);
                 done(self, delay, None);
@@ -849,7 +852,7 @@ impl Simulation {
                 requested_at,
                 placed_at,
             } => {
-                let server_idx = (server_id.0 - first_server_id()) as usize;
+                let server_idx = server_idx(server_id);
                 let server = &mut self.servers[server_idx];
                 // Taken and given back emptied: its capacity stays for the next start.
                 let mut waiting = std::mem::take(&mut server.waiting);
@@ -895,7 +898,7 @@ impl Simulation {
             }
             Event::StartEnded { server_id, outcome, .. } => {
                 if !matches!(outcome, StartOutcome::Running) {
-                    let server_idx = (server_id.0 - first_server_id()) as usize;
+                    let server_idx = server_idx(server_id);
                     self.drop_waiting(server_idx);
                     if measuring && !std::mem::take(&mut self.servers[server_idx].prewarm) {
                         match outcome {
@@ -906,7 +909,7 @@ impl Simulation {
                 }
             }
             Event::ServerStopped { server_id, reason } => {
-                let server_idx = (server_id.0 - first_server_id()) as usize;
+                let server_idx = server_idx(server_id);
                 let server = &mut self.servers[server_idx];
                 if reason == payperplay_core::StopReason::NodeLost && measuring {
                     // The core queued it to start elsewhere: a start request of its own.
@@ -942,7 +945,7 @@ impl Simulation {
             }
             Event::ProvisionFallback { .. } => self.recorder.fallbacks += u64::from(measuring),
             Event::PrewarmStarted { server_id, .. } => {
-                self.servers[(server_id.0 - first_server_id()) as usize].prewarm = true;
+                self.servers[server_idx(server_id)].prewarm = true;
                 self.recorder.prewarm_starts += u64::from(measuring);
             }
         }

@@ -201,8 +201,8 @@ impl Trace {
         };
         let mut users: BTreeMap<u64, u32> = BTreeMap::new();
         let mut servers: BTreeMap<u64, u32> = BTreeMap::new();
-        // Open sessions: id -> index into `events` of its start.
-        let mut open: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+        // Open sessions: id -> index into `events` of its join.
+        let mut open: BTreeMap<u64, usize> = BTreeMap::new();
         let mut last_at = header.start_ms;
         for (i, line) in lines {
             let n = i + 1;
@@ -289,7 +289,7 @@ impl Trace {
                         return Err(invalid(n, "players: must be at least 1".into()));
                     }
                     let server = server_idx(&servers, server)?;
-                    if open.insert(session, (trace.events.len(), n)).is_some() {
+                    if open.insert(session, trace.events.len()).is_some() {
                         return Err(invalid(n, format!("session: session {session} is already open")));
                     }
                     WorkEvent::Session {
@@ -300,7 +300,7 @@ impl Trace {
                 }
                 Record::PlayerLeft { server, session, .. } => {
                     let server = server_idx(&servers, server)?;
-                    let Some((idx, _)) = open.remove(&session) else {
+                    let Some(idx) = open.remove(&session) else {
                         return Err(invalid(n, format!("session: session {session} never joined")));
                     };
                     let (joined, event) = &mut trace.events[idx];
@@ -346,7 +346,7 @@ impl Trace {
         }
         // Sessions still open at the end of the recording end there.
         let end = trace.end.unwrap_or(Timestamp(last_at));
-        for (_, (idx, _)) in open {
+        for idx in open.into_values() {
             let (joined, event) = &mut trace.events[idx];
             if let WorkEvent::Session { length_ms, .. } = event {
                 *length_ms = end.since(*joined);

@@ -1,21 +1,14 @@
 //! `payperplay-sim compare` and `payperplay-sim check`: tables, baselines, exit codes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_payperplay-sim"))
-}
+mod common;
+use common::{bin, scenario_path};
 
-fn scenario_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(name)
-}
-
+/// A fresh, existing temp folder.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("payperplay-check-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::temp_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

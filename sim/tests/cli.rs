@@ -1,23 +1,7 @@
 //! The `payperplay-sim` command line: outputs, exit codes, messages.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_payperplay-sim"))
-}
-
-fn scenario(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(name)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("payperplay-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+mod common;
+use common::{bin, scenario_path as scenario, temp_dir};
 
 #[test]
 fn run_writes_json_and_markdown_and_exits_zero() {

@@ -1,23 +1,14 @@
 //! Run reports: which plots, their structure (titles, axes, legends, how many lines and
 //! bars), report.md, and byte-for-byte determinism.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use payperplay_sim::report::{self, plot};
 use payperplay_sim::{RunResult, Scenario, Simulation};
 
-fn scenario_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(name)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("payperplay-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+mod common;
+use common::{scenario_path, temp_dir};
 
 fn small() -> (Scenario, RunResult) {
     let scenario = Scenario::load(&scenario_path("small-dedicated.toml")).unwrap();

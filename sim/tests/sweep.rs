@@ -1,27 +1,13 @@
 //! `payperplay-sim sweep`: thread-count independence, the Pareto front and the
 //! recommendation, errors naming the parameter, and a small real sweep.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use payperplay_sim::Outcome;
 use payperplay_sim::sweep::{self, ParamValue, SweepResult};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_payperplay-sim"))
-}
-
-fn scenario(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(name)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("payperplay-sweep-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+mod common;
+use common::{bin, scenario_path as scenario, temp_dir};
 
 const FILES: [&str; 5] = [
     "results.json",

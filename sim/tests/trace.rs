@@ -6,9 +6,10 @@ use std::path::Path;
 use payperplay_sim::trace::{self, Trace};
 use payperplay_sim::{Scenario, simulate};
 
+mod common;
+
 fn scenario(name: &str) -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(name);
-    Scenario::load(&path).expect("scenario loads")
+    Scenario::load(&common::scenario_path(name)).expect("scenario loads")
 }
 
 fn round_trip(mut scenario: Scenario) {

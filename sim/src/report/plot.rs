@@ -112,6 +112,19 @@ fn tick(v: f64) -> String {
     }
 }
 
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Draw into an SVG document of `SIZE`.
+fn render_svg(draw: impl FnOnce(&Area<'_>) -> Result<(), String>) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&root).expect("drawing into a string cannot fail");
+        root.present().expect("drawing into a string cannot fail");
+    }
+    svg
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -119,13 +132,7 @@ fn err(e: impl std::fmt::Display) -> String {
 impl LineChart {
     /// The chart as an SVG document.
     pub fn to_svg(&self) -> String {
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            self.draw(&root).expect("drawing into a string cannot fail");
-            root.present().expect("drawing into a string cannot fail");
-        }
-        svg
+        render_svg(|root| self.draw(root))
     }
 
     fn visible(&self) -> impl Iterator<Item = &(f64, f64)> {
@@ -135,7 +142,7 @@ impl LineChart {
             .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_x || *x > 0.0))
     }
 
-    fn draw(&self, root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String> {
+    fn draw(&self, root: &Area<'_>) -> Result<(), String> {
         root.fill(&WHITE).map_err(err)?;
         let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) =
             (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
@@ -230,16 +237,10 @@ impl LineChart {
 impl BarChart {
     /// The chart as an SVG document.
     pub fn to_svg(&self) -> String {
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            self.draw(&root).expect("drawing into a string cannot fail");
-            root.present().expect("drawing into a string cannot fail");
-        }
-        svg
+        render_svg(|root| self.draw(root))
     }
 
-    fn draw(&self, root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String> {
+    fn draw(&self, root: &Area<'_>) -> Result<(), String> {
         root.fill(&WHITE).map_err(err)?;
         let n = self.categories.len().max(1);
         let total = |c: usize| -> f64 {
