@@ -138,6 +138,102 @@ impl<K: DenseId + std::fmt::Debug, V> std::ops::Index<&K> for IdMap<K, V> {
     }
 }
 
+/// A small set of ids kept as a sorted vector: a user's servers and the ones holding
+/// RAM are a handful each, and a start or stop inserts or removes one. A `BTreeSet`
+/// allocates a node for its first element and frees it with its last; this keeps its
+/// capacity and searches a few cache-resident ids. Iteration is in ascending order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<K>", into = "Vec<K>")]
+pub struct IdSet<K: Ord + Copy> {
+    sorted: Vec<K>,
+}
+
+impl<K: Ord + Copy> Default for IdSet<K> {
+    fn default() -> Self {
+        IdSet { sorted: Vec::new() }
+    }
+}
+
+impl<K: Ord + Copy> IdSet<K> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// Adds `id`; false when it was already there.
+    pub fn insert(&mut self, id: K) -> bool {
+        match self.sorted.binary_search(&id) {
+            Ok(_) => false,
+            Err(at) => {
+                self.sorted.insert(at, id);
+                true
+            }
+        }
+    }
+
+    /// Removes `id`; false when it was not there.
+    pub fn remove(&mut self, id: &K) -> bool {
+        match self.sorted.binary_search(id) {
+            Ok(at) => {
+                self.sorted.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn contains(&self, id: &K) -> bool {
+        self.sorted.binary_search(id).is_ok()
+    }
+
+    /// The smallest id at or above `from`.
+    pub fn first_from(&self, from: K) -> Option<K> {
+        let at = self.sorted.partition_point(|&id| id < from);
+        self.sorted.get(at).copied()
+    }
+
+    /// Ids in ascending order.
+    pub fn iter(&self) -> std::slice::Iter<'_, K> {
+        self.sorted.iter()
+    }
+}
+
+impl<K: Ord + Copy> From<Vec<K>> for IdSet<K> {
+    fn from(mut ids: Vec<K>) -> Self {
+        ids.sort_unstable();
+        ids.dedup();
+        IdSet { sorted: ids }
+    }
+}
+
+impl<K: Ord + Copy> From<IdSet<K>> for Vec<K> {
+    fn from(set: IdSet<K>) -> Self {
+        set.sorted
+    }
+}
+
+impl<K: Ord + Copy> FromIterator<K> for IdSet<K> {
+    fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Self {
+        IdSet::from(iter.into_iter().collect::<Vec<K>>())
+    }
+}
+
+impl<'a, K: Ord + Copy> IntoIterator for &'a IdSet<K> {
+    type Item = &'a K;
+    type IntoIter = std::slice::Iter<'a, K>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +254,24 @@ mod tests {
         assert_eq!(map.remove(&ServerId(7)), None);
         assert_eq!(map[&ServerId(1 << 40)], "far");
         assert_eq!(map.len(), 2);
+    }
+
+    #[test]
+    fn id_set_stays_sorted_and_unique() {
+        let mut set = IdSet::new();
+        assert!(set.insert(ServerId(9)));
+        assert!(set.insert(ServerId(3)));
+        assert!(set.insert(ServerId(5)));
+        assert!(!set.insert(ServerId(5)));
+        assert_eq!(set.iter().copied().collect::<Vec<_>>(), vec![ServerId(3), ServerId(5), ServerId(9)]);
+        assert_eq!(set.first_from(ServerId(4)), Some(ServerId(5)));
+        assert_eq!(set.first_from(ServerId(10)), None);
+        assert!(set.remove(&ServerId(5)));
+        assert!(!set.remove(&ServerId(5)));
+        assert!(!set.contains(&ServerId(5)) && set.contains(&ServerId(9)));
+        let json = serde_json::to_string(&set).expect("serializes");
+        assert_eq!(json, "[3,9]");
+        let back: IdSet<ServerId> = serde_json::from_str("[9,3,3]").expect("deserializes");
+        assert_eq!(back, set);
     }
 }

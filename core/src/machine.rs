@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::CoreConfig;
-use crate::idmap::IdMap;
+use crate::idmap::{IdMap, IdSet};
 use crate::io::{
     Command, CommandKind, Email, Event, FailureKind, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason,
     Rejection, StartOutcome, StopReason,
@@ -109,6 +109,11 @@ pub struct Core {
     timers: TimerQueue<Timer>,
     next_timer_seq: u64,
     timers_live: usize,
+    /// The head entry's `seq` once `tidy_timers` found it live; forgotten whenever a
+    /// timer dies, so the head's owner is not looked up again after every input. (A
+    /// death missed here would only surface as a spare `Input::Timeout`: firing
+    /// always checks.)
+    head_checked: Option<u64>,
     pending: PendingMap<Pending>,
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
@@ -173,6 +178,7 @@ impl Core {
             timers,
             next_timer_seq: 0,
             timers_live: 0,
+            head_checked: None,
             pending: PendingMap::default(),
             commands: VecDeque::new(),
             events: VecDeque::new(),
@@ -364,10 +370,10 @@ impl Core {
             User {
                 balance_micros: 0,
                 ram_mib_held: 0,
-                holding: BTreeSet::new(),
+                holding: IdSet::new(),
                 unsettled_ram_numerator: 0,
                 unsettled_since: self.now,
-                servers: BTreeSet::new(),
+                servers: IdSet::new(),
                 low_balance_warned: false,
                 timer_at: None,
             },
@@ -800,7 +806,7 @@ impl Core {
                 if succeeded {
                     let node = self.nodes.get_mut(&node_id).expect("pending node exists");
                     node.pending_command = None;
-                    self.timers_live -= 1;
+                    self.timer_died();
                     self.node_became_ready(node_id);
                 } else {
                     self.abandon_provisioning(node_id);
@@ -868,7 +874,7 @@ impl Core {
             }
             // A node's timeout stops counting as live in `abandon_provisioning`.
             if !matches!(timer, Timer::Node(_)) {
-                self.timers_live -= 1;
+                self.timer_died();
             }
             match timer {
                 Timer::Server(server_id) => {
@@ -919,11 +925,18 @@ impl Core {
         TimerSlot { at, seq }
     }
 
+    /// A live timer fired, was re-armed or lost its owner's interest.
+    fn timer_died(&mut self) {
+        self.timers_live -= 1;
+        self.head_checked = None;
+    }
+
     /// Drop dead timers from the head (so `poll_timeout` names a live one) and purge
     /// them all when they outnumber the live ones.
     fn tidy_timers(&mut self) {
         while let Some((at, seq, timer)) = self.timers.peek() {
-            if self.timer_is_live(at, seq, timer) {
+            if self.head_checked == Some(seq) || self.timer_is_live(at, seq, timer) {
+                self.head_checked = Some(seq);
                 break;
             }
             self.timers.pop();
@@ -984,7 +997,7 @@ impl Core {
             return slot;
         }
         if slot.is_some() {
-            self.timers_live -= 1;
+            self.timer_died();
         }
         new_at.map(|at| self.push_timer(at, timer))
     }
@@ -998,7 +1011,7 @@ impl Core {
             self.pending.remove(&command_id);
         }
         let usable = node.usable_mib() as u64;
-        self.timers_live -= 1;
+        self.timer_died();
         self.totals.provisioning_usable_mib -= usable;
         self.provisioning.remove(&node_id);
         self.totals.n_cloud_nodes -= 1;
@@ -1525,9 +1538,9 @@ impl Core {
         };
         let denominator = MIB_PER_GIB as u128 * period_ms as u128;
         let accrued = ram_time_numerator(accrual.mib as u64, elapsed_ms, price);
-        let numerator = *carry + accrued;
+        let numerator = *carry as u128 + accrued;
         let charge = (numerator / denominator) as i64;
-        *carry = numerator % denominator;
+        *carry = (numerator % denominator) as u64;
         let from = accrual.since;
         accrual.since = now;
         let owner = server.owner;
@@ -1557,7 +1570,7 @@ impl Core {
             return;
         }
         let mut next = ServerId(0);
-        while let Some(&server_id) = self.users[&user_id].holding.range(next..).next() {
+        while let Some(server_id) = self.users[&user_id].holding.first_from(next) {
             self.settle(server_id);
             next = ServerId(server_id.0 + 1);
         }
@@ -1585,40 +1598,60 @@ impl Core {
     /// Arm the user's next balance deadline: the low-balance warning, or the moment
     /// the balance reaches zero at the current burn rate. O(1): the projection uses
     /// the user's aggregate unsettled RAM-time, not its servers.
-    fn arm_user_timer(&mut self, user_id: UserId) {
+    /// When the user's balance reaches its next mark at the current rate: the low-balance
+    /// threshold before the warning, zero after it. `None` while nothing accrues.
+    /// Brings the user's unsettled RAM-time up to now (no ledger entry).
+    fn balance_deadline(&mut self, user_id: UserId) -> Option<Timestamp> {
         self.accrue_user(user_id);
         let user = &self.users[&user_id];
         let rate = user.ram_mib_held as i128 * self.config.billing.ram_price_micros_per_gib_hour as i128;
-        let at = if rate == 0 {
-            None
+        if rate == 0 {
+            return None;
+        }
+        let target = if user.low_balance_warned {
+            0
         } else {
-            let target = if user.low_balance_warned {
-                0
-            } else {
-                self.config.billing.low_balance_threshold_micros
-            };
-            let denominator = MIB_PER_GIB as i128 * MS_PER_HOUR as i128;
-            let headroom = (user.balance_micros - target) as i128 * denominator - user.unsettled_ram_numerator as i128;
-            if headroom > 0 {
-                let ms = (headroom + rate - 1) / rate;
-                Some(self.now.plus_ms(u64::try_from(ms).unwrap_or(u64::MAX / 2)))
-            } else if target > 0 {
-                Some(self.now)
-            } else {
-                // Out of money: stop what still starts or runs, now; stopping servers finish.
-                let running = user
-                    .holding
-                    .iter()
-                    .any(|id| matches!(self.servers[id].state, ServerState::Starting | ServerState::Running));
-                running.then_some(self.now)
-            }
+            self.config.billing.low_balance_threshold_micros
         };
-        let slot = user.timer_at;
+        let denominator = MIB_PER_GIB as i128 * MS_PER_HOUR as i128;
+        let headroom = (user.balance_micros - target) as i128 * denominator - user.unsettled_ram_numerator as i128;
+        if headroom > 0 {
+            let ms = (headroom + rate - 1) / rate;
+            Some(self.now.plus_ms(u64::try_from(ms).unwrap_or(u64::MAX / 2)))
+        } else if target > 0 {
+            Some(self.now)
+        } else {
+            // Out of money: stop what still starts or runs, now; stopping servers finish.
+            let running = user
+                .holding
+                .iter()
+                .any(|id| matches!(self.servers[id].state, ServerState::Starting | ServerState::Running));
+            running.then_some(self.now)
+        }
+    }
+
+    /// Arm the user's balance timer for `balance_deadline`. The timer may be early, never
+    /// late: an armed entry at or before the new deadline is kept, and when it fires
+    /// early it only re-arms (`fire_balance_timer`). Every start and stop moves the
+    /// deadline, so re-arming on each would leave a dead entry behind per change.
+    fn arm_user_timer(&mut self, user_id: UserId) {
+        let at = self.balance_deadline(user_id);
+        let slot = self.users[&user_id].timer_at;
+        if let Some(armed) = slot
+            && at.is_none_or(|at| armed.at <= at)
+        {
+            return;
+        }
         let new = self.arm_timer(slot, at, Timer::User(user_id));
         self.users.get_mut(&user_id).expect("exists").timer_at = new;
     }
 
     fn fire_balance_timer(&mut self, user_id: UserId) {
+        // An early entry (see `arm_user_timer`): nothing is due yet, just re-arm.
+        if self.balance_deadline(user_id).is_none_or(|at| at > self.now) {
+            self.arm_user_timer(user_id);
+            return;
+        }
         self.settle_user_ram(user_id);
         let threshold = self.config.billing.low_balance_threshold_micros;
         let user = self.users.get_mut(&user_id).expect("exists");

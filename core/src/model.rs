@@ -150,15 +150,17 @@ impl StartRequest {
     }
 }
 
-/// What a server currently accrues, and the fractions of a micro carried over.
+/// What a server currently accrues, and the fractions of a micro carried over. A carry
+/// is the remainder of a division by `MIB_PER_GIB × period`, so it fits a `u64` (a
+/// `u128` here would double the size of every `Server`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Accrual {
     pub kind: Option<AccrualKind>,
     pub since: Timestamp,
     pub mib: u32,
-    pub carry_ram: u128,
-    pub carry_storage: u128,
-    pub carry_archive: u128,
+    pub carry_ram: u64,
+    pub carry_storage: u64,
+    pub carry_archive: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,13 +205,13 @@ pub struct User {
     pub balance_micros: i64,
     pub ram_mib_held: u64,
     /// The user's servers that hold RAM (starting, running, stopping).
-    pub holding: std::collections::BTreeSet<super::types::ServerId>,
+    pub holding: crate::idmap::IdSet<super::types::ServerId>,
     /// RAM-time accrued by `holding` servers but not yet settled, as a numerator over
     /// `MIB_PER_GIB × MS_PER_HOUR` (carries excluded), up to `unsettled_since`. Lets the
     /// balance be projected in O(1) whatever the number of servers.
     pub unsettled_ram_numerator: u128,
     pub unsettled_since: Timestamp,
-    pub servers: std::collections::BTreeSet<super::types::ServerId>,
+    pub servers: crate::idmap::IdSet<super::types::ServerId>,
     pub low_balance_warned: bool,
     pub timer_at: Option<TimerSlot>,
 }
