@@ -394,7 +394,29 @@ impl Harness {
 
     /// Let everything settle: every command succeeds, every container boots, and
     /// what still waits is cancelled. Afterwards no start request may be open.
+    /// Cancelling can let another start through (a large request at the head of the
+    /// queue holds back smaller ones behind it), so settling repeats after it.
     fn quiesce(&mut self) {
+        for _ in 0..10 {
+            self.settle();
+            let waiting: Vec<ServerId> = self
+                .core
+                .servers()
+                .filter(|(_, s)| s.state == ServerState::Queued || s.start_after_stop.is_some())
+                .map(|(id, _)| id)
+                .collect();
+            if waiting.is_empty() {
+                return;
+            }
+            for id in waiting {
+                self.input(Input::CancelStart { server_id: id });
+            }
+        }
+    }
+
+    /// Complete every command and boot every starting server until nothing is pending
+    /// and nothing is queued (or 50 rounds of 10 minutes have passed).
+    fn settle(&mut self) {
         for _ in 0..50 {
             while let Some(command) = self.pending.pop() {
                 self.input(Input::CommandSucceeded { command_id: command.id });
@@ -412,15 +434,6 @@ impl Harness {
             if self.pending.is_empty() && self.core.queue_len() == 0 {
                 break;
             }
-        }
-        let waiting: Vec<ServerId> = self
-            .core
-            .servers()
-            .filter(|(_, s)| s.state == ServerState::Queued || s.start_after_stop.is_some())
-            .map(|(id, _)| id)
-            .collect();
-        for id in waiting {
-            self.input(Input::CancelStart { server_id: id });
         }
     }
 }
