@@ -7,7 +7,7 @@ use payperplay_core::{MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::dist::Dist;
+use crate::dist::{Dist, round_u32, round_u64};
 use crate::scenario::{Scenario, Workload};
 
 /// Dense indices: users and servers are numbered from 0 in order of creation.
@@ -193,7 +193,7 @@ impl Generator {
         loop {
             let u: f64 = self.rng_arrivals.random();
             let gap_ms = (-(1.0 - u).ln() / self.rate_max_per_ms).max(0.0);
-            self.t = self.t.plus_ms(gap_ms.round() as u64);
+            self.t = self.t.plus_ms(round_u64(gap_ms));
             if self.t > self.end {
                 return None;
             }
@@ -211,7 +211,7 @@ impl Generator {
             .spec
             .session_minutes
             .sample_ms(&mut self.rng_length, MS_PER_MINUTE as f64);
-        let players = (self.spec.players.sample(&mut self.rng_players).round() as u32).max(1);
+        let players = round_u32(self.spec.players.sample(&mut self.rng_players)).max(1);
         Some((
             self.t,
             WorkEvent::Session {
@@ -246,7 +246,7 @@ impl Generator {
             let length_ms = habits
                 .session_minutes
                 .sample_ms(&mut self.rng_habits, MS_PER_MINUTE as f64);
-            let players = (self.spec.players.sample(&mut self.rng_habits).round() as u32).max(1);
+            let players = round_u32(self.spec.players.sample(&mut self.rng_habits)).max(1);
             sessions.push((
                 Timestamp(at),
                 WorkEvent::Session {
