@@ -6,8 +6,7 @@
 //! every run. Each source of randomness has its own ChaCha stream derived from the
 //! master seed, so changing one model does not shift the draws of another.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use payperplay_core::{
     Command, CommandId, CommandKind, Core, CoreConfig, Email, Event, Input, LedgerKind, MICROS_PER_EUR, MS_PER_HOUR,
@@ -52,10 +51,10 @@ enum SimEvent {
 /// `then_boot` of a command that boots nothing.
 const NO_BOOT: u32 = u32::MAX;
 
-// Heap entries move on every push and pop: keep them at 32 bytes (key 16, event 16).
+// Queue entries move on every push and pop: keep them at 32 bytes (key 16, event 16).
 const _: () = assert!(std::mem::size_of::<SimEvent>() == 16 && std::mem::size_of::<Scheduled>() == 32);
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Scheduled {
     /// `at << 64 | seq`: (time, insertion sequence) compared as one integer.
     key: u128,
@@ -72,16 +71,82 @@ fn key_at(key: u128) -> Timestamp {
     Timestamp((key >> 64) as u64)
 }
 
-impl Ord for Scheduled {
-    #[inline]
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
-    }
+/// The scheduled events, popped smallest key first: a min-heap with four children per
+/// node.
+///
+/// Keys are unique, so the pop order is that of any priority queue on the same keys. A
+/// pop moves the last entry down from the root through the smallest child of each level;
+/// with four children there are half the levels of a binary heap, for three compares
+/// each instead of one (the pending session ends make the heap a few thousand entries
+/// deep in events, so the level count is what a pop costs).
+struct EventQueue {
+    entries: Vec<Scheduled>,
 }
 
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+/// Children per node.
+const ARITY: usize = 4;
+
+impl EventQueue {
+    fn new() -> EventQueue {
+        EventQueue { entries: Vec::new() }
+    }
+
+    /// The smallest key.
+    #[inline]
+    fn peek_key(&self) -> Option<u128> {
+        self.entries.first().map(|e| e.key)
+    }
+
+    #[inline]
+    fn push(&mut self, entry: Scheduled) {
+        let mut i = self.entries.len();
+        self.entries.push(entry);
+        // Parents with larger keys move down into the hole until the entry fits.
+        while i > 0 {
+            let parent = (i - 1) / ARITY;
+            if self.entries[parent].key < entry.key {
+                break;
+            }
+            self.entries[i] = self.entries[parent];
+            i = parent;
+        }
+        self.entries[i] = entry;
+    }
+
+    /// Take the entry with the smallest key.
+    fn pop(&mut self) -> Option<Scheduled> {
+        let last = self.entries.pop()?;
+        let Some(&top) = self.entries.first() else {
+            return Some(last);
+        };
+        let n = self.entries.len();
+        let mut i = 0;
+        loop {
+            let first = ARITY * i + 1;
+            let child = if let Some(children) = self.entries.get(first..first + ARITY) {
+                // A full set of children: the smaller of each pair, then of the two.
+                let a = if children[1].key < children[0].key { 1 } else { 0 };
+                let b = if children[3].key < children[2].key { 3 } else { 2 };
+                first + if children[b].key < children[a].key { b } else { a }
+            } else if first < n {
+                (first + 1..n).fold(first, |min, j| {
+                    if self.entries[j].key < self.entries[min].key {
+                        j
+                    } else {
+                        min
+                    }
+                })
+            } else {
+                break;
+            };
+            if last.key < self.entries[child].key {
+                break;
+            }
+            self.entries[i] = self.entries[child];
+            i = child;
+        }
+        self.entries[i] = last;
+        Some(top)
     }
 }
 
@@ -208,7 +273,7 @@ pub struct VmLife {
 pub struct Simulation {
     scenario: Scenario,
     core: Core,
-    heap: BinaryHeap<Reverse<Scheduled>>,
+    queue: EventQueue,
     seq: u64,
     now: Timestamp,
     end: Timestamp,
@@ -216,7 +281,7 @@ pub struct Simulation {
     vms: BTreeMap<NodeId, Vm>,
     source: Source,
     /// The workload's next event with its time and sequence number: an event like the
-    /// heap's, ordered with them by (time, sequence), but kept out of the heap (there is
+    /// queue's, ordered with them by (time, sequence), but kept out of the queue (there is
     /// only ever one, and it saves a push and a pop per workload event).
     pending_work: Option<(Timestamp, u64, WorkEvent)>,
     provider: Provider,
@@ -338,7 +403,7 @@ impl Simulation {
                 core.settle_all(start);
                 core
             },
-            heap: BinaryHeap::new(),
+            queue: EventQueue::new(),
             seq: 0,
             now: start,
             end,
@@ -384,11 +449,11 @@ impl Simulation {
     pub fn run_full(mut self) -> RunResult {
         loop {
             // The core's own next deadline is an event too, taken straight from the
-            // core rather than copied into the heap; on a tie it goes first.
-            let heap_key = self.heap.peek().map(|Reverse(next)| next.key);
+            // core rather than copied into the queue; on a tie it goes first.
+            let queue_key = self.queue.peek_key();
             let work_key = self.pending_work.as_ref().map(|&(at, seq, _)| event_key(at, seq));
-            // The earlier of the heap's head and the workload's next event.
-            let (event_at, from_work) = match (heap_key, work_key) {
+            // The earlier of the queue's head and the workload's next event.
+            let (event_at, from_work) = match (queue_key, work_key) {
                 (Some(h), Some(w)) if w < h => (Some(key_at(w)), true),
                 (Some(h), _) => (Some(key_at(h)), false),
                 (None, Some(w)) => (Some(key_at(w)), true),
@@ -412,7 +477,7 @@ impl Simulation {
                 self.work(event);
                 self.schedule_next_work();
             } else {
-                let Reverse(next) = self.heap.pop().expect("peeked");
+                let next = self.queue.pop().expect("peeked");
                 self.process(next.event);
             }
             if self.events_processed & 0xFFFF == 0
@@ -429,10 +494,10 @@ impl Simulation {
 
     fn schedule(&mut self, at: Timestamp, event: SimEvent) {
         self.seq += 1;
-        self.heap.push(Reverse(Scheduled {
+        self.queue.push(Scheduled {
             key: event_key(at, self.seq),
             event,
-        }));
+        });
     }
 
     fn advance(&mut self, to: Timestamp) {
@@ -587,7 +652,7 @@ impl Simulation {
         if let Some((at, event)) = self.source.next_event()
             && at <= self.end
         {
-            // Numbered like a scheduled event, so ties break exactly as in the heap.
+            // Numbered like a scheduled event, so ties break exactly as in the queue.
             self.seq += 1;
             self.pending_work = Some((at.max(self.now), self.seq, event));
         }
