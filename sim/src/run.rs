@@ -205,6 +205,8 @@ struct Recorder {
     starts_cancelled: u64,
     queue_len_max: u64,
     utilization_peak: f64,
+    /// (allocated, usable) MiB of the last ratio taken into `utilization_peak`.
+    utilization_seen: (u64, u64),
     cloud_peak: u64,
     revenue_ram_micros: i64,
     revenue_storage_micros: i64,
@@ -376,6 +378,7 @@ impl Simulation {
                 starts_cancelled: 0,
                 queue_len_max: 0,
                 utilization_peak: 0.0,
+                utilization_seen: (0, 0),
                 cloud_peak: 0,
                 revenue_ram_micros: 0,
                 revenue_storage_micros: 0,
@@ -546,25 +549,29 @@ impl Simulation {
         result
     }
 
+    /// Carry out the core's commands, then observe its events (commands first, as the
+    /// core expects). Neither `execute` nor `observe` calls the core, so nothing new is
+    /// queued while draining and one pass over each queue takes everything.
     fn drain(&mut self) {
-        loop {
-            if let Some(command) = self.core.poll_command() {
-                self.execute(command);
-                continue;
-            }
-            if let Some(event) = self.core.poll_event() {
-                self.observe(event);
-                continue;
-            }
-            break;
+        while let Some(command) = self.core.poll_command() {
+            self.execute(command);
+        }
+        while let Some(event) = self.core.poll_event() {
+            self.observe(event);
         }
         let totals = self.core.totals();
         if self.measuring() {
             let rec = &mut self.recorder;
             rec.queue_len_max = rec.queue_len_max.max(totals.queued_count as u64);
-            if totals.ready_usable_mib > 0 {
-                let u = totals.allocated_mib as f64 / totals.ready_usable_mib as f64;
-                rec.utilization_peak = rec.utilization_peak.max(u);
+            // Most inputs leave the RAM figures alone: a ratio already measured cannot
+            // raise the peak again, so it is not divided out again.
+            let ram = (totals.allocated_mib, totals.ready_usable_mib);
+            if ram != rec.utilization_seen {
+                rec.utilization_seen = ram;
+                if totals.ready_usable_mib > 0 {
+                    let u = totals.allocated_mib as f64 / totals.ready_usable_mib as f64;
+                    rec.utilization_peak = rec.utilization_peak.max(u);
+                }
             }
             rec.cloud_peak = rec.cloud_peak.max(self.vms.len() as u64);
         }
