@@ -172,17 +172,6 @@ struct Vm {
     ready: bool,
 }
 
-/// Running sums of time-weighted quantities.
-#[derive(Default)]
-struct Integrals {
-    queue_len_ms: u128,
-    allocated_mib_ms: u128,
-    usable_mib_ms: u128,
-    holding_ms: u128,
-    cloud_nodes_ms: u128,
-    measured_ms: u64,
-}
-
 struct Recorder {
     measure_from: Timestamp,
     slo_ms: u64,
@@ -217,10 +206,9 @@ struct Recorder {
     cloud_node_ms: u128,
     /// Cloud cost by server type index.
     cloud_cost_by_type: Vec<u64>,
-    integrals: Integrals,
+    /// The time series, and through its exact sums the run-wide time-weighted means.
     timeline: TimelineRecorder,
-    /// The fleet's look since `held.from`, not yet added to the integrals and the
-    /// timeline: consecutive spans that look the same are added as one (most events
+    /// The fleet's look since `held.from`, not yet added to the timeline: consecutive spans that look the same are added as one (most events
     /// change nothing these sums see). Integer sums, so the totals are exactly the same.
     held: Option<Held>,
 }
@@ -235,19 +223,10 @@ struct Held {
 }
 
 impl Recorder {
-    /// Add the held span to the integrals and the timeline.
+    /// Add the held span to the timeline.
     fn flush_held(&mut self) {
         let Some(held) = self.held.take() else { return };
-        let dt = held.to.since(held.from) as u128;
-        let s = &held.sample;
-        let i = &mut self.integrals;
-        i.queue_len_ms += s.queue_len as u128 * dt;
-        i.allocated_mib_ms += s.allocated_mib as u128 * dt;
-        i.usable_mib_ms += s.capacity_mib as u128 * dt;
-        i.holding_ms += s.servers_holding_ram as u128 * dt;
-        i.cloud_nodes_ms += held.vms as u128 * dt;
-        i.measured_ms += dt as u64;
-        self.timeline.record(held.from, held.to, s);
+        self.timeline.record(held.from, held.to, &held.sample);
     }
 }
 
@@ -388,7 +367,6 @@ impl Simulation {
                 nodes_lost: 0,
                 cloud_node_ms: 0,
                 cloud_cost_by_type: vec![0; scenario.core.catalog.server_types.len()],
-                integrals: Integrals::default(),
                 held: None,
                 timeline: TimelineRecorder::new(
                     start.plus_ms(scenario.warmup_ms),
@@ -549,9 +527,9 @@ impl Simulation {
         result
     }
 
-    /// Carry out the core's commands, then observe its events (commands first, as the
-    /// core expects). Neither `execute` nor `observe` calls the core, so nothing new is
-    /// queued while draining and one pass over each queue takes everything.
+    /// Carry out the core's commands, then observe its events. Neither `execute` nor
+    /// `observe` calls the core, so nothing new is queued while draining: one pass over
+    /// each queue takes everything, in the order of the old interleaved loop.
     fn drain(&mut self) {
         while let Some(command) = self.core.poll_command() {
             self.execute(command);
@@ -1033,7 +1011,8 @@ impl Simulation {
             self.account_vm(vm, end);
         }
         let rec = &self.recorder;
-        let measured_ms = rec.integrals.measured_ms.max(1);
+        let i = rec.timeline.integrals();
+        let measured_ms = i.ms.max(1);
         let hours = measured_ms as f64 / MS_PER_HOUR as f64;
         let eur = |micros: i64| outcome::round6(micros as f64 / MICROS_PER_EUR as f64);
         let dedicated_micros: u128 = self
@@ -1069,7 +1048,6 @@ impl Simulation {
         let start_wait_cdf = rec.start_wait.cdf(200);
         let stats = self.core.stats();
         let before = self.stats_at_warmup.unwrap_or_default();
-        let i = &rec.integrals;
         let outcome = Outcome {
             scenario: self.scenario.name.clone(),
             seed: self.scenario.seed,
@@ -1123,16 +1101,16 @@ impl Simulation {
                 dedicated_node_hours: outcome::round3(n_dedicated as f64 * hours),
             },
             utilization: outcome::Utilization {
-                mean_pct: outcome::round3(if i.usable_mib_ms == 0 {
+                mean_pct: outcome::round3(if i.capacity_mib_ms == 0 {
                     0.0
                 } else {
-                    100.0 * i.allocated_mib_ms as f64 / i.usable_mib_ms as f64
+                    100.0 * i.allocated_mib_ms as f64 / i.capacity_mib_ms as f64
                 }),
                 peak_pct: outcome::round3(100.0 * rec.utilization_peak),
             },
             servers: outcome::Servers {
                 total: self.servers.len() as u64,
-                holding_ram_mean: outcome::round6(i.holding_ms as f64 / measured_ms as f64),
+                holding_ram_mean: outcome::round6(i.servers_holding_ram_ms as f64 / measured_ms as f64),
             },
             provider: outcome::ProviderCalls {
                 orders: self.provider.stats.orders,
