@@ -102,8 +102,15 @@ impl Dist {
     }
 
     /// A sample scaled to whole milliseconds (`unit_ms` per unit).
+    #[inline]
     pub fn sample_ms(&self, rng: &mut ChaCha8Rng, unit_ms: f64) -> u64 {
-        round_u64(self.sample(rng) * unit_ms)
+        // Constant timings (the defaults of container starts and stops) are most of the
+        // delays drawn per event: no call for them.
+        let value = match self {
+            Dist::Const { value } => *value,
+            _ => self.sample(rng),
+        };
+        round_u64(value * unit_ms)
     }
 
     /// A sample of a distribution given in seconds, in milliseconds.
