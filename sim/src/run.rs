@@ -120,34 +120,41 @@ impl EventQueue {
         }
     }
 
-    /// The smallest key, and the lane it is the front of (`None`: the heap's top).
+    /// Where the smallest key is: found once per event, then taken with [`Self::take`]
+    /// if it is the event to run.
     #[inline]
-    fn head(&self) -> Option<(u128, Option<usize>)> {
-        let mut head = self.heap.entries.first().map(|e| (e.key, None));
+    fn head(&self) -> Option<Head> {
+        let mut head = self.heap.entries.first().map(|e| Head { key: e.key, lane: None });
         for (i, lane) in self.lanes.iter().enumerate() {
             if let Some(front) = lane.front()
-                && head.is_none_or(|(key, _)| front.key < key)
+                && head.is_none_or(|head| front.key < head.key)
             {
-                head = Some((front.key, Some(i)));
+                head = Some(Head {
+                    key: front.key,
+                    lane: Some(i),
+                });
             }
         }
         head
     }
 
-    /// The smallest key.
+    /// Take the entry `head` (just returned by [`Self::head`]) points at.
     #[inline]
-    fn peek_key(&self) -> Option<u128> {
-        self.head().map(|(key, _)| key)
-    }
-
-    /// Take the entry with the smallest key.
-    #[inline]
-    fn pop(&mut self) -> Option<Scheduled> {
-        match self.head()?.1 {
+    fn take(&mut self, head: Head) -> Scheduled {
+        let entry = match head.lane {
             None => self.heap.pop(),
             Some(lane) => self.lanes[lane].pop_front(),
-        }
+        };
+        entry.expect("the head of an unchanged queue")
     }
+}
+
+/// The smallest key of an [`EventQueue`] and where it is.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    key: u128,
+    /// The lane it is the front of; `None`: the heap's top.
+    lane: Option<usize>,
 }
 
 /// A min-heap with four children per node.
@@ -498,7 +505,8 @@ impl Simulation {
         loop {
             // The core's own next deadline is an event too, taken straight from the
             // core rather than copied into the queue; on a tie it goes first.
-            let queue_key = self.queue.peek_key();
+            let queue_head = self.queue.head();
+            let queue_key = queue_head.map(|head| head.key);
             let work_key = self.pending_work.as_ref().map(|&(at, seq, _)| event_key(at, seq));
             // The earlier of the queue's head and the workload's next event.
             let (event_at, from_work) = match (queue_key, work_key) {
@@ -525,7 +533,7 @@ impl Simulation {
                 self.work(event);
                 self.schedule_next_work();
             } else {
-                let next = self.queue.pop().expect("peeked");
+                let next = self.queue.take(queue_head.expect("peeked"));
                 self.process(next.event);
             }
             if self.events_processed & 0xFFFF == 0
@@ -1280,8 +1288,9 @@ mod tests {
                 }
             } else {
                 let expected = reference.pop().map(|Reverse(key)| key);
-                assert_eq!(queue.peek_key(), expected);
-                let popped = queue.pop();
+                let head = queue.head();
+                assert_eq!(head.map(|head| head.key), expected);
+                let popped = head.map(|head| queue.take(head));
                 assert_eq!(popped.map(|e| e.key), expected);
                 if let Some(entry) = popped {
                     assert_eq!(
@@ -1294,6 +1303,6 @@ mod tests {
                 }
             }
         }
-        assert!(reference.is_empty() && queue.pop().is_none());
+        assert!(reference.is_empty() && queue.head().is_none());
     }
 }
