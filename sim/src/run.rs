@@ -173,18 +173,19 @@ const ARITY: usize = 4;
 impl Heap {
     #[inline]
     fn push(&mut self, entry: Scheduled) {
-        let mut i = self.entries.len();
         self.entries.push(entry);
+        let entries = self.entries.as_mut_slice();
+        let mut i = entries.len() - 1;
         // Parents with larger keys move down into the hole until the entry fits.
         while i > 0 {
             let parent = (i - 1) / ARITY;
-            if self.entries[parent].key < entry.key {
+            if entries[parent].key < entry.key {
                 break;
             }
-            self.entries[i] = self.entries[parent];
+            entries[i] = entries[parent];
             i = parent;
         }
-        self.entries[i] = entry;
+        entries[i] = entry;
     }
 
     /// Take the entry with the smallest key.
