@@ -102,14 +102,47 @@ impl Dist {
     }
 
     /// A sample scaled to whole milliseconds (`unit_ms` per unit).
+    #[inline]
     pub fn sample_ms(&self, rng: &mut ChaCha8Rng, unit_ms: f64) -> u64 {
-        (self.sample(rng) * unit_ms).round().max(0.0) as u64
+        // Constant timings (the defaults of container starts and stops) are most of the
+        // delays drawn per event: no call for them.
+        let value = match self {
+            Dist::Const { value } => *value,
+            _ => self.sample(rng),
+        };
+        round_u64(value * unit_ms)
     }
 
     /// A sample of a distribution given in seconds, in milliseconds.
     pub fn seconds_as_ms(&self, rng: &mut ChaCha8Rng) -> u64 {
         self.sample_ms(rng, 1000.0)
     }
+}
+
+/// `x.round() as u64`, bit for bit, without calling `round`.
+///
+/// Built for baseline x86-64 (no SSE4.1 `roundsd`), `f64::round` is a software
+/// routine, and the simulator rounds a few times per event (arrival gaps, delays,
+/// player counts). For `0 <= x < 2^63` the truncation is one conversion and the
+/// fraction `x - whole` is exact (a float's fractional part is representable), so
+/// "up when the fraction is at least one half" is exactly round-half-away-from-zero.
+/// Everything else (negatives, NaN, huge values) takes the library path.
+#[inline]
+pub fn round_u64(x: f64) -> u64 {
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    if (0.0..TWO_POW_63).contains(&x) {
+        let whole = x as i64;
+        let up = x - whole as f64 >= 0.5;
+        (whole + i64::from(up)) as u64
+    } else {
+        x.round() as u64
+    }
+}
+
+/// `x.round() as u32` (saturating), bit for bit: see [`round_u64`].
+#[inline]
+pub fn round_u32(x: f64) -> u32 {
+    round_u64(x).min(u64::from(u32::MAX)) as u32
 }
 
 /// Lanczos approximation of Γ(x) for x > 0 (for Weibull means in reports).
@@ -184,5 +217,45 @@ mod tests {
                 .contains("shape")
         );
         assert!(Dist::Empirical { samples: vec![] }.validate().is_err());
+    }
+
+    #[test]
+    fn integer_rounding_matches_the_library_round() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.5,
+            1.5,
+            2.5,
+            0.499_999_999_999_999_94,
+            -0.4,
+            -0.5,
+            -0.6,
+            -7.5,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            9_007_199_254_740_993.0,
+            9_223_372_036_854_774_784.0,
+            9_223_372_036_854_775_808.0,
+            1.8e19,
+            1e30,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            4_294_967_295.4,
+            4_294_967_295.5,
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..200_000 {
+            let scale = 10f64.powi(rng.random_range(-3..19));
+            values.push(rng.random::<f64>() * scale);
+            values.push(f64::from_bits(rng.random::<u64>()));
+        }
+        for x in values {
+            assert_eq!(round_u64(x), x.round() as u64, "{x:e}");
+            assert_eq!(round_u32(x), x.round() as u32, "{x:e}");
+        }
     }
 }

@@ -83,6 +83,21 @@ impl Acc {
         self.ms += dt;
     }
 
+    /// Add another accumulator's sums (its maxima are not needed by anyone).
+    fn add_sums(&mut self, other: &Acc) {
+        self.demand += other.demand;
+        self.allocated += other.allocated;
+        self.capacity += other.capacity;
+        self.provisioning += other.provisioning;
+        self.queue += other.queue;
+        self.holding += other.holding;
+        self.n_prov += other.n_prov;
+        self.n_ready += other.n_ready;
+        self.n_draining += other.n_draining;
+        self.n_deleting += other.n_deleting;
+        self.ms += other.ms;
+    }
+
     fn finish(&self, hour: f64) -> Bucket {
         let ms = self.ms.max(1) as f64;
         let gb = |v: u128| round3(v as f64 / ms / 1024.0);
@@ -117,6 +132,19 @@ pub struct TimelineRecorder {
     current: Acc,
     current_idx: u64,
     buckets: Vec<Bucket>,
+    /// The exact sums of the closed buckets (for [`TimelineRecorder::integrals`]).
+    closed: Acc,
+}
+
+/// Exact time-weighted sums over everything recorded, in units times milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Integrals {
+    /// The time recorded.
+    pub ms: u64,
+    pub queue_len_ms: u128,
+    pub allocated_mib_ms: u128,
+    pub capacity_mib_ms: u128,
+    pub servers_holding_ram_ms: u128,
 }
 
 /// A finished time series.
@@ -136,6 +164,7 @@ impl TimelineRecorder {
             current: Acc::default(),
             current_idx: 0,
             buckets: Vec::new(),
+            closed: Acc::default(),
         }
     }
 
@@ -172,8 +201,24 @@ impl TimelineRecorder {
         while self.current_idx < idx {
             let hour = (self.current_idx * self.bucket_ms) as f64 / payperplay_core::MS_PER_HOUR as f64;
             self.buckets.push(self.current.finish(hour));
+            self.closed.add_sums(&self.current);
             self.current = Acc::default();
             self.current_idx += 1;
+        }
+    }
+
+    /// The sums over everything recorded so far: the buckets add up exactly (integer
+    /// sums), so whoever needs run-wide means reads them here rather than keeping sums
+    /// of their own on every record.
+    pub fn integrals(&self) -> Integrals {
+        let mut all = self.closed.clone();
+        all.add_sums(&self.current);
+        Integrals {
+            ms: all.ms,
+            queue_len_ms: all.queue,
+            allocated_mib_ms: all.allocated,
+            capacity_mib_ms: all.capacity,
+            servers_holding_ram_ms: all.holding,
         }
     }
 
@@ -216,6 +261,35 @@ mod tests {
         assert_eq!(timeline.buckets[0].demand_gb, 1.0);
         assert_eq!(timeline.buckets[1].queue_len, 0.0);
         assert_eq!(timeline.buckets[1].hour, round3(1.0 / 60.0));
+    }
+
+    #[test]
+    fn integrals_add_up_every_span_across_buckets() {
+        let mut rec = TimelineRecorder::new(Timestamp(0), 1000 * MS_PER_MINUTE);
+        let a = Sample {
+            queue_len: 3,
+            allocated_mib: 1024,
+            capacity_mib: 4096,
+            servers_holding_ram: 2,
+            ..Sample::default()
+        };
+        let b = Sample {
+            queue_len: 1,
+            allocated_mib: 2048,
+            capacity_mib: 8192,
+            servers_holding_ram: 5,
+            ..Sample::default()
+        };
+        rec.record(Timestamp(10_000), Timestamp(150_000), &a);
+        rec.record(Timestamp(150_000), Timestamp(400_000), &b);
+        let expected = Integrals {
+            ms: 140_000 + 250_000,
+            queue_len_ms: 3 * 140_000 + 250_000,
+            allocated_mib_ms: 1024 * 140_000 + 2048 * 250_000,
+            capacity_mib_ms: 4096 * 140_000 + 8192 * 250_000,
+            servers_holding_ram_ms: 2 * 140_000 + 5 * 250_000,
+        };
+        assert_eq!(rec.integrals(), expected);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use payperplay_core::{MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::dist::Dist;
+use crate::dist::{Dist, round_u32, round_u64};
 use crate::scenario::{Scenario, Workload};
 
 /// Dense indices: users and servers are numbered from 0 in order of creation.
@@ -68,6 +68,8 @@ pub fn stream(seed: u64, s: Stream) -> ChaCha8Rng {
     rng_for(seed, s as u64)
 }
 
+const HOURS_PER_WEEK: usize = 7 * 24;
+
 /// Sessions arrive as a non-homogeneous Poisson process (thinning against the
 /// profile's peak rate) on uniformly chosen servers; owners with regular habits add
 /// one session a day around their usual time.
@@ -78,6 +80,11 @@ pub struct Generator {
     t: Timestamp,
     n_servers: u32,
     rate_max_per_ms: f64,
+    /// The profile's rate for each hour of the week, hour 0 being Thursday 00:00 (the
+    /// weekday of 1970-01-01): `sessions_per_hour × daily × weekly`, per hour, or per
+    /// ms when there are no surges (their product would be 1.0, so dividing here gives
+    /// the same bits as dividing per draw).
+    week_rates: [f64; HOURS_PER_WEEK],
     rng_arrivals: ChaCha8Rng,
     rng_choice: ChaCha8Rng,
     rng_length: ChaCha8Rng,
@@ -152,6 +159,12 @@ impl Generator {
             * g.weekly_profile.iter().cloned().fold(0.0, f64::max)
             * surge_max
             / MS_PER_HOUR as f64;
+        let no_surges = g.surges.is_empty();
+        let week_rates = std::array::from_fn(|i| {
+            let (hour, weekday) = (i % 24, (i / 24 + 3) % 7);
+            let base = g.sessions_per_hour * g.daily_profile[hour] * g.weekly_profile[weekday];
+            if no_surges { base / MS_PER_HOUR as f64 } else { base }
+        });
         let mut generator = Generator {
             spec: g.clone(),
             start,
@@ -159,6 +172,7 @@ impl Generator {
             t: start,
             n_servers,
             rate_max_per_ms,
+            week_rates,
             rng_arrivals: stream(seed, Stream::Arrivals),
             rng_choice: stream(seed, Stream::ServerChoice),
             rng_length: stream(seed, Stream::SessionLength),
@@ -179,21 +193,24 @@ impl Generator {
     }
 
     fn rate_at(&self, t: Timestamp) -> f64 {
+        // 1970-01-01 was a Thursday, index 3 of the Monday-first week: hour 0 of the
+        // table is Thursday's, so the epoch's hours index it directly.
+        let hour_of_week = (t.ms() / MS_PER_HOUR) % HOURS_PER_WEEK as u64;
+        let rate = self.week_rates[hour_of_week as usize];
         let g = &self.spec;
-        let hour = (t.ms() / MS_PER_HOUR) % 24;
-        // 1970-01-01 was a Thursday: day 0 is index 3 (Monday first).
-        let weekday = (t.ms() / MS_PER_DAY + 3) % 7;
-        let base = g.sessions_per_hour * g.daily_profile[hour as usize] * g.weekly_profile[weekday as usize];
+        if g.surges.is_empty() {
+            return rate;
+        }
         let since = t.since(self.start);
         let surge: f64 = g.surges.iter().map(|s| s.factor_at(since)).product();
-        base * surge / MS_PER_HOUR as f64
+        rate * surge / MS_PER_HOUR as f64
     }
 
     fn draw_poisson(&mut self) -> Option<(Timestamp, WorkEvent)> {
         loop {
             let u: f64 = self.rng_arrivals.random();
             let gap_ms = (-(1.0 - u).ln() / self.rate_max_per_ms).max(0.0);
-            self.t = self.t.plus_ms(gap_ms.round() as u64);
+            self.t = self.t.plus_ms(round_u64(gap_ms));
             if self.t > self.end {
                 return None;
             }
@@ -211,7 +228,7 @@ impl Generator {
             .spec
             .session_minutes
             .sample_ms(&mut self.rng_length, MS_PER_MINUTE as f64);
-        let players = (self.spec.players.sample(&mut self.rng_players).round() as u32).max(1);
+        let players = round_u32(self.spec.players.sample(&mut self.rng_players)).max(1);
         Some((
             self.t,
             WorkEvent::Session {
@@ -246,7 +263,7 @@ impl Generator {
             let length_ms = habits
                 .session_minutes
                 .sample_ms(&mut self.rng_habits, MS_PER_MINUTE as f64);
-            let players = (self.spec.players.sample(&mut self.rng_habits).round() as u32).max(1);
+            let players = round_u32(self.spec.players.sample(&mut self.rng_habits)).max(1);
             sessions.push((
                 Timestamp(at),
                 WorkEvent::Session {
