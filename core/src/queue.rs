@@ -1,7 +1,13 @@
 //! The start queue: requests wait in order. A requeued start (its node was lost or its
 //! container failed to start) goes back to the front.
+//!
+//! Entries sit in a `VecDeque` sorted by their sequence number: pushes at the back take
+//! growing numbers and pushes at the front falling ones, so both ends stay in order
+//! without a search. Requests leave from the dispatch window near the front (a short
+//! shift) or, when cancelled, from anywhere (a binary search and one shift); no entry
+//! allocates, and a position is a binary search.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use crate::types::{ServerId, Timestamp};
 
@@ -14,7 +20,8 @@ pub struct QueueEntry {
 
 #[derive(Debug, Clone, Default)]
 pub struct StartQueue {
-    entries: BTreeMap<i64, QueueEntry>,
+    /// `(seq, entry)`, ascending by `seq`.
+    entries: VecDeque<(i64, QueueEntry)>,
     next_back: i64,
     next_front: i64,
     demand_mib: u64,
@@ -27,28 +34,34 @@ impl StartQueue {
     pub fn push_back(&mut self, entry: QueueEntry) -> i64 {
         let seq = self.next_back;
         self.next_back += 1;
-        self.insert(seq, entry)
+        self.count_in(&entry);
+        self.entries.push_back((seq, entry));
+        seq
     }
 
     pub fn push_front(&mut self, entry: QueueEntry) -> i64 {
         self.next_front -= 1;
         let seq = self.next_front;
-        self.insert(seq, entry)
+        self.count_in(&entry);
+        self.entries.push_front((seq, entry));
+        seq
     }
 
-    fn insert(&mut self, seq: i64, entry: QueueEntry) -> i64 {
+    fn count_in(&mut self, entry: &QueueEntry) {
         self.demand_mib += entry.ram_mib as u64;
         match self.by_size.binary_search_by_key(&entry.ram_mib, |&(mib, _)| mib) {
             Ok(i) => self.by_size[i].1 += 1,
             Err(i) => self.by_size.insert(i, (entry.ram_mib, 1)),
         }
-        let previous = self.entries.insert(seq, entry);
-        assert!(previous.is_none());
-        seq
+    }
+
+    fn index_of(&self, seq: i64) -> Result<usize, usize> {
+        self.entries.binary_search_by_key(&seq, |&(s, _)| s)
     }
 
     pub fn remove(&mut self, seq: i64) -> QueueEntry {
-        let entry = self.entries.remove(&seq).expect("queue entry exists");
+        let i = self.index_of(seq).expect("queue entry exists");
+        let (_, entry) = self.entries.remove(i).expect("index found");
         self.demand_mib -= entry.ram_mib as u64;
         let i = self
             .by_size
@@ -80,18 +93,59 @@ impl StartQueue {
 
     /// Entries in queue order.
     pub fn iter(&self) -> impl Iterator<Item = (i64, &QueueEntry)> {
-        self.entries.iter().map(|(&seq, entry)| (seq, entry))
+        self.entries.iter().map(|(seq, entry)| (*seq, entry))
     }
 
-    /// Zero-based position of the entry with this sequence number.
+    /// Zero-based position of the entry with this sequence number (or of where it
+    /// would be).
     pub fn position(&self, seq: i64) -> usize {
-        // Just pushed to either end (the usual question): no walk over the queue.
-        if self.entries.last_key_value().is_some_and(|(&last, _)| last == seq) {
-            return self.entries.len() - 1;
+        self.index_of(seq).unwrap_or_else(|i| i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Against an ordered map of the same entries: order, positions, removals from
+    /// anywhere, demand and the smallest size.
+    #[test]
+    fn behaves_like_an_ordered_map() {
+        let mut queue = StartQueue::default();
+        let mut model: BTreeMap<i64, QueueEntry> = BTreeMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for step in 0..20_000u64 {
+            let entry = QueueEntry {
+                server_id: ServerId(step),
+                ram_mib: [2048, 4096, 8192][next(3) as usize],
+                requested_at: Timestamp(step),
+            };
+            match next(5) {
+                0 | 1 => _ = model.insert(queue.push_back(entry), entry),
+                2 => _ = model.insert(queue.push_front(entry), entry),
+                _ if !model.is_empty() => {
+                    // Mostly near the front (dispatch), sometimes anywhere (cancel).
+                    let span = if next(4) == 0 { model.len() } else { model.len().min(8) };
+                    let (&seq, _) = model.iter().nth(next(span as u64) as usize).expect("in range");
+                    assert_eq!(queue.position(seq), model.range(..seq).count());
+                    assert_eq!(queue.remove(seq), model.remove(&seq).expect("present"));
+                }
+                _ => {}
+            }
+            assert_eq!(queue.len(), model.len());
+            assert_eq!(queue.demand_mib(), model.values().map(|e| e.ram_mib as u64).sum::<u64>());
+            assert_eq!(queue.smallest_mib(), model.values().map(|e| e.ram_mib).min());
+            if step % 97 == 0 {
+                assert!(queue.iter().map(|(seq, e)| (seq, *e)).eq(model.iter().map(|(&s, &e)| (s, e))));
+            }
         }
-        if self.entries.first_key_value().is_some_and(|(&first, _)| first == seq) {
-            return 0;
-        }
-        self.entries.range(..seq).count()
     }
 }
