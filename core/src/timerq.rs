@@ -26,6 +26,8 @@ pub(crate) struct TimerQueue<T: Copy + Ord> {
     /// The earliest entry and where it sits (`None`: the heap; `Some(i)`: lane `i`),
     /// kept up to date so `peek` is one load.
     head: Option<(Option<usize>, (Timestamp, u64, T))>,
+    /// Entries in the lanes and the heap (asked after every core input).
+    len: usize,
 }
 
 impl<T: Copy + Ord> TimerQueue<T> {
@@ -43,6 +45,7 @@ impl<T: Copy + Ord> TimerQueue<T> {
             delays: lanes_delays,
             heap: BinaryHeap::new(),
             head: None,
+            len: 0,
         }
     }
 
@@ -50,6 +53,7 @@ impl<T: Copy + Ord> TimerQueue<T> {
     /// never go backwards.
     #[inline]
     pub(crate) fn push(&mut self, now: Timestamp, at: Timestamp, seq: u64, timer: T) {
+        self.len += 1;
         if let Some(delay) = at.ms().checked_sub(now.ms())
             && let Some(lane) = self.delays.iter().position(|&d| d == delay)
         {
@@ -92,6 +96,7 @@ impl<T: Copy + Ord> TimerQueue<T> {
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<(Timestamp, u64, T)> {
         let (from, entry) = self.head?;
+        self.len -= 1;
         match from {
             None => {
                 self.heap.pop();
@@ -104,8 +109,9 @@ impl<T: Copy + Ord> TimerQueue<T> {
         Some(entry)
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.heap.len() + self.lanes.iter().map(VecDeque::len).sum::<usize>()
+        self.len
     }
 
     /// Keep only the entries `keep` accepts (lanes keep their order).
@@ -114,6 +120,7 @@ impl<T: Copy + Ord> TimerQueue<T> {
         for lane in &mut self.lanes {
             lane.retain(|&(at, seq, timer)| keep(at, seq, timer));
         }
+        self.len = self.heap.len() + self.lanes.iter().map(VecDeque::len).sum::<usize>();
         self.head = self.earliest();
     }
 }
