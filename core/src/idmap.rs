@@ -263,7 +263,10 @@ mod tests {
         assert!(set.insert(ServerId(3)));
         assert!(set.insert(ServerId(5)));
         assert!(!set.insert(ServerId(5)));
-        assert_eq!(set.iter().copied().collect::<Vec<_>>(), vec![ServerId(3), ServerId(5), ServerId(9)]);
+        assert_eq!(
+            set.iter().copied().collect::<Vec<_>>(),
+            vec![ServerId(3), ServerId(5), ServerId(9)]
+        );
         assert_eq!(set.first_from(ServerId(4)), Some(ServerId(5)));
         assert_eq!(set.first_from(ServerId(10)), None);
         assert!(set.remove(&ServerId(5)));

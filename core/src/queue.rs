@@ -141,10 +141,18 @@ mod tests {
                 _ => {}
             }
             assert_eq!(queue.len(), model.len());
-            assert_eq!(queue.demand_mib(), model.values().map(|e| e.ram_mib as u64).sum::<u64>());
+            assert_eq!(
+                queue.demand_mib(),
+                model.values().map(|e| e.ram_mib as u64).sum::<u64>()
+            );
             assert_eq!(queue.smallest_mib(), model.values().map(|e| e.ram_mib).min());
             if step % 97 == 0 {
-                assert!(queue.iter().map(|(seq, e)| (seq, *e)).eq(model.iter().map(|(&s, &e)| (s, e))));
+                assert!(
+                    queue
+                        .iter()
+                        .map(|(seq, e)| (seq, *e))
+                        .eq(model.iter().map(|(&s, &e)| (s, e)))
+                );
             }
         }
     }
