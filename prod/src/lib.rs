@@ -7,6 +7,7 @@
 //! - [`email`]: the mail outbox and the SMTP mailer (lettre).
 //! - [`drivers`]: driver traits and in-process fakes (Docker, Hetzner come later).
 //! - [`supervise`]: restarts background tasks that panic or fail.
+//! - [`trace_export`]: the input journal as a workload trace the simulator replays.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod runtime;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+pub mod trace_export;
 
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@ use payperplay_prod::api::{self, AppState};
 use payperplay_prod::clock::{Clock, SystemClock};
 use payperplay_prod::config::Config;
 use payperplay_prod::store::{self, Store};
+use payperplay_prod::trace_export::TraceExport;
 use payperplay_prod::{Services, fake_drivers, telemetry};
 use secrecy::ExposeSecret;
 
@@ -35,8 +36,11 @@ enum Command {
     /// Check the configuration and print it (secrets redacted).
     CheckConfig,
     /// Write the input journal as JSON lines `{"seq", "at_ms", "input"}` to stdout,
-    /// oldest first (a recorded workload the simulator can replay).
+    /// oldest first (every core input; `payperplay-core` replays it exactly).
     ExportJournal,
+    /// Write the journal's workload as a trace (`payperplay-trace` version 1, see
+    /// scenarios/README.md) to stdout: `payperplay-sim run --trace FILE` replays it.
+    ExportTrace,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate => migrate(&config).await,
             Command::Openapi => openapi().await,
             Command::ExportJournal => export_journal(&config).await,
+            Command::ExportTrace => export_trace(&config).await,
             Command::CheckConfig => {
                 println!("{config:#?}");
                 Ok(())
@@ -95,6 +100,33 @@ async fn export_journal(config: &Config) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+async fn export_trace(config: &Config) -> anyhow::Result<()> {
+    let store = connect(config).await?;
+    let stdout = std::io::stdout();
+    let mut export = TraceExport::new(std::io::BufWriter::new(stdout.lock()), config.core.clone());
+    let mut last_seq = 0;
+    loop {
+        let page = store.journal_page(last_seq, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        last_seq = last.seq;
+        for row in page {
+            let input: payperplay_core::Input = serde_json::from_value(row.input)
+                .with_context(|| format!("journal entry {} is not a core input", row.seq))?;
+            export.push(u64::try_from(row.at_ms).unwrap_or(0), input)?;
+        }
+    }
+    let stats = export.finish()?;
+    tracing::info!(
+        inputs = stats.inputs,
+        lines = stats.lines,
+        sessions = stats.sessions,
+        provisioning_observed = stats.provisioning_observed,
+        user_actions_left_out = stats.user_actions_left_out,
+        "trace exported"
+    );
     Ok(())
 }
 

@@ -213,9 +213,16 @@ async fn the_exported_journal_replays_to_the_same_commands(pool: PgPool) {
     let mut core = payperplay_core::Core::new(core_config);
     let mut replayed = Vec::new();
     let mut n_lines = 0;
+    let (mut n_users, mut n_servers, mut n_starts) = (0, 0, 0);
     for line in String::from_utf8(output.stdout).unwrap().lines() {
         let row: serde_json::Value = serde_json::from_str(line).unwrap();
         let input: payperplay_core::Input = serde_json::from_value(row["input"].clone()).unwrap();
+        match input {
+            payperplay_core::Input::RegisterUser { .. } => n_users += 1,
+            payperplay_core::Input::CreateServer { .. } => n_servers += 1,
+            payperplay_core::Input::StartServer { .. } => n_starts += 1,
+            _ => {}
+        }
         let _ = core.handle(payperplay_core::Timestamp(row["at_ms"].as_u64().unwrap()), input);
         while let Some(command) = core.poll_command() {
             replayed.push(serde_json::to_value(&command).unwrap());
@@ -237,4 +244,28 @@ async fn the_exported_journal_replays_to_the_same_commands(pool: PgPool) {
         replayed, recorded,
         "the journal replays to exactly the commands production issued"
     );
+
+    // The same journal as a workload trace, which the simulator's own reader takes.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
+        .arg("export-trace")
+        .env("PAYPERPLAY_DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let trace = payperplay_sim::trace::Trace::read(text.as_bytes(), std::path::Path::new("exported.jsonl"))
+        .unwrap_or_else(|error| panic!("{error}\n{text}"));
+    assert_eq!((trace.n_users, trace.n_servers), (n_users, n_servers));
+    assert!(
+        n_servers >= 5 && n_starts >= 5,
+        "{n_servers} servers, {n_starts} starts"
+    );
+    let lines_of = |event: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
+            .count()
+    };
+    assert_eq!(lines_of("start_requested"), n_starts as usize);
+    assert_eq!(lines_of("stop_requested"), 1);
 }
