@@ -1536,11 +1536,18 @@ impl Core {
             ),
             AccrualKind::Warm => unreachable!("settled above"),
         };
-        let denominator = MIB_PER_GIB as u128 * period_ms as u128;
+        let denominator = MIB_PER_GIB * period_ms;
         let accrued = ram_time_numerator(accrual.mib as u64, elapsed_ms, price);
         let numerator = *carry as u128 + accrued;
-        let charge = (numerator / denominator) as i64;
-        *carry = (numerator % denominator) as u64;
+        // A 128-bit division is a library call; nearly every numerator fits 64 bits.
+        let (charge, remainder) = match u64::try_from(numerator) {
+            Ok(n) => ((n / denominator) as i64, n % denominator),
+            Err(_) => (
+                (numerator / denominator as u128) as i64,
+                (numerator % denominator as u128) as u64,
+            ),
+        };
+        *carry = remainder;
         let from = accrual.since;
         accrual.since = now;
         let owner = server.owner;
@@ -1616,8 +1623,12 @@ impl Core {
         let denominator = MIB_PER_GIB as i128 * MS_PER_HOUR as i128;
         let headroom = (user.balance_micros - target) as i128 * denominator - user.unsettled_ram_numerator as i128;
         if headroom > 0 {
-            let ms = (headroom + rate - 1) / rate;
-            Some(self.now.plus_ms(u64::try_from(ms).unwrap_or(u64::MAX / 2)))
+            // A 128-bit division is a library call; most operands fit 64 bits.
+            let ms = match (u64::try_from(headroom), u64::try_from(rate)) {
+                (Ok(h), Ok(r)) => h.div_ceil(r),
+                _ => u64::try_from((headroom + rate - 1) / rate).unwrap_or(u64::MAX / 2),
+            };
+            Some(self.now.plus_ms(ms))
         } else if target > 0 {
             Some(self.now)
         } else {
