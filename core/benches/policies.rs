@@ -4,7 +4,7 @@
 //! The fleet: 1,000 ready 32 GiB VMs, a third of them empty, a third under half used,
 //! a third busy; the evaluation is the periodic tick (scale-down considered).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -28,7 +28,7 @@ fn bench_policies(c: &mut Criterion) {
     };
     let reserve = ReserveConfig::default();
     let start = Timestamp(4 * MS_PER_DAY + 2_000 * 7 * MS_PER_DAY);
-    let mut nodes = BTreeMap::new();
+    let mut nodes = payperplay_core::idmap::IdMap::new();
     let mut totals = FleetTotals::default();
     let mut empty = BTreeSet::new();
     for i in 0..1_000u64 {

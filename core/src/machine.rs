@@ -99,7 +99,7 @@ pub struct Core {
     now: Timestamp,
     users: IdMap<UserId, User>,
     servers: IdMap<ServerId, Server>,
-    nodes: BTreeMap<NodeId, Node>,
+    nodes: IdMap<NodeId, Node>,
     free_dedicated: FreeIndex,
     free_cloud: FreeIndex,
     queue: StartQueue,
@@ -171,7 +171,7 @@ impl Core {
             now: Timestamp::ZERO,
             users: IdMap::new(),
             servers: IdMap::new(),
-            nodes: BTreeMap::new(),
+            nodes: IdMap::new(),
             free_dedicated: FreeIndex::default(),
             free_cloud: FreeIndex::default(),
             queue: StartQueue::default(),
@@ -2061,7 +2061,7 @@ impl Core {
                 return Err(format!("server {server_id} queue membership disagrees with its state"));
             }
         }
-        for (&node_id, node) in &self.nodes {
+        for (node_id, node) in self.nodes.iter() {
             let (mib, n) = allocated.get(&node_id).copied().unwrap_or_default();
             if node.allocated_mib != mib || node.n_servers != n {
                 return Err(format!(

@@ -4,8 +4,6 @@
 //! the capacity already on its way is visible to the next evaluation and the same
 //! demand is never provisioned twice.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::Catalog;
@@ -318,7 +316,7 @@ pub struct FleetView<'a> {
     pub now: Timestamp,
     pub trigger: Trigger,
     pub totals: FleetTotals,
-    pub nodes: &'a BTreeMap<NodeId, Node>,
+    pub nodes: &'a crate::idmap::IdMap<NodeId, Node>,
     /// RAM of queued requests in queue order (at most `QUEUE_VIEW_MAX`).
     pub queued_ram_mib: &'a [u32],
     /// Usable RAM of each node still provisioning (capacity on its way).
@@ -705,7 +703,7 @@ mod tests {
 
     /// A fleet of 16 GB cloud VMs (15 GB usable) for the policy to look at.
     struct Fleet {
-        nodes: BTreeMap<NodeId, Node>,
+        nodes: crate::idmap::IdMap<NodeId, Node>,
         catalog: Catalog,
         reserve: ReserveConfig,
         queued: Vec<u32>,
@@ -715,7 +713,7 @@ mod tests {
     impl Fleet {
         fn new() -> Fleet {
             Fleet {
-                nodes: BTreeMap::new(),
+                nodes: crate::idmap::IdMap::new(),
                 catalog: Catalog {
                     server_types: vec![ServerType {
                         name: "cpx42".into(),
