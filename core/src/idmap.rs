@@ -245,12 +245,6 @@ impl<K: Ord + Copy> From<IdSet<K>> for Vec<K> {
     }
 }
 
-impl<K: Ord + Copy> FromIterator<K> for IdSet<K> {
-    fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Self {
-        IdSet::from(iter.into_iter().collect::<Vec<K>>())
-    }
-}
-
 impl<'a, K: Ord + Copy> IntoIterator for &'a IdSet<K> {
     type Item = &'a K;
     type IntoIter = std::slice::Iter<'a, K>;

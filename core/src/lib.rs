@@ -18,6 +18,8 @@ pub mod policy;
 pub mod prewarm;
 pub mod queue;
 pub mod scaling;
+#[cfg(test)]
+mod test_rng;
 mod timerq;
 pub mod types;
 pub mod units;

@@ -1602,12 +1602,10 @@ impl Core {
         user.balance_micros - unsettled.div_ceil(denominator) as i64
     }
 
-    /// Arm the user's next balance deadline: the low-balance warning, or the moment
-    /// the balance reaches zero at the current burn rate. O(1): the projection uses
-    /// the user's aggregate unsettled RAM-time, not its servers.
-    /// When the user's balance reaches its next mark at the current rate: the low-balance
-    /// threshold before the warning, zero after it. `None` while nothing accrues.
-    /// Brings the user's unsettled RAM-time up to now (no ledger entry).
+    /// When the user's balance reaches its next mark at the current burn rate: the
+    /// low-balance threshold before the warning, zero after it; `None` while nothing
+    /// accrues. O(1): the projection uses the user's aggregate unsettled RAM-time, not
+    /// its servers. Brings that RAM-time up to now (no ledger entry).
     fn balance_deadline(&mut self, user_id: UserId) -> Option<Timestamp> {
         self.accrue_user(user_id);
         let user = &self.users[&user_id];

@@ -89,13 +89,8 @@ mod tests {
     fn behaves_like_an_ordered_map() {
         let mut map = PendingMap::default();
         let mut model = BTreeMap::new();
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut rng = crate::test_rng::XorShift::new(0x1234_5678_9abc_def1);
+        let mut next = |m: u64| rng.below(m);
         let mut id = 1u64;
         let mut live: Vec<u64> = Vec::new();
         for step in 0..300_000u64 {

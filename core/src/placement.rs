@@ -180,13 +180,8 @@ mod tests {
         let mut index = FreeIndex::default();
         let mut model = BTreeSet::new();
         let mut free = vec![0u32; 64];
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut rng = crate::test_rng::XorShift::new(0x2545_f491_4f6c_dd1d);
+        let mut next = |m: u64| rng.below(m);
         for (i, f) in free.iter_mut().enumerate() {
             *f = next(8) as u32 * 1024;
             index.insert(NodeId(i as u64), *f);

@@ -115,13 +115,8 @@ mod tests {
     fn behaves_like_an_ordered_map() {
         let mut queue = StartQueue::default();
         let mut model: BTreeMap<i64, QueueEntry> = BTreeMap::new();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut rng = crate::test_rng::XorShift::new(0x2545_f491_4f6c_dd1d);
+        let mut next = |m: u64| rng.below(m);
         for step in 0..20_000u64 {
             let entry = QueueEntry {
                 server_id: ServerId(step),

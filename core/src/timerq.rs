@@ -135,13 +135,8 @@ mod tests {
     fn pops_in_the_order_of_a_single_heap() {
         let mut queue = TimerQueue::new([100, 7, 100, 0]);
         let mut heap = BinaryHeap::new();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut rng = crate::test_rng::XorShift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = |m: u64| rng.below(m);
         let mut now = Timestamp(0);
         let mut seq = 0;
         let mut popped = 0;

@@ -84,21 +84,21 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Journal rows read per query by the exports.
+const EXPORT_PAGE_ROWS: i64 = 10_000;
+
 async fn export_journal(config: &Config) -> anyhow::Result<()> {
     use std::io::Write;
     let store = connect(config).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut last_seq = 0;
-    loop {
-        let page = store.journal_page(last_seq, 10_000).await?;
-        let Some(last) = page.last() else { break };
-        last_seq = last.seq;
-        for row in page {
+    store
+        .for_each_journal_row(EXPORT_PAGE_ROWS, |row| -> anyhow::Result<()> {
             let line = serde_json::json!({ "seq": row.seq, "at_ms": row.at_ms, "input": row.input });
             writeln!(out, "{line}")?;
-        }
-    }
+            Ok(())
+        })
+        .await?;
     out.flush()?;
     Ok(())
 }
@@ -107,17 +107,14 @@ async fn export_trace(config: &Config) -> anyhow::Result<()> {
     let store = connect(config).await?;
     let stdout = std::io::stdout();
     let mut export = TraceExport::new(std::io::BufWriter::new(stdout.lock()), config.core.clone());
-    let mut last_seq = 0;
-    loop {
-        let page = store.journal_page(last_seq, 10_000).await?;
-        let Some(last) = page.last() else { break };
-        last_seq = last.seq;
-        for row in page {
+    store
+        .for_each_journal_row(EXPORT_PAGE_ROWS, |row| -> anyhow::Result<()> {
             let input: payperplay_core::Input = serde_json::from_value(row.input)
                 .with_context(|| format!("journal entry {} is not a core input", row.seq))?;
             export.push(u64::try_from(row.at_ms).unwrap_or(0), input)?;
-        }
-    }
+            Ok(())
+        })
+        .await?;
     let stats = export.finish()?;
     tracing::info!(
         inputs = stats.inputs,

@@ -216,12 +216,8 @@ impl Runtime {
         let mut unrecorded: Vec<Command> = Vec::new();
         let mut last_seq = 0i64;
         let mut n_replayed = 0u64;
-        loop {
-            let page = deps.store.journal_page(last_seq, REPLAY_PAGE_ROWS).await?;
-            if page.is_empty() {
-                break;
-            }
-            for row in page {
+        deps.store
+            .for_each_journal_row(REPLAY_PAGE_ROWS, |row| -> Result<(), StoreError> {
                 assert_eq!(row.seq, last_seq + 1, "journal has no gaps");
                 last_seq = row.seq;
                 let input: Input = serde_json::from_value(row.input)?;
@@ -238,8 +234,9 @@ impl Runtime {
                 }
                 while core.poll_event().is_some() {}
                 n_replayed += 1;
-            }
-        }
+                Ok(())
+            })
+            .await?;
         tracing::info!(
             n_replayed,
             elapsed_ms = started.elapsed().as_millis() as u64,

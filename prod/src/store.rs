@@ -622,6 +622,24 @@ impl Store {
     }
 
     /// Journal rows with `seq > after_seq`, in order, at most `limit`.
+    /// Every journal row, oldest first, read `page_rows` at a time and handed to `each`
+    /// (replay on start, the journal and trace exports).
+    pub async fn for_each_journal_row<E: From<StoreError>>(
+        &self,
+        page_rows: i64,
+        mut each: impl FnMut(JournalRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut last_seq = 0;
+        loop {
+            let page = self.journal_page(last_seq, page_rows).await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            last_seq = last.seq;
+            for row in page {
+                each(row)?;
+            }
+        }
+    }
+
     pub async fn journal_page(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<JournalRow>> {
         Ok(
             sqlx::query_as("SELECT seq, at_ms, input FROM journal WHERE seq > $1 ORDER BY seq LIMIT $2")

@@ -104,20 +104,18 @@ impl EventQueue {
         }
     }
 
+    /// Push an event; one of `lane`'s kind goes to the lane's back when that keeps the
+    /// lane sorted, everything else to the heap.
     #[inline]
-    fn push(&mut self, entry: Scheduled) {
-        self.heap.push(entry);
-    }
-
-    /// Push an event of `lane`'s kind: at the lane's back when it keeps the lane sorted.
-    #[inline]
-    fn push_in_lane(&mut self, lane: Lane, entry: Scheduled) {
-        let lane = &mut self.lanes[lane as usize];
-        if lane.back().is_none_or(|back| back.key < entry.key) {
-            lane.push_back(entry);
-        } else {
-            self.heap.push(entry);
+    fn push(&mut self, lane: Option<Lane>, entry: Scheduled) {
+        if let Some(lane) = lane {
+            let lane = &mut self.lanes[lane as usize];
+            if lane.back().is_none_or(|back| back.key < entry.key) {
+                lane.push_back(entry);
+                return;
+            }
         }
+        self.heap.push(entry);
     }
 
     /// Where the smallest key is: found once per event, then taken with [`Self::take`]
@@ -284,8 +282,9 @@ struct Recorder {
     cloud_cost_by_type: Vec<u64>,
     /// The time series, and through its exact sums the run-wide time-weighted means.
     timeline: TimelineRecorder,
-    /// The fleet's look since `held.from`, not yet added to the timeline: consecutive spans that look the same are added as one (most events
-    /// change nothing these sums see). Integer sums, so the totals are exactly the same.
+    /// The fleet's look since `held.from`, not yet added to the timeline: consecutive
+    /// spans that look the same are added as one (most events change nothing these sums
+    /// see). Integer sums, so the totals are exactly the same.
     held: Option<Held>,
 }
 
@@ -551,17 +550,14 @@ impl Simulation {
     // ------------------------------------------------------------------ engine
 
     fn schedule(&mut self, at: Timestamp, event: SimEvent) {
-        self.seq += 1;
-        self.queue.push(Scheduled {
-            key: event_key(at, self.seq),
-            event,
-        });
+        self.schedule_in(None, at, event);
     }
 
-    /// Schedule an event of a kind with a lane of its own (same order as `schedule`).
-    fn schedule_in_lane(&mut self, lane: Lane, at: Timestamp, event: SimEvent) {
+    /// Schedule an event, in `lane` if it is of a kind with a lane of its own (the order
+    /// is the same either way).
+    fn schedule_in(&mut self, lane: Option<Lane>, at: Timestamp, event: SimEvent) {
         self.seq += 1;
-        self.queue.push_in_lane(
+        self.queue.push(
             lane,
             Scheduled {
                 key: event_key(at, self.seq),
@@ -858,18 +854,8 @@ impl Simulation {
     #[inline(never)]
     fn execute(&mut self, command: Command) {
         let id = command.id;
-        let done = |sim: &mut Simulation, delay_ms: u64| {
-            sim.schedule(
-                sim.now.plus_ms(delay_ms),
-                SimEvent::CommandDone {
-                    command_id: id,
-                    failure: None,
-                    then_boot: NO_BOOT,
-                },
-            );
-        };
-        let container_done = |sim: &mut Simulation, lane: Lane, delay_ms: u64, then_boot: u32| {
-            sim.schedule_in_lane(
+        let done = |sim: &mut Simulation, lane: Option<Lane>, delay_ms: u64, then_boot: u32| {
+            sim.schedule_in(
                 lane,
                 sim.now.plus_ms(delay_ms),
                 SimEvent::CommandDone {
@@ -915,12 +901,12 @@ impl Simulation {
                             self.schedule(at, SimEvent::VmLost { node_id });
                         }
                     }
-                    done(self, delay);
+                    done(self, None, delay, NO_BOOT);
                 }
                 Err(error) => refused(self, error),
             },
             CommandKind::DeleteNode { .. } => match self.provider.delete(self.now, &mut self.rng_provider) {
-                Ok(delay) => done(self, delay),
+                Ok(delay) => done(self, None, delay, NO_BOOT),
                 Err(error) => refused(self, error),
             },
             CommandKind::StartContainer { server_id, .. } => {
@@ -931,13 +917,13 @@ impl Simulation {
                     .servers
                     .container_start_seconds
                     .seconds_as_ms(&mut self.rng_timing);
-                container_done(self, Lane::ContainerStarted, delay, server_idx);
+                done(self, Some(Lane::ContainerStarted), delay, server_idx);
             }
             CommandKind::StopContainer { server_id, .. } => {
                 let server_idx = server_idx(server_id);
                 self.servers[server_idx].start_command = None;
                 let delay = self.scenario.servers.stop_seconds.seconds_as_ms(&mut self.rng_timing);
-                container_done(self, Lane::ContainerStopped, delay, NO_BOOT);
+                done(self, Some(Lane::ContainerStopped), delay, NO_BOOT);
             }
             CommandKind::ArchiveWorld { .. } | CommandKind::DeleteWorld { .. } => {}
             CommandKind::PostLedgerEntry { entry } => {
@@ -1284,9 +1270,9 @@ mod tests {
                 };
                 reference.push(Reverse(entry.key));
                 match kind {
-                    0 => queue.push_in_lane(Lane::ContainerStarted, entry),
-                    1 => queue.push_in_lane(Lane::ContainerStopped, entry),
-                    _ => queue.push(entry),
+                    0 => queue.push(Some(Lane::ContainerStarted), entry),
+                    1 => queue.push(Some(Lane::ContainerStopped), entry),
+                    _ => queue.push(None, entry),
                 }
             } else {
                 let expected = reference.pop().map(|Reverse(key)| key);

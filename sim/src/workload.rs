@@ -81,10 +81,9 @@ pub struct Generator {
     n_servers: u32,
     rate_max_per_ms: f64,
     /// The profile's rate for each hour of the week, hour 0 being Thursday 00:00 (the
-    /// weekday of 1970-01-01): `sessions_per_hour × daily × weekly`, per hour, or per
-    /// ms when there are no surges (their product would be 1.0, so dividing here gives
-    /// the same bits as dividing per draw).
-    week_rates: [f64; HOURS_PER_WEEK],
+    /// weekday of 1970-01-01): `sessions_per_hour × daily × weekly`, built once with the
+    /// same products in the same order as per draw, so the same bits.
+    week_rates_per_hour: [f64; HOURS_PER_WEEK],
     rng_arrivals: ChaCha8Rng,
     rng_choice: ChaCha8Rng,
     rng_length: ChaCha8Rng,
@@ -159,11 +158,9 @@ impl Generator {
             * g.weekly_profile.iter().cloned().fold(0.0, f64::max)
             * surge_max
             / MS_PER_HOUR as f64;
-        let no_surges = g.surges.is_empty();
-        let week_rates = std::array::from_fn(|i| {
+        let week_rates_per_hour = std::array::from_fn(|i| {
             let (hour, weekday) = (i % 24, (i / 24 + 3) % 7);
-            let base = g.sessions_per_hour * g.daily_profile[hour] * g.weekly_profile[weekday];
-            if no_surges { base / MS_PER_HOUR as f64 } else { base }
+            g.sessions_per_hour * g.daily_profile[hour] * g.weekly_profile[weekday]
         });
         let mut generator = Generator {
             spec: g.clone(),
@@ -172,7 +169,7 @@ impl Generator {
             t: start,
             n_servers,
             rate_max_per_ms,
-            week_rates,
+            week_rates_per_hour,
             rng_arrivals: stream(seed, Stream::Arrivals),
             rng_choice: stream(seed, Stream::ServerChoice),
             rng_length: stream(seed, Stream::SessionLength),
@@ -196,10 +193,10 @@ impl Generator {
         // 1970-01-01 was a Thursday, index 3 of the Monday-first week: hour 0 of the
         // table is Thursday's, so the epoch's hours index it directly.
         let hour_of_week = (t.ms() / MS_PER_HOUR) % HOURS_PER_WEEK as u64;
-        let rate = self.week_rates[hour_of_week as usize];
+        let rate = self.week_rates_per_hour[hour_of_week as usize];
         let g = &self.spec;
         if g.surges.is_empty() {
-            return rate;
+            return rate / MS_PER_HOUR as f64;
         }
         let since = t.since(self.start);
         let surge: f64 = g.surges.iter().map(|s| s.factor_at(since)).product();

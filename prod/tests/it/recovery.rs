@@ -203,18 +203,12 @@ async fn the_exported_journal_replays_to_the_same_commands(pool: PgPool) {
         .unwrap();
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let url = format!("{}/{database}", base.rsplit_once('/').unwrap().0);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
-        .arg("export-journal")
-        .env("PAYPERPLAY_DATABASE_URL", &url)
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let journal = export(&url, "export-journal").await;
     let mut core = payperplay_core::Core::new(core_config);
     let mut replayed = Vec::new();
     let mut n_lines = 0;
     let (mut n_users, mut n_servers, mut n_starts) = (0, 0, 0);
-    for line in String::from_utf8(output.stdout).unwrap().lines() {
+    for line in journal.lines() {
         let row: serde_json::Value = serde_json::from_str(line).unwrap();
         let input: payperplay_core::Input = serde_json::from_value(row["input"].clone()).unwrap();
         match input {
@@ -246,14 +240,7 @@ async fn the_exported_journal_replays_to_the_same_commands(pool: PgPool) {
     );
 
     // The same journal as a workload trace, which the simulator's own reader takes.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
-        .arg("export-trace")
-        .env("PAYPERPLAY_DATABASE_URL", &url)
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let text = String::from_utf8(output.stdout).unwrap();
+    let text = export(&url, "export-trace").await;
     let trace = payperplay_sim::trace::Trace::read(text.as_bytes(), std::path::Path::new("exported.jsonl"))
         .unwrap_or_else(|error| panic!("{error}\n{text}"));
     assert_eq!((trace.n_users, trace.n_servers), (n_users, n_servers));
@@ -268,4 +255,16 @@ async fn the_exported_journal_replays_to_the_same_commands(pool: PgPool) {
     };
     assert_eq!(lines_of("start_requested"), n_starts as usize);
     assert_eq!(lines_of("stop_requested"), 1);
+}
+
+/// Run `payperplay <subcommand>` against the database at `url`; its standard output.
+async fn export(url: &str, subcommand: &str) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
+        .arg(subcommand)
+        .env("PAYPERPLAY_DATABASE_URL", url)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
 }
