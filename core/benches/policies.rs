@@ -4,7 +4,7 @@
 //! The fleet: 1,000 ready 32 GiB VMs, a third of them empty, a third under half used,
 //! a third busy; the evaluation is the periodic tick (scale-down considered).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -51,6 +51,8 @@ fn bench_policies(c: &mut Criterion) {
         nodes.insert(node.id, node);
     }
     let draining = BTreeSet::new();
+    let provisioning = BTreeMap::new();
+    let type_usable = payperplay_core::scaling::type_usable_mib(&catalog, &reserve);
     for rule in [
         ScaleDownRule::EmptyAfter,
         ScaleDownRule::BillingHour,
@@ -89,11 +91,12 @@ fn bench_policies(c: &mut Criterion) {
                     trigger: Trigger::Tick,
                     totals,
                     nodes: &nodes,
-                    queued_ram_mib: &[],
-                    provisioning_usable_mib: &[],
+                    queued_by_size: &[],
+                    provisioning_usable_mib: &provisioning,
                     empty_cloud_nodes: &empty,
                     draining_cloud_nodes: &draining,
                     catalog: &catalog,
+                    type_usable_mib: &type_usable,
                     last_scale_up_at: None,
                     reserve: &reserve,
                 };

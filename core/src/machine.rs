@@ -126,9 +126,10 @@ pub struct Core {
     largest_placeable_mib: u32,
     /// Largest usable RAM of a ready dedicated node.
     largest_dedicated_usable_mib: u32,
-    queue_view: Vec<u32>,
-    /// Usable RAM of each node still provisioning, for the policy's view.
-    provisioning_view: Vec<u32>,
+    /// Scratch for the policy's view of a queue longer than `QUEUE_VIEW_MAX`.
+    queue_view: Vec<(u32, u32)>,
+    /// Usable RAM of a new node of each catalog type (catalog and reserve are fixed).
+    type_usable_mib: Vec<u32>,
     /// Usable RAM of every node still provisioning.
     provisioning: BTreeMap<NodeId, u32>,
     dispatch_buffer: Vec<QueueEntry>,
@@ -150,13 +151,8 @@ impl Core {
         assert!(!config.tiers_mib.is_empty(), "at least one RAM tier");
         let policy = config.policy.build(&config.catalog);
         let location_order = config.policy.location_order(&config.catalog);
-        let largest_placeable_mib = config
-            .catalog
-            .server_types
-            .iter()
-            .map(|t| t.ram_mib - config.reserve.reserve_mib(t.ram_mib, false))
-            .max()
-            .unwrap_or(0);
+        let type_usable_mib = crate::scaling::type_usable_mib(&config.catalog, &config.reserve);
+        let largest_placeable_mib = type_usable_mib.iter().copied().max().unwrap_or(0);
         // Timers armed these fixed delays ahead get FIFO lanes (see `timerq`).
         let timers = TimerQueue::new([
             config.lifecycle.archive_after_ms,
@@ -189,7 +185,8 @@ impl Core {
             scale_tick_at: None,
             largest_placeable_mib,
             largest_dedicated_usable_mib: 0,
-            queue_view: Vec::with_capacity(QUEUE_VIEW_MAX),
+            queue_view: Vec::new(),
+            type_usable_mib,
             dispatch_buffer: Vec::new(),
             empty_cloud: BTreeSet::new(),
             draining: BTreeSet::new(),
@@ -197,7 +194,6 @@ impl Core {
             location_order,
             habits: IdMap::new(),
             n_deletes_to_retry: 0,
-            provisioning_view: Vec::new(),
             provisioning: BTreeMap::new(),
             stats: CoreStats::default(),
         }
@@ -1883,21 +1879,17 @@ impl Core {
             return;
         }
         self.stats.scale_evaluations += 1;
-        self.queue_view.clear();
-        self.queue_view
-            .extend(self.queue.iter().take(QUEUE_VIEW_MAX).map(|(_, e)| e.ram_mib));
-        self.provisioning_view.clear();
-        self.provisioning_view.extend(self.provisioning.values().copied());
         let view = FleetView {
-            provisioning_usable_mib: &self.provisioning_view,
+            provisioning_usable_mib: &self.provisioning,
             empty_cloud_nodes: &self.empty_cloud,
             draining_cloud_nodes: &self.draining,
             now: self.now,
             trigger,
             totals: self.totals,
             nodes: &self.nodes,
-            queued_ram_mib: &self.queue_view,
+            queued_by_size: self.queue.head_by_size(QUEUE_VIEW_MAX, &mut self.queue_view),
             catalog: &self.config.catalog,
+            type_usable_mib: &self.type_usable_mib,
             last_scale_up_at: self.last_scale_up_at,
             reserve: &self.config.reserve,
         };

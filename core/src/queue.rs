@@ -79,6 +79,23 @@ impl StartQueue {
         self.by_size.first().map(|&(mib, _)| mib)
     }
 
+    /// `(RAM, how many)` of the first `n` requests, ascending by RAM, every count at
+    /// least 1: the running tally itself when the queue holds no more than `n`, else
+    /// counted into `scratch` (which keeps its allocation).
+    pub fn head_by_size<'a>(&'a self, n: usize, scratch: &'a mut Vec<(u32, u32)>) -> &'a [(u32, u32)] {
+        if self.entries.len() <= n {
+            return &self.by_size;
+        }
+        scratch.clear();
+        for (_, entry) in self.entries.iter().take(n) {
+            match scratch.binary_search_by_key(&entry.ram_mib, |&(mib, _)| mib) {
+                Ok(i) => scratch[i].1 += 1,
+                Err(i) => scratch.insert(i, (entry.ram_mib, 1)),
+            }
+        }
+        scratch
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -110,7 +127,7 @@ mod tests {
     use super::*;
 
     /// Against an ordered map of the same entries: order, positions, removals from
-    /// anywhere, demand and the smallest size.
+    /// anywhere, demand, the smallest size and the tally of the first requests.
     #[test]
     fn behaves_like_an_ordered_map() {
         let mut queue = StartQueue::default();
@@ -148,6 +165,15 @@ mod tests {
                         .map(|(seq, e)| (seq, *e))
                         .eq(model.iter().map(|(&s, &e)| (s, e)))
                 );
+                let mut scratch = Vec::new();
+                for n in [0, 5, model.len(), model.len() + 1] {
+                    let mut tally: BTreeMap<u32, u32> = BTreeMap::new();
+                    for e in model.values().take(n) {
+                        *tally.entry(e.ram_mib).or_insert(0) += 1;
+                    }
+                    let expected: Vec<(u32, u32)> = tally.into_iter().collect();
+                    assert_eq!(queue.head_by_size(n, &mut scratch), expected.as_slice());
+                }
             }
         }
     }

@@ -317,15 +317,20 @@ pub struct FleetView<'a> {
     pub trigger: Trigger,
     pub totals: FleetTotals,
     pub nodes: &'a crate::idmap::IdMap<NodeId, Node>,
-    /// RAM of queued requests in queue order (at most `QUEUE_VIEW_MAX`).
-    pub queued_ram_mib: &'a [u32],
-    /// Usable RAM of each node still provisioning (capacity on its way).
-    pub provisioning_usable_mib: &'a [u32],
+    /// The first `QUEUE_VIEW_MAX` queued requests as `(RAM, how many)`, ascending by
+    /// RAM, every count at least 1. (First-fit decreasing needs the sizes, not the
+    /// order; while the queue is no longer than that, this is the queue's own tally.)
+    pub queued_by_size: &'a [(u32, u32)],
+    /// Usable RAM of each node still provisioning (capacity on its way), by id.
+    pub provisioning_usable_mib: &'a std::collections::BTreeMap<NodeId, u32>,
     /// Ready cloud nodes that hold no server, by id.
     pub empty_cloud_nodes: &'a std::collections::BTreeSet<NodeId>,
     /// Cloud nodes cordoned by the policy (draining), by id.
     pub draining_cloud_nodes: &'a std::collections::BTreeSet<NodeId>,
     pub catalog: &'a Catalog,
+    /// Usable RAM of a new node of each catalog type (`usable_mib`), indexed by
+    /// `ServerTypeIdx`: computed once, the catalog and the reserve being fixed.
+    pub type_usable_mib: &'a [u32],
     pub last_scale_up_at: Option<Timestamp>,
     pub reserve: &'a crate::config::ReserveConfig,
 }
@@ -385,6 +390,8 @@ pub struct CompositePolicy {
     /// threshold, ordered by node id; and a spare buffer to rebuild it into.
     under_since: Vec<(NodeId, Timestamp)>,
     under_buffer: Vec<(NodeId, Timestamp)>,
+    /// Scratch bins for `bins_needed_into` (no allocation per evaluation).
+    bins_buffer: Vec<u32>,
 }
 
 /// The reactive policy is the composite policy with only `[core.policy.reactive]`.
@@ -418,6 +425,7 @@ impl CompositePolicy {
             location,
             under_since: Vec::new(),
             under_buffer: Vec::new(),
+            bins_buffer: Vec::new(),
         }
     }
 
@@ -497,21 +505,30 @@ pub fn usable_mib(catalog: &Catalog, reserve: &crate::config::ReserveConfig, t: 
     ram_mib - reserve.reserve_mib(ram_mib, false)
 }
 
+/// `usable_mib` of every catalog type, indexed by `ServerTypeIdx` (see
+/// `FleetView::type_usable_mib`).
+pub fn type_usable_mib(catalog: &Catalog, reserve: &crate::config::ReserveConfig) -> Vec<u32> {
+    (0..catalog.server_types.len())
+        .map(|i| usable_mib(catalog, reserve, ServerTypeIdx(i as u16)))
+        .collect()
+}
+
 /// The preferred type when it holds `need_mib`, else the cheapest type that does.
+/// `type_usable_mib` is `type_usable_mib(catalog, reserve)`.
 pub fn choose_type(
     catalog: &Catalog,
-    reserve: &crate::config::ReserveConfig,
+    type_usable_mib: &[u32],
     preferred: Option<ServerTypeIdx>,
     need_mib: u32,
 ) -> Option<ServerTypeIdx> {
     if let Some(t) = preferred
-        && usable_mib(catalog, reserve, t) >= need_mib
+        && type_usable_mib[t.0 as usize] >= need_mib
     {
         return Some(t);
     }
     (0..catalog.server_types.len())
         .map(|i| ServerTypeIdx(i as u16))
-        .filter(|&t| usable_mib(catalog, reserve, t) >= need_mib)
+        .filter(|&t| type_usable_mib[t.0 as usize] >= need_mib)
         .min_by_key(|&t| (catalog.server_types[t.0 as usize].price_micros_per_hour, t))
 }
 
@@ -520,9 +537,21 @@ pub fn choose_type(
 pub fn bins_needed(demands: &[u32], existing_free: &[u32], bin_mib: u32) -> u32 {
     let mut sorted: Vec<u32> = demands.to_vec();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
-    let mut bins: Vec<u32> = existing_free.to_vec();
+    bins_needed_into(sorted, existing_free.iter().copied(), bin_mib, &mut Vec::new())
+}
+
+/// `bins_needed` for demands already in decreasing order, with `bins` as the scratch
+/// space (cleared first; it keeps its allocation for the next call).
+pub fn bins_needed_into(
+    decreasing: impl IntoIterator<Item = u32>,
+    existing_free: impl IntoIterator<Item = u32>,
+    bin_mib: u32,
+    bins: &mut Vec<u32>,
+) -> u32 {
+    bins.clear();
+    bins.extend(existing_free);
     let n_existing = bins.len();
-    for need in sorted {
+    for need in decreasing {
         match bins.iter_mut().find(|free| **free >= need) {
             Some(free) => *free -= need,
             None if need <= bin_mib => bins.push(bin_mib - need),
@@ -551,21 +580,24 @@ impl ScalingPolicy for CompositePolicy {
         // then into new nodes; cordoned nodes are taken back before new ones are ordered.
         if totals.queued_count > 0 && (room > 0 || totals.n_cloud_draining > 0) {
             // Requests no catalog type can hold wait for dedicated capacity instead.
-            let largest_type_mib = (0..view.catalog.server_types.len())
-                .map(|i| usable_mib(view.catalog, view.reserve, ServerTypeIdx(i as u16)))
-                .max()
-                .unwrap_or(0);
+            let largest_type_mib = view.type_usable_mib.iter().copied().max().unwrap_or(0);
             let largest = view
-                .queued_ram_mib
+                .queued_by_size
                 .iter()
-                .copied()
-                .filter(|&m| m <= largest_type_mib)
-                .max();
-            if let Some(t) = largest.and_then(|m| choose_type(view.catalog, view.reserve, self.preferred, m)) {
-                let mut n_new = bins_needed(
-                    view.queued_ram_mib,
-                    view.provisioning_usable_mib,
-                    usable_mib(view.catalog, view.reserve, t),
+                .rev()
+                .map(|&(m, _)| m)
+                .find(|&m| m <= largest_type_mib);
+            if let Some(t) = largest.and_then(|m| choose_type(view.catalog, view.type_usable_mib, self.preferred, m)) {
+                let decreasing = view
+                    .queued_by_size
+                    .iter()
+                    .rev()
+                    .flat_map(|&(m, n)| std::iter::repeat_n(m, n as usize));
+                let mut n_new = bins_needed_into(
+                    decreasing,
+                    view.provisioning_usable_mib.values().copied(),
+                    view.type_usable_mib[t.0 as usize],
+                    &mut self.bins_buffer,
                 );
                 while n_new > 0
                     && let Some(node_id) = draining.next()
@@ -591,7 +623,7 @@ impl ScalingPolicy for CompositePolicy {
             let n_cloud_after = totals.n_cloud_nodes + decision.provision.len() as u32;
             let headroom_low = decision.provision.is_empty() && cooled_down && free_mib < free_below && room > 0;
             if (headroom_low || n_cloud_after < self.min_cloud_nodes)
-                && let Some(t) = choose_type(view.catalog, view.reserve, self.preferred, 0)
+                && let Some(t) = choose_type(view.catalog, view.type_usable_mib, self.preferred, 0)
             {
                 let n_new = self.min_cloud_nodes.saturating_sub(n_cloud_after).max(1).min(room);
                 decision.provision.extend((0..n_new).map(|_| (t, self.location)));
@@ -603,7 +635,7 @@ impl ScalingPolicy for CompositePolicy {
         let ordered_mib = |d: &ScalingDecision| -> u64 {
             d.provision
                 .iter()
-                .map(|&(t, _)| usable_mib(view.catalog, view.reserve, t) as u64)
+                .map(|&(t, _)| view.type_usable_mib[t.0 as usize] as u64)
                 .sum()
         };
         let mut capacity_after = capacity_mib + uncordoned_mib + ordered_mib(&decision);
@@ -613,8 +645,8 @@ impl ScalingPolicy for CompositePolicy {
             decision.uncordon.push(node_id);
             capacity_after += view.nodes[&node_id].usable_mib() as u64;
         }
-        if let Some(t) = choose_type(view.catalog, view.reserve, self.preferred, 0) {
-            let per_node = usable_mib(view.catalog, view.reserve, t) as u64;
+        if let Some(t) = choose_type(view.catalog, view.type_usable_mib, self.preferred, 0) {
+            let per_node = view.type_usable_mib[t.0 as usize] as u64;
             let active_after = totals.n_cloud_nodes - totals.n_cloud_draining
                 + decision.uncordon.len() as u32
                 + decision.provision.len() as u32;
@@ -682,7 +714,7 @@ impl ScalingPolicy for CompositePolicy {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
     use crate::config::{ReserveConfig, ServerType};
@@ -772,22 +804,29 @@ mod tests {
             }
             totals.queued_count = self.queued.len() as u32;
             totals.queued_demand_mib = self.queued.iter().map(|&m| m as u64).sum();
-            let provisioning: Vec<u32> = self
+            let provisioning: BTreeMap<NodeId, u32> = self
                 .nodes
                 .values()
                 .filter(|n| n.state == NodeState::Provisioning)
-                .map(|n| n.usable_mib())
+                .map(|n| (n.id, n.usable_mib()))
                 .collect();
+            let mut by_size: BTreeMap<u32, u32> = BTreeMap::new();
+            for &m in self.queued.iter().take(QUEUE_VIEW_MAX) {
+                *by_size.entry(m).or_insert(0) += 1;
+            }
+            let by_size: Vec<(u32, u32)> = by_size.into_iter().collect();
+            let type_usable = type_usable_mib(&self.catalog, &self.reserve);
             let view = FleetView {
                 now,
                 trigger,
                 totals,
                 nodes: &self.nodes,
-                queued_ram_mib: &self.queued,
+                queued_by_size: &by_size,
                 provisioning_usable_mib: &provisioning,
                 empty_cloud_nodes: &empty,
                 draining_cloud_nodes: &draining,
                 catalog: &self.catalog,
+                type_usable_mib: &type_usable,
                 last_scale_up_at: self.last_scale_up_at,
                 reserve: &self.reserve,
             };
