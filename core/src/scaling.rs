@@ -286,7 +286,7 @@ impl Default for ReactiveConfig {
 pub enum Trigger {
     /// The periodic evaluation.
     Tick,
-    /// Queued demand exceeds the capacity on its way.
+    /// Queued demand some catalog type could hold exceeds the capacity on its way.
     Demand,
 }
 

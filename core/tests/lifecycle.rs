@@ -576,6 +576,45 @@ fn the_reactive_policy_orders_once_per_demand_and_deletes_empty_vms() {
 }
 
 #[test]
+fn a_request_no_vm_type_can_hold_waits_without_asking_the_policy_again() {
+    let mut d = Driver::new(cloud_config());
+    d.input(Input::RegisterUser { user_id: UserId(1) }).unwrap();
+    d.input(Input::TopUp {
+        user_id: UserId(1),
+        amount_micros: 100_000_000,
+    })
+    .unwrap();
+    d.input(Input::AddDedicatedNode {
+        name: "ax".into(),
+        capacity_mib: 32768,
+        monthly_cost_micros: 0,
+        is_system: false,
+    })
+    .unwrap();
+    for (id, ram_mib) in [(1, 32768), (2, 32768), (3, 4096)] {
+        d.input(Input::CreateServer {
+            server_id: ServerId(id),
+            owner: UserId(1),
+            ram_mib,
+        })
+        .unwrap();
+    }
+    d.input(Input::StartServer { server_id: ServerId(1) }).unwrap();
+    assert_eq!(d.state(1), ServerState::Starting, "the dedicated machine holds it");
+    let evaluations = d.core.stats().scale_evaluations;
+    // 32 GiB: more than the only type (16 GiB) holds, so it waits for the machine.
+    d.input(Input::StartServer { server_id: ServerId(2) }).unwrap();
+    assert_eq!(d.state(2), ServerState::Queued);
+    assert_eq!(d.core.stats().scale_evaluations, evaluations, "no demand evaluation");
+    assert!(d.find(|k| matches!(k, CommandKind::ProvisionNode { .. })).is_none());
+    // 4 GiB fits a VM: that demand asks the policy at once, and it orders one.
+    d.input(Input::StartServer { server_id: ServerId(3) }).unwrap();
+    assert_eq!(d.state(3), ServerState::Queued);
+    assert_eq!(d.core.stats().scale_evaluations, evaluations + 1);
+    assert!(d.find(|k| matches!(k, CommandKind::ProvisionNode { .. })).is_some());
+}
+
+#[test]
 fn a_large_request_is_not_starved_by_a_stream_of_small_ones() {
     let mut config = static_config();
     config.queue.head_bypass_ms_max = 5 * MS_PER_MINUTE;
