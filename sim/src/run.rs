@@ -293,7 +293,24 @@ struct Held {
     from: Timestamp,
     to: Timestamp,
     sample: Sample,
-    /// Cloud VMs the provider bills (deleting ones included).
+    /// What the sample was made of, as last seen: while it stays the same, so does the
+    /// sample (and it is cheaper to compare than a sample is to make).
+    look: Look,
+}
+
+/// The core's totals a [`Sample`] is made of, and the cloud VMs the provider bills
+/// (deleting ones included). All `u64`, in order, so comparing two is a memory compare.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Look {
+    allocated_mib: u64,
+    queued_demand_mib: u64,
+    ready_usable_mib: u64,
+    provisioning_usable_mib: u64,
+    queued_count: u64,
+    servers_holding_ram: u64,
+    n_cloud_provisioning: u64,
+    n_ready_nodes: u64,
+    n_cloud_nodes: u64,
     vms: u64,
 }
 
@@ -302,6 +319,44 @@ impl Recorder {
     fn flush_held(&mut self) {
         let Some(held) = self.held.take() else { return };
         self.timeline.record(held.from, held.to, &held.sample);
+    }
+
+    /// The fleet looked like `look` from `from` to `to`, and the held span does not
+    /// (or ends earlier): its sample decides. The same sample grows the held span, else
+    /// the held span goes to the timeline and this one is held. Kept out of line: most
+    /// events leave the look alone.
+    #[inline(never)]
+    fn hold(&mut self, from: Timestamp, to: Timestamp, look: Look, n_dedicated: u64) {
+        let ready_cloud = look.n_ready_nodes.saturating_sub(n_dedicated);
+        let sample = Sample {
+            demand_mib: look.allocated_mib + look.queued_demand_mib,
+            allocated_mib: look.allocated_mib,
+            capacity_mib: look.ready_usable_mib,
+            provisioning_mib: look.provisioning_usable_mib,
+            queue_len: look.queued_count,
+            servers_holding_ram: look.servers_holding_ram,
+            nodes_provisioning: look.n_cloud_provisioning,
+            nodes_ready: look.n_ready_nodes,
+            nodes_draining: look
+                .n_cloud_nodes
+                .saturating_sub(look.n_cloud_provisioning + ready_cloud),
+            nodes_deleting: look.vms.saturating_sub(look.n_cloud_nodes),
+        };
+        match &mut self.held {
+            Some(held) if held.to == from && held.look.vms == look.vms && held.sample == sample => {
+                held.to = to;
+                held.look = look;
+            }
+            // Overwritten in place (taking it out and putting a new one in costs copies).
+            Some(held) => {
+                self.timeline.record(held.from, held.to, &held.sample);
+                held.from = from;
+                held.to = to;
+                held.sample = sample;
+                held.look = look;
+            }
+            None => self.held = Some(Held { from, to, sample, look }),
+        }
     }
 }
 
@@ -566,6 +621,11 @@ impl Simulation {
         );
     }
 
+    /// Move the clock to `to`: the fleet looked as it does now since the last event.
+    ///
+    /// Inlined for the common case, the fleet looking as it did: the held span then only
+    /// grows. A new look goes through [`Recorder::hold`].
+    #[inline(always)]
     fn advance(&mut self, to: Timestamp) {
         if self.stats_at_warmup.is_none() && to >= self.recorder.measure_from {
             self.stats_at_warmup = Some(self.core.stats());
@@ -574,27 +634,21 @@ impl Simulation {
         let from = self.now.max(rec.measure_from);
         if to > from {
             let totals = self.core.totals();
-            let vms = self.vms.len() as u64;
-            let ready_cloud = (totals.n_ready_nodes as u64).saturating_sub(self.n_dedicated);
-            let cloud = totals.n_cloud_nodes as u64;
-            let sample = Sample {
-                demand_mib: totals.allocated_mib + totals.queued_demand_mib,
+            let look = Look {
                 allocated_mib: totals.allocated_mib,
-                capacity_mib: totals.ready_usable_mib,
-                provisioning_mib: totals.provisioning_usable_mib,
-                queue_len: totals.queued_count as u64,
+                queued_demand_mib: totals.queued_demand_mib,
+                ready_usable_mib: totals.ready_usable_mib,
+                provisioning_usable_mib: totals.provisioning_usable_mib,
+                queued_count: totals.queued_count as u64,
                 servers_holding_ram: totals.servers_holding_ram as u64,
-                nodes_provisioning: totals.n_cloud_provisioning as u64,
-                nodes_ready: totals.n_ready_nodes as u64,
-                nodes_draining: cloud.saturating_sub(totals.n_cloud_provisioning as u64 + ready_cloud),
-                nodes_deleting: vms.saturating_sub(cloud),
+                n_cloud_provisioning: totals.n_cloud_provisioning as u64,
+                n_ready_nodes: totals.n_ready_nodes as u64,
+                n_cloud_nodes: totals.n_cloud_nodes as u64,
+                vms: self.vms.len() as u64,
             };
             match &mut rec.held {
-                Some(held) if held.to == from && held.vms == vms && held.sample == sample => held.to = to,
-                _ => {
-                    rec.flush_held();
-                    rec.held = Some(Held { from, to, sample, vms });
-                }
+                Some(held) if held.to == from && held.look == look => held.to = to,
+                _ => rec.hold(from, to, look, self.n_dedicated),
             }
         }
         self.now = to;
@@ -620,7 +674,24 @@ impl Simulation {
             self.execute(command);
         }
         while let Some(event) = self.core.poll_event() {
-            self.observe(event);
+            // Most events are of kinds `observe` has nothing to do with: they are not
+            // handed to it (a call there costs more than this test).
+            if !matches!(
+                event,
+                Event::StartQueued { .. }
+                    | Event::StartPlaced { .. }
+                    | Event::RamReleased { .. }
+                    | Event::ServerArchived { .. }
+                    | Event::NodeRequested { .. }
+                    | Event::NodeDraining { .. }
+                    | Event::PrewarmClaimed { .. }
+                    | Event::StartEnded {
+                        outcome: StartOutcome::Running,
+                        ..
+                    }
+            ) {
+                self.observe(event);
+            }
         }
         let totals = self.core.totals();
         if self.measuring() {
@@ -979,6 +1050,8 @@ impl Simulation {
         self.recorder.cloud_node_ms += measured as u128;
     }
 
+    /// What the sim makes of one core event. [`Self::drain`] hands over only the kinds
+    /// that do something here (the no-op arms below are for completeness).
     #[inline(never)]
     fn observe(&mut self, event: Event) {
         let measuring = self.measuring();
