@@ -1,13 +1,24 @@
-//! A map from dense integer ids to values: a vector slot per id below `DENSE_MAX`
-//! (what databases and the simulator hand out), an ordered map above. Iteration is in
+//! A map from dense integer ids to values: a slot per id below `DENSE_MAX` (what
+//! databases and the simulator hand out), an ordered map above. Iteration is in
 //! ascending id order, so it is deterministic, and lookups on the hot path are an
 //! index instead of a tree walk. The live dense ids are also kept in a sorted vector,
-//! so iterating costs the live entries only, however many ids came and went (cloud
-//! VMs: thousands ordered and deleted over a month, a few hundred alive).
+//! so iterating costs the live entries only, however many ids came and went.
+//!
+//! Two slot stores, chosen by the kind of id:
+//! - [`Flat`] (the default): one vector slot per id up to the largest. For ids that
+//!   stay (users, servers): one index per lookup.
+//! - [`Paged`]: slots in pages of `PAGE` ids, allocated when an id in them is
+//!   inserted and freed when their last entry goes. For ids that churn (cloud VMs:
+//!   thousands ordered and deleted over a month, each with a new id, a few hundred
+//!   alive), where a flat vector would grow with every id ever handed out and memory
+//!   would rise with simulated time. A run of dead ids costs one empty page-table entry
+//!   per `PAGE` ids, and the page table is bounded by `DENSE_MAX / PAGE` entries.
 
 use std::collections::BTreeMap;
 
 const DENSE_MAX: u64 = 1 << 22;
+const PAGE_BITS: u32 = 6;
+const PAGE: usize = 1 << PAGE_BITS;
 
 pub trait DenseId: Copy + Ord {
     fn index(self) -> u64;
@@ -29,19 +40,134 @@ macro_rules! dense_id {
 
 dense_id!(crate::types::ServerId, crate::types::UserId, crate::types::NodeId);
 
+/// Where an [`IdMap`] keeps the values of ids below `DENSE_MAX`.
+pub trait Slots<V>: Default {
+    fn get(&self, i: usize) -> Option<&V>;
+    fn get_mut(&mut self, i: usize) -> Option<&mut V>;
+    /// Put `value` in slot `i`; the value it held, if any.
+    fn put(&mut self, i: usize, value: V) -> Option<V>;
+    fn take(&mut self, i: usize) -> Option<V>;
+}
+
+/// One vector slot per id, up to the largest inserted.
 #[derive(Debug, Clone)]
-pub struct IdMap<K: DenseId, V> {
-    dense: Vec<Option<V>>,
-    /// The ids of the occupied `dense` slots, ascending.
+pub struct Flat<V>(Vec<Option<V>>);
+
+impl<V> Default for Flat<V> {
+    fn default() -> Self {
+        Flat(Vec::new())
+    }
+}
+
+impl<V> Slots<V> for Flat<V> {
+    #[inline]
+    fn get(&self, i: usize) -> Option<&V> {
+        self.0.get(i).and_then(Option::as_ref)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, i: usize) -> Option<&mut V> {
+        self.0.get_mut(i).and_then(Option::as_mut)
+    }
+
+    fn put(&mut self, i: usize, value: V) -> Option<V> {
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, || None);
+        }
+        self.0[i].replace(value)
+    }
+
+    fn take(&mut self, i: usize) -> Option<V> {
+        self.0.get_mut(i).and_then(Option::take)
+    }
+}
+
+/// `PAGE` consecutive slots and how many of them are occupied.
+#[derive(Debug, Clone)]
+struct Page<V> {
+    slots: Box<[Option<V>; PAGE]>,
+    live: u32,
+}
+
+/// Slots in pages of `PAGE` ids; a page is freed with its last entry.
+#[derive(Debug, Clone)]
+pub struct Paged<V>(Vec<Option<Page<V>>>);
+
+impl<V> Default for Paged<V> {
+    fn default() -> Self {
+        Paged(Vec::new())
+    }
+}
+
+impl<V> Paged<V> {
+    #[cfg(test)]
+    fn pages_allocated(&self) -> usize {
+        self.0.iter().filter(|p| p.is_some()).count()
+    }
+}
+
+#[inline]
+fn split(i: usize) -> (usize, usize) {
+    (i >> PAGE_BITS, i & (PAGE - 1))
+}
+
+impl<V> Slots<V> for Paged<V> {
+    #[inline]
+    fn get(&self, i: usize) -> Option<&V> {
+        let (page, slot) = split(i);
+        self.0.get(page)?.as_ref()?.slots[slot].as_ref()
+    }
+
+    #[inline]
+    fn get_mut(&mut self, i: usize) -> Option<&mut V> {
+        let (page, slot) = split(i);
+        self.0.get_mut(page)?.as_mut()?.slots[slot].as_mut()
+    }
+
+    fn put(&mut self, i: usize, value: V) -> Option<V> {
+        let (page, slot) = split(i);
+        if self.0.len() <= page {
+            self.0.resize_with(page + 1, || None);
+        }
+        let page = self.0[page].get_or_insert_with(|| {
+            let slots: Box<[Option<V>]> = (0..PAGE).map(|_| None).collect();
+            Page {
+                slots: slots.try_into().ok().expect("PAGE slots"),
+                live: 0,
+            }
+        });
+        let previous = page.slots[slot].replace(value);
+        page.live += u32::from(previous.is_none());
+        previous
+    }
+
+    fn take(&mut self, i: usize) -> Option<V> {
+        let (page_idx, slot) = split(i);
+        let page = self.0.get_mut(page_idx)?.as_mut()?;
+        let taken = page.slots[slot].take();
+        if taken.is_some() {
+            page.live -= 1;
+            if page.live == 0 {
+                self.0[page_idx] = None;
+            }
+        }
+        taken
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdMap<K: DenseId, V, S: Slots<V> = Flat<V>> {
+    slots: S,
+    /// The ids of the occupied slots, ascending.
     dense_ids: Vec<K>,
     sparse: BTreeMap<K, V>,
     len: usize,
 }
 
-impl<K: DenseId, V> Default for IdMap<K, V> {
+impl<K: DenseId, V, S: Slots<V>> Default for IdMap<K, V, S> {
     fn default() -> Self {
         IdMap {
-            dense: Vec::new(),
+            slots: S::default(),
             dense_ids: Vec::new(),
             sparse: BTreeMap::new(),
             len: 0,
@@ -49,7 +175,7 @@ impl<K: DenseId, V> Default for IdMap<K, V> {
     }
 }
 
-impl<K: DenseId, V> IdMap<K, V> {
+impl<K: DenseId, V, S: Slots<V>> IdMap<K, V, S> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -66,7 +192,7 @@ impl<K: DenseId, V> IdMap<K, V> {
     pub fn get(&self, key: &K) -> Option<&V> {
         let i = key.index();
         if i < DENSE_MAX {
-            self.dense.get(i as usize).and_then(Option::as_ref)
+            self.slots.get(i as usize)
         } else {
             self.sparse.get(key)
         }
@@ -76,7 +202,7 @@ impl<K: DenseId, V> IdMap<K, V> {
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = key.index();
         if i < DENSE_MAX {
-            self.dense.get_mut(i as usize).and_then(Option::as_mut)
+            self.slots.get_mut(i as usize)
         } else {
             self.sparse.get_mut(key)
         }
@@ -89,11 +215,7 @@ impl<K: DenseId, V> IdMap<K, V> {
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let i = key.index();
         let previous = if i < DENSE_MAX {
-            let i = i as usize;
-            if self.dense.len() <= i {
-                self.dense.resize_with(i + 1, || None);
-            }
-            let previous = self.dense[i].replace(value);
+            let previous = self.slots.put(i as usize, value);
             if previous.is_none() {
                 // Ids are mostly handed out ascending: a push at the end.
                 if self.dense_ids.last().is_none_or(|last| *last < key) {
@@ -116,7 +238,7 @@ impl<K: DenseId, V> IdMap<K, V> {
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let i = key.index();
         let removed = if i < DENSE_MAX {
-            let removed = self.dense.get_mut(i as usize).and_then(Option::take);
+            let removed = self.slots.take(i as usize);
             if removed.is_some() {
                 let at = self.dense_ids.partition_point(|id| id < key);
                 self.dense_ids.remove(at);
@@ -138,9 +260,7 @@ impl<K: DenseId, V> IdMap<K, V> {
             .map(|&k| {
                 (
                     k,
-                    self.dense[k.index() as usize]
-                        .as_ref()
-                        .expect("listed ids are occupied"),
+                    self.slots.get(k.index() as usize).expect("listed ids are occupied"),
                 )
             })
             .chain(self.sparse.iter().map(|(&k, v)| (k, v)))
@@ -155,7 +275,7 @@ impl<K: DenseId, V> IdMap<K, V> {
     }
 }
 
-impl<K: DenseId + std::fmt::Debug, V> std::ops::Index<&K> for IdMap<K, V> {
+impl<K: DenseId + std::fmt::Debug, V, S: Slots<V>> std::ops::Index<&K> for IdMap<K, V, S> {
     type Output = V;
 
     #[inline]
@@ -259,9 +379,8 @@ mod tests {
     use super::*;
     use crate::types::ServerId;
 
-    #[test]
-    fn dense_and_sparse_ids_iterate_in_order() {
-        let mut map = IdMap::new();
+    fn dense_and_sparse_ids_iterate_in_order<S: Slots<&'static str>>() {
+        let mut map: IdMap<ServerId, &str, S> = IdMap::new();
         map.insert(ServerId(1 << 40), "far");
         map.insert(ServerId(7), "seven");
         map.insert(ServerId(2), "two");
@@ -276,10 +395,40 @@ mod tests {
         assert_eq!(map.len(), 2);
         map.insert(ServerId(5), "five");
         map.insert(ServerId(9), "nine");
+        assert_eq!(map.insert(ServerId(9), "nine again"), Some("nine"));
         assert_eq!(
             map.keys().collect::<Vec<_>>(),
             vec![ServerId(2), ServerId(5), ServerId(9), ServerId(1 << 40)]
         );
+    }
+
+    #[test]
+    fn both_slot_stores_iterate_dense_and_sparse_ids_in_order() {
+        dense_and_sparse_ids_iterate_in_order::<Flat<&str>>();
+        dense_and_sparse_ids_iterate_in_order::<Paged<&str>>();
+    }
+
+    #[test]
+    fn ids_that_come_and_go_leave_no_pages_behind() {
+        // Like cloud VMs: every id new, a few alive at a time.
+        let mut map: IdMap<ServerId, u64, Paged<u64>> = IdMap::new();
+        map.insert(ServerId(1), 1);
+        for id in 2..100_000u64 {
+            map.insert(ServerId(id), id);
+            if id > 10 {
+                assert_eq!(map.remove(&ServerId(id - 8)), Some(id - 8));
+            }
+        }
+        assert_eq!(map.len(), 10, "ids 1, 2 and the last eight");
+        assert_eq!(
+            map.slots.pages_allocated(),
+            2,
+            "the page of ids 1 and 2, and the current one"
+        );
+        assert_eq!(map[&ServerId(99_999)], 99_999);
+        assert_eq!(map.get(&ServerId(50_000)), None);
+        assert_eq!(map.keys().take(3).collect::<Vec<_>>(), [ServerId(1), ServerId(2), ServerId(99_992)]);
+        assert_eq!(map.slots.0.len(), 99_999 / PAGE + 1);
     }
 
     #[test]

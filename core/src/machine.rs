@@ -10,7 +10,7 @@ use crate::io::{
     Rejection, StartOutcome, StopReason,
 };
 use crate::model::{
-    Accrual, AccrualKind, Node, NodeKind, NodeState, Server, ServerState, StartRequest, TimerSlot, User,
+    Accrual, AccrualKind, Node, NodeKind, NodeMap, NodeState, Server, ServerState, StartRequest, TimerSlot, User,
 };
 use crate::pending::PendingMap;
 use crate::placement::FreeIndex;
@@ -99,7 +99,7 @@ pub struct Core {
     now: Timestamp,
     users: IdMap<UserId, User>,
     servers: IdMap<ServerId, Server>,
-    nodes: IdMap<NodeId, Node>,
+    nodes: NodeMap,
     free_dedicated: FreeIndex,
     free_cloud: FreeIndex,
     queue: StartQueue,

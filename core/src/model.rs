@@ -33,6 +33,10 @@ pub enum NodeKind {
     },
 }
 
+/// The core's nodes by id. Paged slots: every cloud VM gets a new id, so a flat slot
+/// vector would grow with every VM ever ordered (see `idmap`).
+pub type NodeMap = crate::idmap::IdMap<NodeId, Node, crate::idmap::Paged<Node>>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub id: NodeId,

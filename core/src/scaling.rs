@@ -316,7 +316,7 @@ pub struct FleetView<'a> {
     pub now: Timestamp,
     pub trigger: Trigger,
     pub totals: FleetTotals,
-    pub nodes: &'a crate::idmap::IdMap<NodeId, Node>,
+    pub nodes: &'a crate::model::NodeMap,
     /// The first `QUEUE_VIEW_MAX` queued requests as `(RAM, how many)`, ascending by
     /// RAM, every count at least 1. (First-fit decreasing needs the sizes, not the
     /// order; while the queue is no longer than that, this is the queue's own tally.)
@@ -735,7 +735,7 @@ mod tests {
 
     /// A fleet of 16 GB cloud VMs (15 GB usable) for the policy to look at.
     struct Fleet {
-        nodes: crate::idmap::IdMap<NodeId, Node>,
+        nodes: crate::model::NodeMap,
         catalog: Catalog,
         reserve: ReserveConfig,
         queued: Vec<u32>,
