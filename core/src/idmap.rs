@@ -257,12 +257,7 @@ impl<K: DenseId, V, S: Slots<V>> IdMap<K, V, S> {
     pub fn iter(&self) -> impl Iterator<Item = (K, &V)> {
         self.dense_ids
             .iter()
-            .map(|&k| {
-                (
-                    k,
-                    self.slots.get(k.index() as usize).expect("listed ids are occupied"),
-                )
-            })
+            .map(|&k| (k, self.slots.get(k.index() as usize).expect("listed ids are occupied")))
             .chain(self.sparse.iter().map(|(&k, v)| (k, v)))
     }
 
@@ -427,7 +422,10 @@ mod tests {
         );
         assert_eq!(map[&ServerId(99_999)], 99_999);
         assert_eq!(map.get(&ServerId(50_000)), None);
-        assert_eq!(map.keys().take(3).collect::<Vec<_>>(), [ServerId(1), ServerId(2), ServerId(99_992)]);
+        assert_eq!(
+            map.keys().take(3).collect::<Vec<_>>(),
+            [ServerId(1), ServerId(2), ServerId(99_992)]
+        );
         assert_eq!(map.slots.0.len(), 99_999 / PAGE + 1);
     }
 

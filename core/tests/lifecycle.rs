@@ -50,6 +50,16 @@ impl Driver {
         self.now = target;
     }
 
+    /// Register user 1 with a balance.
+    fn user(&mut self, balance_micros: i64) {
+        self.input(Input::RegisterUser { user_id: UserId(1) }).unwrap();
+        self.input(Input::TopUp {
+            user_id: UserId(1),
+            amount_micros: balance_micros,
+        })
+        .unwrap();
+    }
+
     fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
     }
@@ -95,12 +105,7 @@ fn with_user_and_node(config: CoreConfig, node_gb: u32, balance_micros: i64) -> 
         is_system: false,
     })
     .unwrap();
-    d.input(Input::RegisterUser { user_id: UserId(1) }).unwrap();
-    d.input(Input::TopUp {
-        user_id: UserId(1),
-        amount_micros: balance_micros,
-    })
-    .unwrap();
+    d.user(balance_micros);
     d
 }
 
@@ -506,12 +511,7 @@ fn cloud_config() -> CoreConfig {
 #[test]
 fn the_reactive_policy_orders_once_per_demand_and_deletes_empty_vms() {
     let mut d = Driver::new(cloud_config());
-    d.input(Input::RegisterUser { user_id: UserId(1) }).unwrap();
-    d.input(Input::TopUp {
-        user_id: UserId(1),
-        amount_micros: 100_000_000,
-    })
-    .unwrap();
+    d.user(100_000_000);
     for id in 1..=3 {
         d.input(Input::CreateServer {
             server_id: ServerId(id),
@@ -578,12 +578,7 @@ fn the_reactive_policy_orders_once_per_demand_and_deletes_empty_vms() {
 #[test]
 fn a_request_no_vm_type_can_hold_waits_without_asking_the_policy_again() {
     let mut d = Driver::new(cloud_config());
-    d.input(Input::RegisterUser { user_id: UserId(1) }).unwrap();
-    d.input(Input::TopUp {
-        user_id: UserId(1),
-        amount_micros: 100_000_000,
-    })
-    .unwrap();
+    d.user(100_000_000);
     d.input(Input::AddDedicatedNode {
         name: "ax".into(),
         capacity_mib: 32768,
