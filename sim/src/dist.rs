@@ -2,7 +2,7 @@
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Exp, LogNormal, Weibull};
+use rand_distr::{Distribution, Exp, LogNormal, OpenClosed01, Weibull};
 use serde::{Deserialize, Serialize};
 
 /// A distribution of non-negative values; the unit comes from the field's name
@@ -95,6 +95,14 @@ impl Dist {
                 }
             }
             Dist::Exponential { mean } => Exp::new(1.0 / mean).expect("validated").sample(rng),
+            // Shape 1/2 (the default session length, heavy-tailed) gives exponent 2:
+            // `x * x` is the correctly rounded square, what `powf(x, 2.0)` computes with a
+            // library call and a half-ULP error bound, from the same draw as rand_distr.
+            Dist::Weibull { shape, scale } if 1.0 / *shape == 2.0 => {
+                let u: f64 = rng.sample(OpenClosed01);
+                let x = -u.ln();
+                scale * (x * x)
+            }
             Dist::Weibull { shape, scale } => Weibull::new(*scale, *shape).expect("validated").sample(rng),
             Dist::Lognormal { median, sigma } => LogNormal::new(median.ln(), *sigma).expect("validated").sample(rng),
             Dist::Empirical { samples } => samples[rng.random_range(0..samples.len())],
@@ -200,6 +208,21 @@ mod tests {
             assert!(rel < 0.02, "{dist:?}: sample mean {mean} vs {}", dist.mean());
         }
         assert!((gamma(5.0) - 24.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn weibull_shape_one_half_draws_what_rand_distr_draws() {
+        // The squared fast path against the library's `powf(x, 2.0)`, draw for draw.
+        let dist = Dist::Weibull {
+            shape: 0.5,
+            scale: 30.0,
+        };
+        let library = Weibull::new(30.0, 0.5).expect("valid");
+        let (mut ours, mut theirs) = (ChaCha8Rng::seed_from_u64(7), ChaCha8Rng::seed_from_u64(7));
+        for _ in 0..1_000_000 {
+            let (a, b): (f64, f64) = (dist.sample(&mut ours), library.sample(&mut theirs));
+            assert_eq!(a.to_bits(), b.to_bits(), "{a} vs {b}");
+        }
     }
 
     #[test]
