@@ -98,7 +98,6 @@ fn bench_policies(c: &mut Criterion) {
                     catalog: &catalog,
                     type_usable_mib: &type_usable,
                     last_scale_up_at: None,
-                    reserve: &reserve,
                 };
                 black_box(policy.evaluate(black_box(&view)))
             })

@@ -122,13 +122,10 @@ pub struct Core {
     totals: FleetTotals,
     last_scale_up_at: Option<Timestamp>,
     scale_tick_at: Option<Timestamp>,
-    /// Largest usable RAM a node could offer (dedicated or any catalog type).
+    /// Largest usable RAM a new VM of any catalog type offers.
     largest_placeable_mib: u32,
     /// Largest usable RAM of a ready dedicated node.
     largest_dedicated_usable_mib: u32,
-    /// RAM of the queued requests some catalog type could hold (at most
-    /// `largest_placeable_mib`): the queued demand new VMs can help with.
-    queued_cloud_demand_mib: u64,
     /// Scratch for the policy's view of a queue longer than `QUEUE_VIEW_MAX`.
     queue_view: Vec<(u32, u32)>,
     /// Usable RAM of a new node of each catalog type (catalog and reserve are fixed).
@@ -188,7 +185,6 @@ impl Core {
             scale_tick_at: None,
             largest_placeable_mib,
             largest_dedicated_usable_mib: 0,
-            queued_cloud_demand_mib: 0,
             queue_view: Vec::new(),
             type_usable_mib,
             dispatch_buffer: Vec::new(),
@@ -1079,9 +1075,6 @@ impl Core {
         server.accrual.kind = None;
         self.totals.queued_count += 1;
         self.totals.queued_demand_mib += server.ram_mib as u64;
-        if server.ram_mib <= self.largest_placeable_mib {
-            self.queued_cloud_demand_mib += server.ram_mib as u64;
-        }
         let position = self.queue.position(seq) as u32;
         self.events.push_back(Event::StartQueued { server_id, position });
     }
@@ -1092,9 +1085,6 @@ impl Core {
         let entry = self.queue.remove(seq);
         self.totals.queued_count -= 1;
         self.totals.queued_demand_mib -= entry.ram_mib as u64;
-        if entry.ram_mib <= self.largest_placeable_mib {
-            self.queued_cloud_demand_mib -= entry.ram_mib as u64;
-        }
     }
 
     /// Start what fits, in queue order (at most `scan_max` entries per pass).
@@ -1878,7 +1868,7 @@ impl Core {
     /// a dedicated machine, and asking the policy again on every input while it waits
     /// would change nothing it orders for the queue (the periodic tick still runs).
     fn request_demand_evaluation(&mut self) {
-        if self.queued_cloud_demand_mib <= self.totals.provisioning_usable_mib {
+        if self.queue.demand_mib_up_to(self.largest_placeable_mib) <= self.totals.provisioning_usable_mib {
             return;
         }
         self.evaluate_scaling(Trigger::Demand);
@@ -1901,7 +1891,6 @@ impl Core {
             catalog: &self.config.catalog,
             type_usable_mib: &self.type_usable_mib,
             last_scale_up_at: self.last_scale_up_at,
-            reserve: &self.config.reserve,
         };
         let decision = self.policy.evaluate(&view);
         self.apply_decision(decision);
@@ -2113,16 +2102,8 @@ impl Core {
         {
             return Err("draining node set disagrees with the nodes".to_string());
         }
-        let cloud_demand: u64 = self
-            .queue
-            .iter()
-            .map(|(_, e)| e.ram_mib)
-            .filter(|&m| m <= self.largest_placeable_mib)
-            .map(u64::from)
-            .sum();
         if self.queue.len() != self.totals.queued_count as usize
             || self.queue.demand_mib() != self.totals.queued_demand_mib
-            || cloud_demand != self.queued_cloud_demand_mib
         {
             return Err("queue totals disagree with the queue".to_string());
         }

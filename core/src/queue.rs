@@ -104,6 +104,16 @@ impl StartQueue {
         self.entries.is_empty()
     }
 
+    /// RAM of the queued requests of at most `max_mib` each (from the size tally: a
+    /// handful of tiers, not the queue).
+    pub fn demand_mib_up_to(&self, max_mib: u32) -> u64 {
+        self.by_size
+            .iter()
+            .take_while(|&&(mib, _)| mib <= max_mib)
+            .map(|&(mib, n)| mib as u64 * n as u64)
+            .sum()
+    }
+
     pub fn demand_mib(&self) -> u64 {
         self.demand_mib
     }
@@ -158,6 +168,14 @@ mod tests {
                 model.values().map(|e| e.ram_mib as u64).sum::<u64>()
             );
             assert_eq!(queue.smallest_mib(), model.values().map(|e| e.ram_mib).min());
+            assert_eq!(
+                queue.demand_mib_up_to(4096),
+                model
+                    .values()
+                    .map(|e| e.ram_mib as u64)
+                    .filter(|&m| m <= 4096)
+                    .sum::<u64>()
+            );
             if step % 97 == 0 {
                 assert!(
                     queue

@@ -332,7 +332,6 @@ pub struct FleetView<'a> {
     /// `ServerTypeIdx`: computed once, the catalog and the reserve being fixed.
     pub type_usable_mib: &'a [u32],
     pub last_scale_up_at: Option<Timestamp>,
-    pub reserve: &'a crate::config::ReserveConfig,
 }
 
 pub const QUEUE_VIEW_MAX: usize = 256;
@@ -390,7 +389,7 @@ pub struct CompositePolicy {
     /// threshold, ordered by node id; and a spare buffer to rebuild it into.
     under_since: Vec<(NodeId, Timestamp)>,
     under_buffer: Vec<(NodeId, Timestamp)>,
-    /// Scratch bins for `bins_needed_into` (no allocation per evaluation).
+    /// Scratch bins for `bins_needed` (no allocation per evaluation).
     bins_buffer: Vec<u32>,
 }
 
@@ -532,17 +531,10 @@ pub fn choose_type(
         .min_by_key(|&t| (catalog.server_types[t.0 as usize].price_micros_per_hour, t))
 }
 
-/// How many new bins of `bin_mib` first-fit-decreasing needs for `demands` once the
-/// `existing_free` bins are used up.
-pub fn bins_needed(demands: &[u32], existing_free: &[u32], bin_mib: u32) -> u32 {
-    let mut sorted: Vec<u32> = demands.to_vec();
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
-    bins_needed_into(sorted, existing_free.iter().copied(), bin_mib, &mut Vec::new())
-}
-
-/// `bins_needed` for demands already in decreasing order, with `bins` as the scratch
+/// How many new bins of `bin_mib` first-fit-decreasing needs for `decreasing` (the
+/// demands, largest first) once the `existing_free` bins are used up. `bins` is scratch
 /// space (cleared first; it keeps its allocation for the next call).
-pub fn bins_needed_into(
+pub fn bins_needed(
     decreasing: impl IntoIterator<Item = u32>,
     existing_free: impl IntoIterator<Item = u32>,
     bin_mib: u32,
@@ -593,7 +585,7 @@ impl ScalingPolicy for CompositePolicy {
                     .iter()
                     .rev()
                     .flat_map(|&(m, n)| std::iter::repeat_n(m, n as usize));
-                let mut n_new = bins_needed_into(
+                let mut n_new = bins_needed(
                     decreasing,
                     view.provisioning_usable_mib.values().copied(),
                     view.type_usable_mib[t.0 as usize],
@@ -722,11 +714,13 @@ mod tests {
 
     #[test]
     fn first_fit_decreasing_counts_new_bins() {
-        assert_eq!(bins_needed(&[4096, 4096, 2048], &[], 7168), 2);
-        assert_eq!(bins_needed(&[4096, 2048], &[7168], 7168), 0);
-        assert_eq!(bins_needed(&[], &[], 7168), 0);
+        let mut bins = vec![1, 2, 3];
+        assert_eq!(bins_needed([4096, 4096, 2048], [], 7168, &mut bins), 2);
+        assert_eq!(bins, [1024, 3072], "scratch cleared, then two new bins");
+        assert_eq!(bins_needed([4096, 2048], [7168], 7168, &mut bins), 0);
+        assert_eq!(bins_needed([], [], 7168, &mut bins), 0);
         // A request larger than a bin is left for a larger type, not counted here.
-        assert_eq!(bins_needed(&[16384], &[], 7168), 0);
+        assert_eq!(bins_needed([16384], [], 7168, &mut bins), 0);
     }
 
     const GB: u64 = 1024;
@@ -828,7 +822,6 @@ mod tests {
                 catalog: &self.catalog,
                 type_usable_mib: &type_usable,
                 last_scale_up_at: self.last_scale_up_at,
-                reserve: &self.reserve,
             };
             policy.evaluate(&view)
         }

@@ -343,7 +343,8 @@ impl Recorder {
             nodes_deleting: look.vms.saturating_sub(look.n_cloud_nodes),
         };
         match &mut self.held {
-            Some(held) if held.to == from && held.look.vms == look.vms && held.sample == sample => {
+            // The sample is all the timeline sees: equal samples merge, whatever else moved.
+            Some(held) if held.to == from && held.sample == sample => {
                 held.to = to;
                 held.look = look;
             }
