@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
 """Run `payperplay-sim run` and the SimPy model (model.py) on the same scenario and seed,
-one after the other in this process, and print their timings, a few outcomes side by
-side and our speed as a ratio. Called by compare.sh (which builds and sets up the venv).
+in this process, and print their timings, a few outcomes side by side and our speed as
+a ratio. Called by compare.sh (which builds and sets up the venv).
 
-Usage: compare.py SIM_BINARY SCENARIO.toml [--seed N] [--tolerance PCT]
-Exit status 1 when a compared outcome differs by more than the tolerance.
+Our run takes about a second and the SimPy model's about forty, and a shared machine's
+speed drifts over minutes, so one run of ours could land in a fast or a slow spell that
+the SimPy run averages out. Ours therefore runs `--repeat` times (default 5), half before
+the SimPy model and half after, and its median time is the one compared. Every repeat
+must write the same outcome.json, byte for byte (the simulator is deterministic).
+
+Usage: compare.py SIM_BINARY SCENARIO.toml [--seed N] [--tolerance PCT] [--repeat N]
+Exit status 1 when a compared outcome differs by more than the tolerance, 2 when the
+repeats disagree.
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,19 +45,31 @@ def main():
     parser.add_argument("scenario")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--tolerance", type=float, default=5.0, help="percent (default 5)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of ours; the median counts (default 5)")
     args = parser.parse_args()
     with open(args.scenario, "rb") as f:
         seed = args.seed if args.seed is not None else int(tomllib.load(f).get("seed", 1))
 
-    with tempfile.TemporaryDirectory() as out:
-        proc, ours_wall, ours_cpu = timed(
-            [args.binary, "run", args.scenario, "--seed", str(seed), "--quiet", "--out", out],
-            stdout=subprocess.DEVNULL,
-        )
-        if proc.returncode not in (0, 1):  # 1: an [expect] bound failed, still an outcome
-            sys.exit(f"compare: payperplay-sim failed with status {proc.returncode}")
-        with open(os.path.join(out, "outcome.json")) as f:
-            ours = json.load(f)
+    repeat = max(1, args.repeat)
+    runs = []  # (wall, cpu, outcome.json bytes)
+
+    def run_ours():
+        with tempfile.TemporaryDirectory() as out:
+            proc, wall, cpu = timed(
+                [args.binary, "run", args.scenario, "--seed", str(seed), "--quiet", "--out", out],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            if proc.returncode not in (0, 1):  # 1: an [expect] bound failed, still an outcome
+                sys.stderr.write(proc.stderr)
+                sys.exit(f"compare: payperplay-sim failed with status {proc.returncode}")
+            with open(os.path.join(out, "outcome.json"), "rb") as f:
+                runs.append((wall, cpu, f.read()))
+
+    before = (repeat + 1) // 2
+    for _ in range(before):
+        run_ours()
     proc, simpy_wall, simpy_cpu = timed(
         [sys.executable, os.path.join(HERE, "model.py"), args.scenario, "--seed", str(seed)],
         stdout=subprocess.PIPE,
@@ -58,6 +78,15 @@ def main():
     if proc.returncode != 0:
         sys.exit(f"compare: the SimPy model failed with status {proc.returncode}")
     simpy = json.loads(proc.stdout)
+    for _ in range(repeat - before):
+        run_ours()
+    if any(outcome != runs[0][2] for _, _, outcome in runs):
+        print("compare: repeated runs of payperplay-sim wrote different outcomes", file=sys.stderr)
+        sys.exit(2)
+    ours = json.loads(runs[0][2])
+    walls = sorted(wall for wall, _, _ in runs)
+    ours_wall = statistics.median(walls)
+    ours_cpu = statistics.median(cpu for _, cpu, _ in runs)
 
     hours = ours["simulated_hours"]
     print(f"scenario {args.scenario}, seed {seed}, {hours:.0f} simulated hours\n")
@@ -83,6 +112,8 @@ def main():
     print()
     print(f"{'simulated events':34} {ours['sim']['events']:16d} {simpy['events']:16d}")
     print(f"{'wall time (s)':34} {ours_wall:16.3f} {simpy_wall:16.3f}")
+    if len(walls) > 1:
+        print(f"ours: the median of {len(walls)} runs ({', '.join(f'{w:.3f}' for w in walls)} s)")
     print(f"{'CPU time (s)':34} {ours_cpu:16.3f} {simpy_cpu:16.3f}")
     print(f"{'simulated hours per wall second':34} {hours / ours_wall:16.1f} {simpy['simulated_hours'] / simpy_wall:16.1f}")
     print(f"{'events per CPU second':34} {ours['sim']['events'] / ours_cpu:16.0f} {simpy['events'] / simpy_cpu:16.0f}")
