@@ -621,7 +621,6 @@ impl Store {
         }
     }
 
-    /// Journal rows with `seq > after_seq`, in order, at most `limit`.
     /// Every journal row, oldest first, read `page_rows` at a time and handed to `each`
     /// (replay on start, the journal and trace exports).
     pub async fn for_each_journal_row<E: From<StoreError>>(
@@ -640,7 +639,8 @@ impl Store {
         }
     }
 
-    pub async fn journal_page(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<JournalRow>> {
+    /// Journal rows with `seq > after_seq`, in order, at most `limit`.
+    async fn journal_page(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<JournalRow>> {
         Ok(
             sqlx::query_as("SELECT seq, at_ms, input FROM journal WHERE seq > $1 ORDER BY seq LIMIT $2")
                 .bind(after_seq)
