@@ -145,6 +145,35 @@ pub enum CommandKind {
     },
 }
 
+impl CommandKind {
+    /// Whether the core waits for this command's result (`CommandSucceeded` or
+    /// `CommandFailed`). The others are fire-and-forget for the core; a shell still
+    /// carries them out exactly once by id. Shells ask this instead of keeping a list.
+    pub fn awaits_result(&self) -> bool {
+        matches!(
+            self,
+            CommandKind::ProvisionNode { .. }
+                | CommandKind::DeleteNode { .. }
+                | CommandKind::StartContainer { .. }
+                | CommandKind::StopContainer { .. }
+        )
+    }
+
+    /// The kind's name in snake case, as it is serialized (logs, metrics, SQL).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandKind::ProvisionNode { .. } => "provision_node",
+            CommandKind::DeleteNode { .. } => "delete_node",
+            CommandKind::StartContainer { .. } => "start_container",
+            CommandKind::StopContainer { .. } => "stop_container",
+            CommandKind::ArchiveWorld { .. } => "archive_world",
+            CommandKind::DeleteWorld { .. } => "delete_world",
+            CommandKind::PostLedgerEntry { .. } => "post_ledger_entry",
+            CommandKind::SendEmail { .. } => "send_email",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {

@@ -173,31 +173,6 @@ async fn lock_journal(store: &Store, wait_ms_max: u64) -> Result<sqlx::PgConnect
     }
 }
 
-/// Whether the core waits for a command's result (the others are fire-and-forget
-/// for the core; the shell still carries them out exactly once by id).
-fn core_awaits_result(kind: &CommandKind) -> bool {
-    matches!(
-        kind,
-        CommandKind::ProvisionNode { .. }
-            | CommandKind::DeleteNode { .. }
-            | CommandKind::StartContainer { .. }
-            | CommandKind::StopContainer { .. }
-    )
-}
-
-fn command_kind_name(kind: &CommandKind) -> &'static str {
-    match kind {
-        CommandKind::ProvisionNode { .. } => "provision_node",
-        CommandKind::DeleteNode { .. } => "delete_node",
-        CommandKind::StartContainer { .. } => "start_container",
-        CommandKind::StopContainer { .. } => "stop_container",
-        CommandKind::ArchiveWorld { .. } => "archive_world",
-        CommandKind::DeleteWorld { .. } => "delete_world",
-        CommandKind::PostLedgerEntry { .. } => "post_ledger_entry",
-        CommandKind::SendEmail { .. } => "send_email",
-    }
-}
-
 impl Runtime {
     /// Rebuilds the core from the journal, re-issues commands that were not finished,
     /// adds configured dedicated nodes that the core does not know, and reconciles
@@ -226,7 +201,7 @@ impl Runtime {
                 }
                 let _ = core.handle(Timestamp(row.at_ms as u64), input);
                 while let Some(command) = core.poll_command() {
-                    if core_awaits_result(&command.kind) {
+                    if command.kind.awaits_result() {
                         in_flight.insert(command.id, command);
                     } else if command.id.0 as i64 > recorded_command_id_max {
                         unrecorded.push(command);
@@ -263,7 +238,7 @@ impl Runtime {
                 .map_err(StoreError::from)?;
         for value in pending {
             let command: Command = serde_json::from_value(value)?;
-            if !core_awaits_result(&command.kind) {
+            if !command.kind.awaits_result() {
                 runtime.dispatch(command);
             }
         }
@@ -365,12 +340,12 @@ impl Runtime {
             .store
             .record_command(
                 command.id.0 as i64,
-                command_kind_name(&command.kind),
+                command.kind.name(),
                 &serde_json::to_value(&command)?,
                 now,
             )
             .await?;
-        if core_awaits_result(&command.kind) {
+        if command.kind.awaits_result() {
             self.in_flight.insert(command.id, command.clone());
         }
         self.dispatch(command);
@@ -378,7 +353,7 @@ impl Runtime {
     }
 
     fn dispatch(&self, command: Command) {
-        metrics::counter!("payperplay_commands_total", "kind" => command_kind_name(&command.kind)).increment(1);
+        metrics::counter!("payperplay_commands_total", "kind" => command.kind.name()).increment(1);
         let executor = Executor {
             deps: self.deps.clone(),
             sink: self.handle.observation_sink(),
@@ -562,9 +537,9 @@ impl Executor {
             tracing::error!(command_id = %command.id, %store_error, "command outcome not recorded");
         }
         if let Err(reason) = &outcome {
-            tracing::error!(command_id = %command.id, kind = command_kind_name(&command.kind), %reason, "command failed");
+            tracing::error!(command_id = %command.id, kind = command.kind.name(), %reason, "command failed");
         }
-        if core_awaits_result(&command.kind) {
+        if command.kind.awaits_result() {
             let input = match outcome {
                 Ok(()) => Input::CommandSucceeded { command_id: command.id },
                 Err(reason) => Input::CommandFailed {
