@@ -9,12 +9,13 @@ use std::time::Duration;
 use payperplay_mcproto::ProtoError;
 use payperplay_mcproto::codec::write_string;
 use payperplay_mcproto::frame::{PACKET_BYTES_MAX, Packet, encode_frame, read_frame};
-use payperplay_mcproto::legacy::{LEGACY_PING_ID, LEGACY_REQUEST_BYTES_MAX, LegacyRequest, LegacyStatus};
+use payperplay_mcproto::legacy::{LegacyRequest, LegacyStatus};
 use payperplay_mcproto::packets::{
     self, Handshake, LoginStart, LoginSuccess, NextState, StatusPlayers, StatusResponse, StatusVersion, chat_text_json,
     ids, offline_uuid,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use payperplay_mcproto::server::{Opening, read_opening};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 
@@ -46,19 +47,15 @@ mod play_ids {
 pub async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ignored = stream.set_nodelay(true);
     let deadline = Duration::from_millis(HANDSHAKE_DEADLINE_MS);
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
-        Ok(Ok(1)) => {}
-        _ => return,
-    }
-    if first[0] == LEGACY_PING_ID {
-        let _ignored = answer_legacy_ping(&shared, stream).await;
-        return;
-    }
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::new(read_half);
-    let handshake = match tokio::time::timeout(deadline, read_handshake(&mut reader)).await {
-        Ok(Ok(handshake)) => handshake,
+    let legacy_window = Duration::from_millis(LEGACY_READ_WINDOW_MS);
+    let handshake = match tokio::time::timeout(deadline, read_opening(&mut reader, legacy_window)).await {
+        Ok(Ok(Opening::Handshake { handshake, .. })) => handshake,
+        Ok(Ok(Opening::Legacy(request))) => {
+            let _ignored = answer_legacy_ping(&shared, &request, &mut write_half).await;
+            return;
+        }
         _ => return,
     };
     match handshake.next_state {
@@ -66,11 +63,8 @@ pub async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: Sock
             let _ignored = tokio::time::timeout(deadline, serve_status(&shared, &mut reader, &mut write_half)).await;
         }
         NextState::Transfer => {
-            let _ignored = write_packet(
-                &mut write_half,
-                &packets::login_disconnect("Incoming transfers are not accepted"),
-            )
-            .await;
+            let refusal = packets::login_disconnect("Incoming transfers are not accepted");
+            let _ignored = write_packet(&mut write_half, &refusal).await;
         }
         NextState::Login => {
             let login = tokio::time::timeout(deadline, read_frame(&mut reader, PRE_PLAY_PACKET_BYTES_MAX)).await;
@@ -83,10 +77,6 @@ pub async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: Sock
             }
         }
     }
-}
-
-async fn read_handshake(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Result<Handshake, ProtoError> {
-    Handshake::from_packet(&read_frame(reader, PRE_PLAY_PACKET_BYTES_MAX).await?)
 }
 
 async fn write_packet(writer: &mut OwnedWriteHalf, packet: &Packet) -> Result<(), ProtoError> {
@@ -138,27 +128,11 @@ async fn serve_status(
     }
 }
 
-async fn answer_legacy_ping(shared: &Shared, mut stream: TcpStream) -> Result<(), ProtoError> {
-    let mut request = Vec::with_capacity(LEGACY_REQUEST_BYTES_MAX);
-    let window = tokio::time::sleep(Duration::from_millis(LEGACY_READ_WINDOW_MS));
-    tokio::pin!(window);
-    let mut buffer = [0u8; 256];
-    loop {
-        if let Ok(LegacyRequest::WithPayload { host: Some(_), .. }) = LegacyRequest::parse(&request) {
-            break;
-        }
-        if request.len() >= LEGACY_REQUEST_BYTES_MAX {
-            break;
-        }
-        tokio::select! {
-            read = stream.read(&mut buffer) => match read? {
-                0 => break,
-                n => request.extend_from_slice(&buffer[..n.min(LEGACY_REQUEST_BYTES_MAX - request.len())]),
-            },
-            () = &mut window => break,
-        }
-    }
-    let parsed = LegacyRequest::parse(&request)?;
+async fn answer_legacy_ping(
+    shared: &Shared,
+    request: &LegacyRequest,
+    writer: &mut OwnedWriteHalf,
+) -> Result<(), ProtoError> {
     let status = LegacyStatus {
         protocol: 127,
         version: shared.config.version_name.clone(),
@@ -166,8 +140,8 @@ async fn answer_legacy_ping(shared: &Shared, mut stream: TcpStream) -> Result<()
         online: shared.online_count() as i64,
         max: i64::from(shared.config.max_players),
     };
-    stream.write_all(&status.encode_for(&parsed)).await?;
-    stream.shutdown().await?;
+    writer.write_all(&status.encode_for(request)).await?;
+    writer.shutdown().await?;
     Ok(())
 }
 
