@@ -71,5 +71,14 @@ async fn a_queued_start_runs_on_a_cloud_node_ordered_for_it(pool: PgPool) {
         .await
         .unwrap();
     assert!(provider_ref.unwrap().contains("cpx32"));
+    // The runtime wrote the node's state as the core has it (a checked column).
+    let (state, removal, name): (String, Option<String>, String) =
+        sqlx::query_as("SELECT state, removal, name FROM nodes WHERE kind = 'cloud'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), removal), ("ready", None));
+    assert_eq!(name, format!("ppp-node-{}-cpx32-fsn1", nodes[1]["id"]));
+    assert_eq!(nodes[1]["name"], name, "the API and the table name the node alike");
     app.stop().await;
 }
