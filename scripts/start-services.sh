@@ -275,3 +275,11 @@ payperplay_services_previous_trap="$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EX
 # shellcheck disable=SC2064
 trap "payperplay_stop_services; ${payperplay_services_previous_trap:-:}" EXIT
 payperplay_services_main || { echo "start-services: failed" >&2; return 1 2>/dev/null || exit 1; }
+
+# --- Node clients for the test game server's login tests (testgame/tests/js) ---
+payperplay_testgame_js="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/testgame/tests/js"
+if [ ! -d "$payperplay_testgame_js/node_modules" ]; then
+    echo "start-services: installing node-minecraft-protocol (npm ci in $payperplay_testgame_js)" >&2
+    (cd "$payperplay_testgame_js" && npm ci --no-audit --no-fund --loglevel=error >&2) \
+        || echo "start-services: npm ci failed in $payperplay_testgame_js (Node.js 20+ and npm needed)" >&2
+fi

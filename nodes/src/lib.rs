@@ -11,6 +11,7 @@
 pub mod driver;
 pub mod engine;
 pub mod error;
+pub mod ready;
 pub mod secret;
 pub mod spec;
 pub mod ssh;
