@@ -342,6 +342,11 @@ impl NodeDriver {
     pub async fn stop(&self, server_id: u64) -> Result<StopOutcome, NodeError> {
         let docker = self.engine().await?;
         let name = spec::container_name(server_id);
+        // The engine answers a stop of a stopped container like a stop: ask first.
+        match self.find(&docker, server_id).await? {
+            Some(container) if container.running => {}
+            _ => return Ok(StopOutcome::AlreadyStopped),
+        }
         // The HTTP call lasts as long as the stop: give it the stop timeout and a margin.
         let stopping = docker
             .clone()
