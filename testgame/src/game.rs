@@ -17,7 +17,8 @@ use payperplay_mcproto::packets::{
 use payperplay_mcproto::server::{Opening, read_opening};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
 
 use crate::config::PROTOCOL_PLAY_SUPPORTED;
 use crate::log;
@@ -31,6 +32,8 @@ const LEGACY_READ_WINDOW_MS: u64 = 100;
 const PRE_PLAY_PACKET_BYTES_MAX: usize = 4_096;
 /// A keep-alive unanswered this long kicks the player (vanilla: 30 s).
 const KEEPALIVE_TIMEOUT_MS: u64 = 30_000;
+/// Keep-alive answers read but not yet matched (a client answers one at a time).
+const KEEPALIVE_ANSWERS_QUEUE_LEN: usize = 8;
 
 /// 1.12.2 play packet ids.
 mod play_ids {
@@ -103,7 +106,7 @@ fn status_response(shared: &Shared) -> StatusResponse {
 /// Status requests and a ping, in any order, until the ping (then the connection ends).
 async fn serve_status(
     shared: &Shared,
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    reader: &mut BufReader<OwnedReadHalf>,
     writer: &mut OwnedWriteHalf,
 ) -> Result<(), ProtoError> {
     loop {
@@ -166,7 +169,7 @@ async fn login_and_play(
     shared: &Shared,
     handshake: &Handshake,
     start: LoginStart,
-    mut reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    reader: BufReader<OwnedReadHalf>,
     mut writer: OwnedWriteHalf,
     peer: SocketAddr,
 ) -> Result<(), ProtoError> {
@@ -194,7 +197,7 @@ async fn login_and_play(
         start.name,
         packets::hyphenated_uuid(uuid)
     ));
-    let result = play(shared, &start.name, uuid, entity_id, &mut reader, &mut writer, peer).await;
+    let result = play(shared, &start.name, uuid, entity_id, reader, &mut writer, peer).await;
     shared.leave(entity_id);
     log::info(&format!("{} left the game", start.name));
     result
@@ -205,12 +208,10 @@ async fn play(
     name: &str,
     uuid: u128,
     entity_id: i32,
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    reader: BufReader<OwnedReadHalf>,
     writer: &mut OwnedWriteHalf,
     peer: SocketAddr,
 ) -> Result<(), ProtoError> {
-    let mut chat = shared.chat.subscribe();
-    let mut stopping = shared.stopping.subscribe();
     let mut joined = LoginSuccess {
         uuid,
         name: name.to_owned(),
@@ -229,6 +230,39 @@ async fn play(
     ));
     log::info(&format!("{name} joined the game"));
 
+    // Frames are read in their own task: a read cut off by another select! branch would
+    // lose the bytes it had taken and desynchronise the stream.
+    let (keepalive_answers_sender, mut keepalive_answers) = mpsc::channel(KEEPALIVE_ANSWERS_QUEUE_LEN);
+    let reader_task = tokio::spawn(read_play_packets(reader, keepalive_answers_sender));
+    let result = play_loop(shared, &mut keepalive_answers, writer).await;
+    reader_task.abort();
+    result
+}
+
+/// Reads play packets until the connection ends, forwarding keep-alive answers (and
+/// the reason the reading ended); everything else a client sends (settings, position,
+/// teleport confirm) is read and ignored.
+async fn read_play_packets(mut reader: BufReader<OwnedReadHalf>, answers: mpsc::Sender<Result<i64, ProtoError>>) {
+    loop {
+        let answer = match read_frame(&mut reader, PACKET_BYTES_MAX).await {
+            Ok(packet) if packet.id == play_ids::SERVERBOUND_KEEP_ALIVE => packet.reader().read_i64("keep-alive id"),
+            Ok(_) => continue,
+            Err(error) => Err(error),
+        };
+        let ended = answer.is_err();
+        if answers.send(answer).await.is_err() || ended {
+            return;
+        }
+    }
+}
+
+async fn play_loop(
+    shared: &Shared,
+    keepalive_answers: &mut mpsc::Receiver<Result<i64, ProtoError>>,
+    writer: &mut OwnedWriteHalf,
+) -> Result<(), ProtoError> {
+    let mut chat = shared.chat.subscribe();
+    let mut stopping = shared.stopping.subscribe();
     let keepalive_timeout = Duration::from_millis(KEEPALIVE_TIMEOUT_MS);
     let mut keepalive = tokio::time::interval(shared.config.keepalive_interval);
     keepalive.tick().await;
@@ -241,20 +275,15 @@ async fn play(
             return Ok(());
         }
         tokio::select! {
-            packet = read_frame(reader, PACKET_BYTES_MAX) => {
-                let packet = match packet {
-                    Ok(packet) => packet,
-                    Err(ProtoError::Closed { .. }) => return Ok(()),
-                    Err(error) => return Err(error),
-                };
-                if packet.id == play_ids::SERVERBOUND_KEEP_ALIVE {
-                    let answered = packet.reader().read_i64("keep-alive id")?;
+            answer = keepalive_answers.recv() => match answer {
+                Some(Ok(answered)) => {
                     if awaiting.is_some_and(|(id, _)| id == answered) {
                         awaiting = None;
                     }
                 }
-                // Everything else a client sends (settings, position, teleport confirm) is read and ignored.
-            }
+                Some(Err(ProtoError::Closed { .. })) | None => return Ok(()),
+                Some(Err(error)) => return Err(error),
+            },
             _ = keepalive.tick() => {
                 match &mut awaiting {
                     Some((_, waited)) => {

@@ -10,8 +10,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{RCON_PASSWORD, TestGame, WAIT};
+use payperplay_mcproto::frame::{PACKET_BYTES_MAX, Packet, read_frame};
+use payperplay_mcproto::packets::{self, Handshake, LoginStart, LoginSuccess, NextState};
 use payperplay_mcproto::rcon::RconClient;
 use payperplay_mcproto::{ProtoError, status_ping};
+use tokio::io::AsyncWriteExt;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -206,4 +209,63 @@ fn bad_input_closes_that_connection_only() {
         ("A Minecraft Server", 0, 20)
     );
     assert_eq!(status.protocol, -1, "the 1.3 form carries no protocol");
+}
+
+/// Logs in with mcproto's packets at `protocol`; the first packet the server answers.
+async fn login(address: SocketAddr, protocol: i32, name: &str) -> (tokio::net::TcpStream, Packet) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let handshake = Handshake {
+        protocol_version: protocol,
+        server_address: "localhost".into(),
+        server_port: address.port(),
+        next_state: NextState::Login,
+    };
+    let mut bytes = handshake.to_packet().encode();
+    bytes.extend(LoginStart { name: name.into() }.to_packet().encode());
+    stream.write_all(&bytes).await.unwrap();
+    let answer = read_frame(&mut stream, PACKET_BYTES_MAX).await.unwrap();
+    (stream, answer)
+}
+
+#[test]
+fn mcproto_login_is_refused_at_another_protocol_and_joins_at_340() {
+    let (game, _dir) = TestGame::start(&[]);
+    let address = game_address(&game);
+    block_on(async {
+        let (_old, refusal) = login(address, 47, "Old").await;
+        assert_eq!(
+            packets::login_disconnect_reason(&refusal).unwrap(),
+            "Outdated client! Please use 1.12.2"
+        );
+        let (_new, refusal) = login(address, 765, "New").await;
+        assert_eq!(
+            packets::login_disconnect_reason(&refusal).unwrap(),
+            "Outdated server! I'm still on 1.12.2"
+        );
+
+        let (mut stream, success) = login(address, 340, "Rusty").await;
+        let success = LoginSuccess::from_packet(&success, 340).unwrap();
+        assert_eq!(
+            (success.uuid, success.name.as_str()),
+            (packets::offline_uuid("Rusty"), "Rusty")
+        );
+        let join_game = read_frame(&mut stream, PACKET_BYTES_MAX).await.unwrap();
+        assert_eq!(join_game.id, 0x23, "Join Game follows Login Success");
+        let report = status_ping(address, "localhost", CLIENT_TIMEOUT).await.unwrap();
+        assert_eq!(report.players_online, 1);
+        drop(stream);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while status_ping(address, "localhost", CLIENT_TIMEOUT)
+            .await
+            .unwrap()
+            .players_online
+            != 0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the count never dropped after the disconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
 }
