@@ -3,6 +3,7 @@
 //! on first use only where configured), a command runner, and stream-local channels to
 //! the node's Docker socket.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -271,16 +272,50 @@ impl SshConnection {
 
     /// Opens a channel to a unix socket on the node (`direct-streamlocal@openssh.com`).
     pub async fn open_socket(&self, socket_path: &str) -> Result<ChannelStream<client::Msg>, SshError> {
-        let handle = self.handle().await?;
-        let channel = handle
-            .channel_open_direct_streamlocal(socket_path)
-            .await
-            .map_err(|error| SshError::Channel {
-                node: self.config.node.clone(),
-                purpose: format!("the socket {socket_path}"),
-                cause: error.to_string(),
-            })?;
+        let channel = self
+            .open_channel(format!("the socket {socket_path}"), |handle| async move {
+                handle.channel_open_direct_streamlocal(socket_path).await
+            })
+            .await?;
         Ok(channel.into_stream())
+    }
+
+    /// Opens a channel with `open`; when that fails because the pooled connection died
+    /// (the server went away between two calls), connects again and retries once.
+    async fn open_channel<F, Fut>(&self, purpose: String, open: F) -> Result<russh::Channel<client::Msg>, SshError>
+    where
+        F: Fn(Arc<Handle<KeyChecker>>) -> Fut,
+        Fut: Future<Output = Result<russh::Channel<client::Msg>, russh::Error>>,
+    {
+        let mut retried = false;
+        loop {
+            let handle = self.handle().await?;
+            match open(handle.clone()).await {
+                Ok(channel) => return Ok(channel),
+                Err(error) => {
+                    let connection_died = handle.is_closed() || matches!(error, russh::Error::SendError);
+                    if connection_died && !retried {
+                        tracing::debug!(node = %self.config.node, %error, "SSH connection died: reconnecting");
+                        self.forget(&handle).await;
+                        retried = true;
+                        continue;
+                    }
+                    return Err(SshError::Channel {
+                        node: self.config.node.clone(),
+                        purpose,
+                        cause: error.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Drops `dead` from the pool (unless another caller already replaced it).
+    async fn forget(&self, dead: &Arc<Handle<KeyChecker>>) {
+        let mut slot = self.handle.lock().await;
+        if slot.as_ref().is_some_and(|handle| Arc::ptr_eq(handle, dead)) {
+            *slot = None;
+        }
     }
 
     /// Runs `command` on the node and collects its output (bounded) and exit status.
@@ -291,11 +326,11 @@ impl SshConnection {
             cause,
         };
         let work = async {
-            let handle = self.handle().await?;
-            let mut channel = handle
-                .channel_open_session()
-                .await
-                .map_err(|error| channel_error(error.to_string()))?;
+            let mut channel = self
+                .open_channel(format!("the command `{command}`"), |handle| async move {
+                    handle.channel_open_session().await
+                })
+                .await?;
             channel
                 .exec(true, command)
                 .await

@@ -21,6 +21,7 @@ async fn a_local_server_starts_answers_stops_and_is_removed() {
     assert!((21000..=21009).contains(&started.ports.game), "{started:?}");
     let status = wait_until_answering(started.ports.game, Duration::from_secs(30)).await;
     assert_eq!(status.motd, "server 1001");
+    assert_eq!((status.players_online, status.players_max), (0, 10), "{status:?}");
     let found = driver.inspect(1001).await.unwrap().expect("the container exists");
     assert!(found.running, "{found:?}");
     assert_eq!(found.command_id, Some(1));
@@ -286,4 +287,51 @@ async fn an_unreachable_engine_socket_is_an_error_naming_node_and_socket() {
     assert!(matches!(error, NodeError::Ssh(SshError::Connect { .. })), "{error:?}");
     assert!(error.to_string().contains("node no-sshd"), "{error}");
     assert_eq!(error.kind(), FailureKind::NodeUnreachable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_refusing_the_configuration_is_a_permanent_error() {
+    let services = Services::from_env();
+    let driver = services.local_node("local-refused", 21110..=21119);
+    // 4 MiB is below the engine's minimum memory limit: it refuses the container.
+    let mut spec = spec(&services, 1050, 51);
+    spec.ram_mib = 4;
+    let error = driver.start(&spec).await.unwrap_err();
+    assert!(matches!(error, NodeError::RefusedConfig { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("node local-refused"), "{message}");
+    assert!(
+        message.to_lowercase().contains("memory"),
+        "the engine's reason: {message}"
+    );
+    assert_eq!(error.kind(), FailureKind::Permanent);
+    assert_eq!(driver.inspect(1050).await.unwrap(), None);
+    driver.remove_world(1050).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_ssh_connection_is_made_again() {
+    let services = Services::from_env();
+    let connection = services.ssh_connection("reconnect", &[&services.ssh_host_key], false);
+    let first = connection
+        .run("echo $PPID", Duration::from_secs(10))
+        .await
+        .expect("first command");
+    let session_pid = first.stdout.trim().to_string();
+    assert!(!session_pid.is_empty(), "{first:?}");
+    // Kill this connection's sshd session process from the inside: the TCP connection drops.
+    let _ = connection.run("kill -9 $PPID", Duration::from_secs(10)).await;
+    let second = connection
+        .run("echo $PPID", Duration::from_secs(10))
+        .await
+        .expect("a command after the drop reconnects");
+    assert_eq!(second.exit_status, Some(0));
+    assert_ne!(
+        second.stdout.trim(),
+        session_pid,
+        "a new session process, so a new connection"
+    );
+    // The engine is reachable again through the same node, too.
+    let driver = services.ssh_node("reconnect-engine", 21120..=21129);
+    driver.probe().await.expect("probe");
 }
