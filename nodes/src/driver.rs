@@ -25,6 +25,8 @@ use crate::spec::{Ports, ServerSpec};
 pub const STOP_TIMEOUT_S_DEFAULT: u32 = 90;
 /// Engine stop calls tried before the container is killed.
 pub const STOP_ATTEMPTS_DEFAULT: u32 = 2;
+/// Seconds a stop call may take beyond the stop timeout before it counts as failed.
+pub const STOP_CALL_MARGIN_S: u64 = 30;
 /// Bound on a node check command over SSH.
 pub const NODE_CHECK_TIMEOUT_MS: u64 = 10_000;
 
@@ -348,9 +350,8 @@ impl NodeDriver {
             _ => return Ok(StopOutcome::AlreadyStopped),
         }
         // The HTTP call lasts as long as the stop: give it the stop timeout and a margin.
-        let stopping = docker
-            .clone()
-            .with_timeout(Duration::from_secs(u64::from(self.config.stop_timeout_s) + 30));
+        let stop_call_timeout = Duration::from_secs(u64::from(self.config.stop_timeout_s) + STOP_CALL_MARGIN_S);
+        let stopping = docker.clone().with_timeout(stop_call_timeout);
         let mut last_error = None;
         for attempt in 0..self.config.stop_attempts.max(1) {
             let options = StopContainerOptions {
@@ -362,7 +363,11 @@ impl NodeDriver {
                 Err(error) if is_status(&error, &[304, 404]) => return Ok(StopOutcome::AlreadyStopped),
                 Err(error) => {
                     tracing::warn!(node = %self.config.name, server = server_id, attempt, %error, "stop failed");
-                    last_error = Some(self.error("stop container", error));
+                    let mut error = self.error("stop container", error);
+                    if let NodeError::Timeout { timeout_ms, .. } = &mut error {
+                        *timeout_ms = stop_call_timeout.as_millis().try_into().unwrap_or(u64::MAX);
+                    }
+                    last_error = Some(error);
                 }
             }
         }

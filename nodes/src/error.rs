@@ -131,7 +131,7 @@ impl NodeError {
             E::RequestTimeoutError => NodeError::Timeout {
                 node,
                 operation,
-                timeout_ms: 0,
+                timeout_ms: crate::engine::ENGINE_REQUEST_TIMEOUT_S * 1000,
             },
             E::JsonDataError { message, .. } => NodeError::Protocol {
                 node,

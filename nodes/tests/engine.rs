@@ -162,23 +162,33 @@ async fn the_event_stream_reports_a_crash_with_exit_code_1() {
     // From a second ago: the stream's request goes out when it is first polled, after the start.
     let since_unix_s = support::now_unix_s() - 1;
     let mut events = Box::pin(driver.events(Some(since_unix_s)).await.expect("event stream"));
+    // The same node's events seen through SSH (a remote node's observer).
+    let remote = services.ssh_node("local-crash", 21040..=21049);
+    let mut remote_events = Box::pin(remote.events(Some(since_unix_s)).await.expect("event stream over SSH"));
     let mut spec = spec(&services, 1020, 21);
     spec.extra_env
         .push(("TESTGAME_CRASH_AFTER_MS".to_string(), "500".to_string()));
     driver.start(&spec).await.expect("start");
-    let event = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let event = events.next().await.expect("stream open").expect("event");
-            if event.server_id == Some(1020) {
-                return event;
+    for events in [&mut events, &mut remote_events] {
+        let event = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let event = events.next().await.expect("stream open").expect("event");
+                if event.server_id == Some(1020) {
+                    return event;
+                }
             }
-        }
-    })
-    .await
-    .expect("a die event within 30 s");
-    assert_eq!(event.kind, ContainerEventKind::Died { exit_code: Some(1) });
-    assert_eq!(event.command_id, Some(21));
-    assert_eq!(event.node, "local-crash");
+        })
+        .await
+        .expect("a die event within 30 s");
+        assert_eq!(event.kind, ContainerEventKind::Died { exit_code: Some(1) });
+        assert_eq!(event.command_id, Some(21));
+        assert_eq!(event.node, "local-crash");
+        assert!(
+            event
+                .engine_time_unix_ns
+                .is_some_and(|ns| ns / 1_000_000_000 >= since_unix_s as i64)
+        );
+    }
     driver.remove(1020).await.unwrap();
     driver.remove_world(1020).await.unwrap();
 }
@@ -334,4 +344,39 @@ async fn a_dropped_ssh_connection_is_made_again() {
     // The engine is reachable again through the same node, too.
     let driver = services.ssh_node("reconnect-engine", 21120..=21129);
     driver.probe().await.expect("probe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_ends_a_container_at_once_and_repeats_harmlessly() {
+    let services = Services::from_env();
+    let driver = services.local_node("local-kill", 21130..=21139);
+    let since_unix_s = support::now_unix_s() - 1;
+    let mut events = Box::pin(driver.events(Some(since_unix_s)).await.expect("event stream"));
+    let started = driver.start(&spec(&services, 1060, 61)).await.expect("start");
+    wait_until_answering(started.ports.game, Duration::from_secs(30)).await;
+    driver.kill(1060).await.expect("kill");
+    let event = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let event = events.next().await.expect("stream open").expect("event");
+            if event.server_id == Some(1060) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a die event");
+    // SIGKILL: 128 + 9.
+    assert_eq!(event.kind, ContainerEventKind::Died { exit_code: Some(137) });
+    assert!(!driver.inspect(1060).await.unwrap().unwrap().running);
+    driver
+        .kill(1060)
+        .await
+        .expect("killing a stopped container is a success");
+    assert_eq!(driver.stop(1060).await.unwrap(), StopOutcome::AlreadyStopped);
+    driver.remove(1060).await.unwrap();
+    driver
+        .kill(1060)
+        .await
+        .expect("killing a removed container is a success");
+    driver.remove_world(1060).await.unwrap();
 }
