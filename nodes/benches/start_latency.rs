@@ -68,7 +68,8 @@ fn main() {
         data_path: "/".to_string(),
         stop_timeout_s: STOP_TIMEOUT_S_DEFAULT,
         stop_attempts: STOP_ATTEMPTS_DEFAULT,
-    });
+    })
+    .expect("valid node configuration");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

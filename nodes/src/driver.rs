@@ -129,17 +129,35 @@ fn is_status(error: &bollard::errors::Error, statuses: &[u16]) -> bool {
 }
 
 impl NodeDriver {
-    pub fn new(config: NodeConfig) -> NodeDriver {
-        assert!(
-            !config.game_ports.is_empty(),
-            "node {}: empty game port range",
-            config.name
-        );
-        NodeDriver {
+    /// Checks the port ranges: non-empty, the RCON range inside 1..=65535 and apart from
+    /// the game range.
+    pub fn new(config: NodeConfig) -> Result<NodeDriver, NodeError> {
+        let bad = |reason: String| NodeError::BadConfig {
+            node: config.name.clone(),
+            reason,
+        };
+        let (first, last) = (*config.game_ports.start(), *config.game_ports.end());
+        if first == 0 || first > last {
+            return Err(bad(format!("game port range {first}..={last} is empty or starts at 0")));
+        }
+        let rcon_last = u32::from(config.rcon_ports_first) + u32::from(last - first);
+        if config.rcon_ports_first == 0 || rcon_last > u32::from(u16::MAX) {
+            return Err(bad(format!(
+                "RCON ports {}..={rcon_last} are not all valid ports",
+                config.rcon_ports_first
+            )));
+        }
+        if u32::from(config.rcon_ports_first) <= u32::from(last) && rcon_last >= u32::from(first) {
+            return Err(bad(format!(
+                "RCON ports {}..={rcon_last} overlap the game ports {first}..={last}",
+                config.rcon_ports_first
+            )));
+        }
+        Ok(NodeDriver {
             config,
             docker: tokio::sync::Mutex::new(None),
             create_lock: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -544,6 +562,47 @@ fn parse_df_free_mib(output: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::FailureKind;
+
+    fn config(game_ports: RangeInclusive<u16>, rcon_ports_first: u16) -> NodeConfig {
+        NodeConfig {
+            name: "n1".to_string(),
+            endpoint: EngineEndpoint::Local {
+                socket_path: "/nonexistent.sock".to_string(),
+            },
+            bind_address: std::net::Ipv4Addr::LOCALHOST.into(),
+            game_ports,
+            rcon_ports_first,
+            platform: "payperplay".to_string(),
+            data_path: "/".to_string(),
+            stop_timeout_s: STOP_TIMEOUT_S_DEFAULT,
+            stop_attempts: STOP_ATTEMPTS_DEFAULT,
+        }
+    }
+
+    #[test]
+    fn port_ranges_are_checked_when_a_driver_is_made() {
+        assert!(NodeDriver::new(config(25565..=25664, 35565)).is_ok());
+        let error = NodeDriver::new(config(25565..=25664, 25600)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "node n1: bad configuration: RCON ports 25600..=25699 overlap the game ports 25565..=25664"
+        );
+        assert_eq!(error.kind(), FailureKind::Permanent);
+        let error = NodeDriver::new(config(25565..=25664, 65500)).unwrap_err();
+        assert!(error.to_string().contains("not all valid ports"), "{error}");
+        #[allow(clippy::reversed_empty_ranges)]
+        let error = NodeDriver::new(config(30000..=29999, 40000)).unwrap_err();
+        assert!(error.to_string().contains("empty"), "{error}");
+        let driver = NodeDriver::new(config(25565..=25664, 35565)).unwrap();
+        assert_eq!(
+            driver.ports_for(25570),
+            Ports {
+                game: 25570,
+                rcon: 35570
+            }
+        );
+    }
 
     #[test]
     fn df_output_is_read_as_free_mib() {

@@ -68,6 +68,8 @@ pub enum NodeError {
         operation: String,
         message: String,
     },
+    #[error("node {node}: bad configuration: {reason}")]
+    BadConfig { node: String, reason: String },
     #[error("node {node}: node check `{command}` failed: {message}")]
     CheckFailed {
         node: String,
@@ -91,6 +93,7 @@ impl NodeError {
             | NodeError::NoDisk { .. }
             | NodeError::NoFreePort { .. }
             | NodeError::Protocol { .. }
+            | NodeError::BadConfig { .. }
             | NodeError::CheckFailed { .. } => FailureKind::Permanent,
         }
     }
@@ -165,4 +168,50 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::errors::Error as E;
+
+    fn classify(error: E) -> NodeError {
+        NodeError::from_engine("n1", "unix:///run/docker.sock", "create container", error)
+    }
+
+    fn server_error(status_code: u16, message: &str) -> E {
+        E::DockerResponseServerError {
+            status_code,
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn engine_errors_are_classified_by_what_a_retry_could_change() {
+        let full = classify(server_error(500, "write /var/lib/docker/x: no space left on device"));
+        assert!(matches!(full, NodeError::NoDisk { .. }), "{full:?}");
+        assert_eq!(full.kind(), FailureKind::Permanent);
+        assert_eq!(
+            full.to_string(),
+            "node n1: no disk space for create container: write /var/lib/docker/x: no space left on device"
+        );
+        let busy = classify(server_error(503, "daemon is shutting down"));
+        assert_eq!(busy.kind(), FailureKind::Transient);
+        assert!(busy.to_string().contains("HTTP 503"), "{busy}");
+        let refused = classify(server_error(400, "invalid mount config"));
+        assert!(
+            matches!(refused, NodeError::RefusedConfig { status: 400, .. }),
+            "{refused:?}"
+        );
+        assert_eq!(refused.kind(), FailureKind::Permanent);
+        let timeout = classify(E::RequestTimeoutError);
+        assert_eq!(timeout.kind(), FailureKind::Transient);
+        assert!(timeout.to_string().contains("120000 ms"), "{timeout}");
+        let gone = classify(E::IOError {
+            err: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+        });
+        assert_eq!(gone.kind(), FailureKind::NodeUnreachable);
+        assert!(gone.to_string().contains("unix:///run/docker.sock"), "{gone}");
+        assert!(gone.to_string().contains("connection refused"), "{gone}");
+    }
 }

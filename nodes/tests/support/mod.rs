@@ -60,6 +60,7 @@ impl Services {
             stop_timeout_s: STOP_TIMEOUT_S_DEFAULT,
             stop_attempts: STOP_ATTEMPTS_DEFAULT,
         })
+        .expect("valid node configuration")
     }
 
     pub fn local_node(&self, name: &str, game_ports: RangeInclusive<u16>) -> NodeDriver {
