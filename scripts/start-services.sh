@@ -138,6 +138,7 @@ payperplay_start_node_services() {
                 -H "unix://$socket" --pidfile "$docker_dir/docker.pid" \
                 --bridge=none --iptables=false --ip6tables=false --ip-masq=false --userland-proxy=false \
                 --storage-driver="$driver" --shutdown-timeout 5 --log-level warn \
+                --containerd-namespace payperplay-test --containerd-plugins-namespace payperplay-test-plugins \
                 >"$docker_dir/dockerd-$driver.log" 2>&1 &
             local dockerd_pid=$!
             local i
