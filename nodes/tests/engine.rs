@@ -27,6 +27,37 @@ async fn a_local_server_starts_answers_stops_and_is_removed() {
     assert_eq!(found.command_id, Some(1));
     assert_eq!(found.server_id, Some(1001));
 
+    // What the engine was asked for: memory limit = the tier, heap below it, host
+    // networking, labels, the world volume.
+    let inspected = services.inspect_container(1001).await;
+    let host_config = inspected.host_config.expect("host config");
+    assert_eq!(host_config.memory, Some(512 * 1024 * 1024));
+    assert_eq!(host_config.network_mode.as_deref(), Some("host"));
+    assert_eq!(host_config.binds, Some(vec!["payperplay-world-1001:/data".to_string()]));
+    let config = inspected.config.expect("config");
+    let env = config.env.unwrap_or_default();
+    for expected in [
+        "EULA=TRUE",
+        "MEMORY=409M",
+        "SERVER_IP=127.0.0.1",
+        "TYPE=VANILLA",
+        "ENABLE_RCON=true",
+    ] {
+        assert!(env.iter().any(|line| line == expected), "{expected} not in {env:?}");
+    }
+    assert!(env.contains(&format!("SERVER_PORT={}", started.ports.game)), "{env:?}");
+    let labels = config.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("payperplay.platform").map(String::as_str),
+        Some("payperplay-test")
+    );
+    assert_eq!(
+        labels.get("payperplay.node").map(String::as_str),
+        Some("local-lifecycle")
+    );
+    assert_eq!(labels.get("payperplay.server").map(String::as_str), Some("1001"));
+    assert_eq!(labels.get("payperplay.command").map(String::as_str), Some("1"));
+
     assert_eq!(driver.stop(1001).await.unwrap(), StopOutcome::Stopped);
     let found = driver
         .inspect(1001)

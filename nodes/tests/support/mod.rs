@@ -122,13 +122,26 @@ impl Services {
         self.node(name, game_ports, self.ssh_endpoint(connection, &self.docker_socket))
     }
 
-    /// The test server's world file in the server's volume (the engine is on this machine).
-    pub async fn read_level(&self, server_id: u64) -> Level {
-        let docker = bollard::Docker::connect_with_unix(&self.docker_socket, 30, bollard::API_DEFAULT_VERSION)
+    async fn engine(&self) -> bollard::Docker {
+        bollard::Docker::connect_with_unix(&self.docker_socket, 30, bollard::API_DEFAULT_VERSION)
             .expect("engine client")
             .negotiate_version()
             .await
-            .expect("engine answers");
+            .expect("engine answers")
+    }
+
+    /// What the engine says about the server's container.
+    pub async fn inspect_container(&self, server_id: u64) -> bollard::models::ContainerInspectResponse {
+        self.engine()
+            .await
+            .inspect_container(&payperplay_nodes::spec::container_name(server_id), None)
+            .await
+            .expect("the container exists")
+    }
+
+    /// The test server's world file in the server's volume (the engine is on this machine).
+    pub async fn read_level(&self, server_id: u64) -> Level {
+        let docker = self.engine().await;
         let volume = docker
             .inspect_volume(&payperplay_nodes::spec::volume_name(server_id))
             .await
