@@ -15,7 +15,6 @@ use payperplay_core::{
 use super::Simulation;
 use super::compress::CompressedTimeline;
 use super::ids::server_idx;
-use super::queue::SimEvent;
 use super::world::Vm;
 use crate::outcome::{self, LatencyRecorder, Outcome};
 use crate::scenario::Scenario;
@@ -234,21 +233,8 @@ impl Simulation {
         let mut total = server.players;
         for &(players, length_ms, arrived) in &waiting {
             total += players;
-            if measuring && arrived >= self.recorder.measure_from {
-                let wait = self.now.since(arrived);
-                self.recorder.join_wait.record(wait);
-                if regular {
-                    self.recorder.regular_join_wait.record(wait);
-                }
-            }
-            self.schedule(
-                self.now.plus_ms(length_ms),
-                SimEvent::SessionEnd {
-                    server_idx: server_idx as u32,
-                    players,
-                    epoch,
-                },
-            );
+            let measured_wait = (measuring && arrived >= self.recorder.measure_from).then(|| self.now.since(arrived));
+            self.begin_session(server_idx, players, length_ms, epoch, regular, measured_wait);
         }
         waiting.clear();
         let server = &mut self.servers[server_idx];

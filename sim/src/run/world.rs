@@ -258,20 +258,7 @@ impl Simulation {
             let server = &mut self.servers[server_idx];
             server.players += players;
             let (total, epoch, regular) = (server.players, server.epoch, server.regular);
-            if measuring {
-                self.recorder.join_wait.record(0);
-                if regular {
-                    self.recorder.regular_join_wait.record(0);
-                }
-            }
-            self.schedule(
-                self.now.plus_ms(length_ms),
-                SimEvent::SessionEnd {
-                    server_idx: server_idx as u32,
-                    players,
-                    epoch,
-                },
-            );
+            self.begin_session(server_idx, players, length_ms, epoch, regular, measuring.then_some(0));
             self.report_players(server_id, total);
         } else {
             // Queued or starting: they wait for the start under way; else they ask for one.
@@ -280,6 +267,34 @@ impl Simulation {
                 self.request_start(server_idx);
             }
         }
+    }
+
+    /// Players join a running server: their join wait is recorded (when measured) and
+    /// their session's end scheduled.
+    #[inline]
+    pub(super) fn begin_session(
+        &mut self,
+        server_idx: usize,
+        players: u32,
+        length_ms: u64,
+        epoch: u32,
+        regular: bool,
+        measured_wait_ms: Option<u64>,
+    ) {
+        if let Some(wait_ms) = measured_wait_ms {
+            self.recorder.join_wait.record(wait_ms);
+            if regular {
+                self.recorder.regular_join_wait.record(wait_ms);
+            }
+        }
+        self.schedule(
+            self.now.plus_ms(length_ms),
+            SimEvent::SessionEnd {
+                server_idx: server_idx as u32,
+                players,
+                epoch,
+            },
+        );
     }
 
     /// The players waiting for a server's start give up: their sessions are lost.

@@ -64,16 +64,8 @@ fn set_in(
         Item::Table(t) => set_in(t, false, segments, depth + 1, value),
         Item::Value(Value::InlineTable(t)) => set_in(t, true, segments, depth + 1, value),
         Item::ArrayOfTables(array) => {
-            let len = array.len();
-            let t = segments[depth + 1]
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| array.get_mut(i))
-                .ok_or_else(|| TomlPathError::NoSuchIndex {
-                    path: here(),
-                    len,
-                    what: "entries",
-                })?;
+            let index = index_at(segments, depth, array.len(), "entries")?;
+            let t = array.get_mut(index).expect("index_at checked the length");
             if depth + 2 == segments.len() {
                 return Err(TomlPathError::IsATable {
                     path: format!("{}.{}", here(), segments[depth + 1]),
@@ -82,16 +74,8 @@ fn set_in(
             set_in(t, false, segments, depth + 2, value)
         }
         Item::Value(Value::Array(array)) => {
-            let len = array.len();
-            let element = segments[depth + 1]
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| array.get_mut(i))
-                .ok_or_else(|| TomlPathError::NoSuchIndex {
-                    path: here(),
-                    len,
-                    what: "elements",
-                })?;
+            let index = index_at(segments, depth, array.len(), "elements")?;
+            let element = array.get_mut(index).expect("index_at checked the length");
             let path = format!("{}.{}", here(), segments[depth + 1]);
             match element {
                 _ if depth + 2 == segments.len() => replace(element, value, &path),
@@ -108,6 +92,20 @@ fn set_in(
         }),
         Item::None => unreachable!("inserted above"),
     }
+}
+
+/// The segment after `depth` as an index into the `len` entries (or elements) of the
+/// array at `depth`.
+fn index_at(segments: &[&str], depth: usize, len: usize, what: &'static str) -> Result<usize, TomlPathError> {
+    segments[depth + 1]
+        .parse::<usize>()
+        .ok()
+        .filter(|&i| i < len)
+        .ok_or_else(|| TomlPathError::NoSuchIndex {
+            path: segments[..=depth].join("."),
+            len,
+            what,
+        })
 }
 
 fn replace(old: &mut Value, value: &ParamValue, path: &str) -> Result<(), TomlPathError> {
