@@ -95,7 +95,8 @@ enum Command {
 #[derive(Debug, Clone, Copy, clap::Args)]
 struct Jobs {
     /// Threads to run simulations on (0: one per core). Results do not depend on it.
-    /// (`--threads` is accepted too, its old name in compare and check.)
+    // `--threads`, the old name in compare and check, stays a hidden alias so existing
+    // scripts keep working.
     #[arg(long = "jobs", alias = "threads", value_name = "N", default_value_t = 0)]
     jobs: usize,
 }
