@@ -124,6 +124,16 @@ impl ServerState {
         }
     }
 
+    /// A start request in this state begins a new start: from rest, or (while
+    /// `Stopping`) once the stop in progress is done. In `Queued`, `Starting` and
+    /// `Running` a start is already under way and a request only confirms it.
+    pub fn accepts_start(&self) -> bool {
+        matches!(
+            self,
+            ServerState::Stopped | ServerState::Sleeping | ServerState::Archived | ServerState::Stopping { .. }
+        )
+    }
+
     pub fn holds_ram(&self) -> bool {
         matches!(
             self,
