@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::ServerState;
 use crate::types::{CommandId, LocationIdx, NodeId, ServerId, ServerTypeIdx, Timestamp, UserId};
 
 /// Everything that happens reaches the core as an input. The production shell
@@ -331,6 +332,15 @@ pub enum RejectReason {
     TooManyAttempts,
     ServerDeleted,
     OutOfBalance,
+}
+
+impl RejectReason {
+    /// The request is not allowed while the server is in `state`.
+    pub fn wrong_state(state: ServerState) -> RejectReason {
+        RejectReason::WrongState {
+            state: state.name().to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for RejectReason {

@@ -32,7 +32,7 @@ pub use io::{
     Command, CommandKind, Email, Event, FailureKind, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason,
     Rejection, StartOutcome, StopReason,
 };
-pub use machine::{Core, CoreStats, QueueStatus};
+pub use machine::{Core, CoreStats, Outputs, QueueStatus};
 pub use model::{Node, NodeKind, NodeState, Server, ServerState, User};
 pub use scaling::{
     CompositePolicy, FallbackConfig, FleetTotals, FleetView, PolicyConfig, PredictiveConfig, ReactiveConfig,

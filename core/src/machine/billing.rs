@@ -109,6 +109,22 @@ impl Core {
         }
     }
 
+    /// The owner now pays for `ram_mib` the server holds (its RAM accrual is open).
+    pub(super) fn owner_holds_ram(&mut self, owner: UserId, server_id: ServerId, ram_mib: u32) {
+        self.accrue_user(owner);
+        let user = self.users.get_mut(&owner).expect("owner");
+        user.ram_mib_held += ram_mib as u64;
+        user.holding.insert(server_id);
+    }
+
+    /// The owner no longer pays for the server's `ram_mib` (its RAM accrual is closed).
+    pub(super) fn owner_releases_ram(&mut self, owner: UserId, server_id: ServerId, ram_mib: u32) {
+        self.accrue_user(owner);
+        let user = self.users.get_mut(&owner).expect("owner");
+        user.ram_mib_held -= ram_mib as u64;
+        user.holding.remove(&server_id);
+    }
+
     /// Bring a user's unsettled RAM-time up to now.
     pub(super) fn accrue_user(&mut self, user_id: UserId) {
         let now = self.now;

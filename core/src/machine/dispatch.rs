@@ -182,19 +182,21 @@ impl Core {
             server.accrual.kind = Some(AccrualKind::Warm);
         } else {
             server.accrual.kind = Some(AccrualKind::Ram);
-            self.accrue_user(owner);
-            let user = self.users.get_mut(&owner).expect("owner");
-            user.ram_mib_held += ram_mib as u64;
-            user.holding.insert(server_id);
+            self.owner_holds_ram(owner, server_id, ram_mib);
         }
 
-        let command_id = self.push_command(CommandKind::StartContainer {
-            server_id,
-            node_id,
-            ram_mib,
-            restore_world,
-        });
-        self.pending.insert(command_id, Pending::StartContainer(server_id));
+        let command_id = self.push_awaited(
+            CommandKind::StartContainer {
+                server_id,
+                node_id,
+                ram_mib,
+                restore_world,
+            },
+            Pending::StartContainer {
+                server_id,
+                restore_world,
+            },
+        );
         self.servers.get_mut(&server_id).expect("exists").pending_command = Some(command_id);
         self.arm_server_timer(
             server_id,
@@ -225,9 +227,7 @@ impl Core {
         let owner = server.owner;
         let owner_pays = server.accrual.kind == Some(AccrualKind::Ram);
         server.accrual.kind = None;
-        if let Some(command_id) = server.pending_command.take() {
-            self.pending.remove(&command_id);
-        }
+        self.pending.forget(server.pending_command.take());
         let now = self.now;
         let node = self.nodes.get_mut(&node_id).expect("node exists");
         let free_old = node.free_mib();
@@ -248,10 +248,7 @@ impl Core {
         self.totals.allocated_mib -= ram_mib as u64;
         self.totals.servers_holding_ram -= 1;
         if owner_pays {
-            self.accrue_user(owner);
-            let user = self.users.get_mut(&owner).expect("owner");
-            user.ram_mib_held -= ram_mib as u64;
-            user.holding.remove(&server_id);
+            self.owner_releases_ram(owner, server_id, ram_mib);
         }
         self.events.push_back(Event::RamReleased {
             server_id,
@@ -259,10 +256,7 @@ impl Core {
             ram_mib,
         });
         if delete_now {
-            self.unindex_node(node_id);
-            self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Deleting;
-            self.totals.n_cloud_nodes -= 1;
-            self.issue_delete_node(node_id);
+            self.delete_cloud_node(node_id);
         }
         self.arm_user_timer(owner);
     }

@@ -22,11 +22,18 @@ impl Core {
             monthly_cost_micros,
         };
         let node = Node::new(node_id, kind, is_system, capacity_mib, reserve_mib, self.now);
-        self.nodes.insert(node_id, node);
-        self.totals.provisioning_usable_mib += (capacity_mib - reserve_mib) as u64;
-        self.provisioning.insert(node_id, capacity_mib - reserve_mib);
+        self.register_provisioning(node);
         self.node_became_ready(node_id);
         self.update_largest_dedicated();
+    }
+
+    /// A new node joins as a `Provisioning` placeholder: its usable RAM counts as
+    /// capacity on its way.
+    fn register_provisioning(&mut self, node: Node) {
+        let (node_id, usable_mib) = (node.id, node.usable_mib());
+        self.nodes.insert(node_id, node);
+        self.totals.provisioning_usable_mib += usable_mib as u64;
+        self.provisioning.insert(node_id, usable_mib);
     }
 
     pub(super) fn update_largest_dedicated(&mut self) {
@@ -52,9 +59,7 @@ impl Core {
             }
             NodeState::Deleting => {
                 // Gone before the delete was confirmed: as good as deleted.
-                if let Some(command_id) = node.pending_command {
-                    self.pending.remove(&command_id);
-                }
+                self.pending.forget(node.pending_command);
                 self.remove_node(node_id, NodeRemoval::Deleted);
                 return Ok(());
             }
@@ -132,9 +137,7 @@ impl Core {
     pub(super) fn abandon_provisioning(&mut self, node_id: NodeId) {
         let node = self.nodes.get_mut(&node_id).expect("exists");
         assert_eq!(node.state, NodeState::Provisioning);
-        if let Some(command_id) = node.pending_command.take() {
-            self.pending.remove(&command_id);
-        }
+        self.pending.forget(node.pending_command.take());
         let usable = node.usable_mib() as u64;
         self.timer_died();
         self.totals.provisioning_usable_mib -= usable;
@@ -201,9 +204,17 @@ impl Core {
         self.events.push_back(Event::NodeRemoved { node_id, reason });
     }
 
+    /// Take a ready or draining cloud node out of service and delete its VM
+    /// (`NodeRemoved` follows the delete's success).
+    pub(super) fn delete_cloud_node(&mut self, node_id: NodeId) {
+        self.unindex_node(node_id);
+        self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Deleting;
+        self.totals.n_cloud_nodes -= 1;
+        self.issue_delete_node(node_id);
+    }
+
     pub(super) fn issue_delete_node(&mut self, node_id: NodeId) {
-        let command_id = self.push_command(CommandKind::DeleteNode { node_id });
-        self.pending.insert(command_id, Pending::DeleteNode(node_id));
+        let command_id = self.push_awaited(CommandKind::DeleteNode { node_id }, Pending::DeleteNode(node_id));
         self.nodes.get_mut(&node_id).expect("exists").pending_command = Some(command_id);
     }
 
@@ -295,10 +306,7 @@ impl Core {
             if !(node.is_cloud() && node.state == NodeState::Ready && node.n_servers == 0) {
                 continue;
             }
-            self.unindex_node(node_id);
-            self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Deleting;
-            self.totals.n_cloud_nodes -= 1;
-            self.issue_delete_node(node_id);
+            self.delete_cloud_node(node_id);
         }
         for node_id in decision.drain {
             self.drain_node(node_id);
@@ -311,14 +319,12 @@ impl Core {
         if !(node.is_cloud() && node.state == NodeState::Ready) {
             return;
         }
-        let (usable, empty) = (node.usable_mib() as u64, node.n_servers == 0);
-        self.unindex_node(node_id);
-        if empty {
-            self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Deleting;
-            self.totals.n_cloud_nodes -= 1;
-            self.issue_delete_node(node_id);
+        if node.n_servers == 0 {
+            self.delete_cloud_node(node_id);
             return;
         }
+        let usable = node.usable_mib() as u64;
+        self.unindex_node(node_id);
         // Still counted as ready capacity (its servers run), but not placeable.
         self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Draining;
         self.totals.ready_usable_mib += usable;
@@ -361,18 +367,18 @@ impl Core {
         let capacity_mib = catalog_type.ram_mib;
         let reserve_mib = self.config.reserve.reserve_mib(capacity_mib, false);
         let node_id = self.alloc_node_id();
-        let command_id = self.push_command(CommandKind::ProvisionNode {
-            node_id,
-            server_type,
-            location,
-        });
-        self.pending.insert(command_id, Pending::Provision(node_id));
+        let command_id = self.push_awaited(
+            CommandKind::ProvisionNode {
+                node_id,
+                server_type,
+                location,
+            },
+            Pending::Provision(node_id),
+        );
         let kind = NodeKind::Cloud { server_type, location };
         let mut node = Node::new(node_id, kind, false, capacity_mib, reserve_mib, self.now);
         node.pending_command = Some(command_id);
-        self.nodes.insert(node_id, node);
-        self.totals.provisioning_usable_mib += (capacity_mib - reserve_mib) as u64;
-        self.provisioning.insert(node_id, capacity_mib - reserve_mib);
+        self.register_provisioning(node);
         self.totals.n_cloud_nodes += 1;
         self.totals.n_cloud_provisioning += 1;
         self.stats.nodes_requested += 1;

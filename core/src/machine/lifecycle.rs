@@ -25,30 +25,21 @@ impl Core {
     pub(super) fn handle_server_booted(&mut self, server_id: ServerId) -> Result<(), RejectReason> {
         let server = self.servers.get_mut(&server_id).ok_or(RejectReason::UnknownServer)?;
         if server.state != ServerState::Starting {
-            return Err(RejectReason::WrongState {
-                state: server.state.name().to_string(),
-            });
+            return Err(RejectReason::wrong_state(server.state));
         }
         let now = self.now;
         let start = server.start.take().expect("a starting server has a start request");
         server.state = ServerState::Running;
         server.running_since = Some(now);
         server.idle_since = (server.players == 0).then_some(now);
-        if let Some(command_id) = server.pending_command.take() {
-            // Minecraft answering proves the container runs: the reservation is confirmed.
-            self.pending.remove(&command_id);
-        }
-        self.stats.starts_running += 1;
+        // Minecraft answering proves the container runs: the reservation is confirmed.
+        self.pending.forget(server.pending_command.take());
         self.events.push_back(Event::ServerRunning {
             server_id,
             requested_at: start.requested_at,
             placed_at: start.placed_at.expect("placed"),
         });
-        self.events.push_back(Event::StartEnded {
-            server_id,
-            requested_at: start.requested_at,
-            outcome: StartOutcome::Running,
-        });
+        self.end_start_event(server_id, start.requested_at, StartOutcome::Running);
         self.arm_idle_timer(server_id);
         Ok(())
     }
@@ -93,9 +84,7 @@ impl Core {
                 self.finish_stopped(server_id, reason);
                 Ok(())
             }
-            state => Err(RejectReason::WrongState {
-                state: state.name().to_string(),
-            }),
+            state => Err(RejectReason::wrong_state(state)),
         }
     }
 
@@ -158,7 +147,7 @@ impl Core {
                     self.ensure_scale_tick();
                 }
             }
-            Pending::StartContainer(server_id) => {
+            Pending::StartContainer { server_id, .. } => {
                 let server = self.servers.get_mut(&server_id).expect("pending server exists");
                 server.pending_command = None;
                 if succeeded {
@@ -258,9 +247,7 @@ impl Core {
             self.end_start_event(server_id, request.requested_at, outcome);
         }
         let server = self.servers.get_mut(&server_id).expect("exists");
-        if let Some(command_id) = server.pending_command.take() {
-            self.pending.remove(&command_id);
-        }
+        self.pending.forget(server.pending_command.take());
         server.state = ServerState::Stopping { reason };
         server.stop_attempts = 0;
         self.arm_server_timer(server_id, None);
@@ -268,12 +255,14 @@ impl Core {
     }
 
     pub(super) fn issue_stop_container(&mut self, server_id: ServerId, node_id: NodeId, reason: StopReason) {
-        let command_id = self.push_command(CommandKind::StopContainer {
-            server_id,
-            node_id,
-            reason,
-        });
-        self.pending.insert(command_id, Pending::StopContainer(server_id));
+        let command_id = self.push_awaited(
+            CommandKind::StopContainer {
+                server_id,
+                node_id,
+                reason,
+            },
+            Pending::StopContainer(server_id),
+        );
         self.servers.get_mut(&server_id).expect("exists").pending_command = Some(command_id);
     }
 

@@ -50,7 +50,11 @@ enum Timer {
 enum Pending {
     Provision(NodeId),
     DeleteNode(NodeId),
-    StartContainer(ServerId),
+    /// `restore_world`: what the command said, so `awaited_commands` can repeat it.
+    StartContainer {
+        server_id: ServerId,
+        restore_world: bool,
+    },
     StopContainer(ServerId),
 }
 
@@ -91,6 +95,21 @@ pub struct CoreStats {
 struct HabitState {
     habit: Habit,
     timer_at: Option<TimerSlot>,
+}
+
+/// Reusable buffers for `Core::drain_into` and `Core::handle_into`. The caller empties
+/// them (or `clear`s them) when it has carried the outputs out.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub commands: Vec<Command>,
+    pub events: Vec<Event>,
+}
+
+impl Outputs {
+    pub fn clear(&mut self) {
+        self.commands.clear();
+        self.events.clear();
+    }
 }
 
 /// Answer to "where is my start?".
@@ -224,6 +243,7 @@ impl Core {
         self.ensure_scale_tick();
         let result = self.handle_input(input);
         self.tidy_timers();
+        self.assert_totals();
         debug_assert!(self.check_invariants().is_ok(), "{:?}", self.check_invariants());
         result.map_err(|reason| Rejection { reason })
     }
@@ -241,6 +261,91 @@ impl Core {
     #[inline]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.timers.peek().map(|(at, _, _)| at)
+    }
+
+    /// Drain both output queues: every command to `on_command`, then every event to
+    /// `on_event`, in the order the core issued them. What a driver does after each
+    /// `handle`, written once. (A driver that needs `&mut` of a struct holding the
+    /// core inside the callbacks uses `drain_into` and walks the buffers instead.)
+    #[inline]
+    pub fn drain(&mut self, mut on_command: impl FnMut(Command), mut on_event: impl FnMut(Event)) {
+        while let Some(command) = self.commands.pop_front() {
+            on_command(command);
+        }
+        while let Some(event) = self.events.pop_front() {
+            on_event(event);
+        }
+    }
+
+    /// Move both output queues to the end of `outputs`' buffers (kept by the caller,
+    /// so their allocations are reused from one input to the next).
+    #[inline]
+    pub fn drain_into(&mut self, outputs: &mut Outputs) {
+        outputs.commands.extend(self.commands.drain(..));
+        outputs.events.extend(self.events.drain(..));
+    }
+
+    /// `handle`, then `drain_into`: the whole driver step for one input.
+    #[inline]
+    pub fn handle_into(&mut self, now: Timestamp, input: Input, outputs: &mut Outputs) -> Result<(), Rejection> {
+        let result = self.handle(now, input);
+        self.drain_into(outputs);
+        result
+    }
+
+    /// The commands whose result the core still waits for (`CommandKind::awaits_result`),
+    /// by id, as issued: what a shell must see finished, and what it carries out again
+    /// after a restart. O(pending commands); rebuilt from the core's pending state.
+    pub fn awaited_commands(&self) -> Vec<Command> {
+        let mut awaited: Vec<Command> = self
+            .pending
+            .iter()
+            .map(|(id, pending)| Command {
+                id,
+                kind: self.awaited_kind(*pending),
+            })
+            .collect();
+        awaited.sort_unstable_by_key(|c| c.id);
+        awaited
+    }
+
+    fn awaited_kind(&self, pending: Pending) -> CommandKind {
+        match pending {
+            Pending::Provision(node_id) => {
+                let NodeKind::Cloud { server_type, location } = self.nodes[&node_id].kind else {
+                    unreachable!("only cloud nodes are provisioned")
+                };
+                CommandKind::ProvisionNode {
+                    node_id,
+                    server_type,
+                    location,
+                }
+            }
+            Pending::DeleteNode(node_id) => CommandKind::DeleteNode { node_id },
+            Pending::StartContainer {
+                server_id,
+                restore_world,
+            } => {
+                let server = &self.servers[&server_id];
+                CommandKind::StartContainer {
+                    server_id,
+                    node_id: server.node.expect("a starting server has a node"),
+                    ram_mib: server.ram_mib,
+                    restore_world,
+                }
+            }
+            Pending::StopContainer(server_id) => {
+                let server = &self.servers[&server_id];
+                let ServerState::Stopping { reason } = server.state else {
+                    unreachable!("a stop is pending only while stopping")
+                };
+                CommandKind::StopContainer {
+                    server_id,
+                    node_id: server.node.expect("a stopping server has a node"),
+                    reason,
+                }
+            }
+        }
     }
 
     // ------------------------------------------------------------------ queries
@@ -335,6 +440,14 @@ impl Core {
         let id = CommandId(self.next_command_id);
         self.next_command_id += 1;
         self.commands.push_back(Command { id, kind });
+        id
+    }
+
+    /// Issue a command whose result the core waits for, remembering what it awaits.
+    fn push_awaited(&mut self, kind: CommandKind, awaited: Pending) -> CommandId {
+        debug_assert!(kind.awaits_result());
+        let id = self.push_command(kind);
+        self.pending.insert(id, awaited);
         id
     }
 }

@@ -76,10 +76,7 @@ impl Core {
             let (owner, mib) = (server.owner, server.accrual.mib);
             server.accrual.kind = Some(AccrualKind::Ram);
             server.accrual.since = now;
-            self.accrue_user(owner);
-            let user = self.users.get_mut(&owner).expect("owner");
-            user.ram_mib_held += mib as u64;
-            user.holding.insert(server_id);
+            self.owner_holds_ram(owner, server_id, mib);
             self.arm_user_timer(owner);
         }
         self.events.push_back(Event::PrewarmClaimed { server_id });

@@ -140,9 +140,7 @@ impl Core {
                 self.servers.get_mut(&server_id).expect("exists").ram_mib = ram_mib;
                 Ok(())
             }
-            state => Err(RejectReason::WrongState {
-                state: state.name().to_string(),
-            }),
+            state => Err(RejectReason::wrong_state(state)),
         }
     }
 
@@ -196,12 +194,7 @@ impl Core {
             }
             ServerState::Stopping { .. } => {
                 if let Some(requested_at) = server.start_after_stop.take() {
-                    self.stats.starts_cancelled += 1;
-                    self.events.push_back(Event::StartEnded {
-                        server_id,
-                        requested_at,
-                        outcome: StartOutcome::Cancelled,
-                    });
+                    self.end_start_event(server_id, requested_at, StartOutcome::Cancelled);
                 }
                 Ok(())
             }
@@ -217,9 +210,7 @@ impl Core {
                 Ok(())
             }
             ServerState::Stopping { .. } if server.start_after_stop.is_some() => self.handle_stop(server_id),
-            state => Err(RejectReason::WrongState {
-                state: state.name().to_string(),
-            }),
+            state => Err(RejectReason::wrong_state(state)),
         }
     }
 

@@ -106,9 +106,7 @@ impl Core {
                 // Reservation not confirmed in time: release it. The container may still
                 // come up late, so make sure it is stopped.
                 let node_id = server.node.expect("starting server has a node");
-                if let Some(command_id) = server.pending_command {
-                    self.pending.remove(&command_id);
-                }
+                self.pending.forget(server.pending_command);
                 self.push_command(CommandKind::StopContainer {
                     server_id,
                     node_id,
