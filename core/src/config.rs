@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::placement::Strategy;
+use crate::policy::PolicyConfig;
 use crate::prewarm::PrewarmConfig;
-use crate::scaling::PolicyConfig;
 use crate::types::{MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,7 +289,7 @@ pub struct ServerType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaling::{ScheduleWindow, ScheduledConfig, SpareConfig};
+    use crate::policy::{ScheduleWindow, ScheduledConfig, SpareConfig};
 
     #[test]
     fn validation_names_the_field() {

@@ -17,9 +17,11 @@ pub mod placement;
 pub mod policy;
 pub mod prewarm;
 pub mod queue;
-pub mod scaling;
+pub use policy as scaling;
 #[cfg(test)]
 mod test_rng;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 mod timerq;
 pub mod types;
 pub mod units;

@@ -1,100 +1,12 @@
 //! The core's lifecycle, queue, billing and scaling behaviour, driven by hand through
 //! the public contract (`handle`, `poll_command`, `poll_event`, `poll_timeout`).
 
+use payperplay_core::testkit::{Driver, no_reserve, static_config};
 use payperplay_core::{
-    Catalog, Command, CommandKind, Core, CoreConfig, Email, Event, Input, LedgerKind, MS_PER_HOUR, MS_PER_MINUTE,
-    MS_PER_SECOND, NodeId, PolicyConfig, RejectReason, ReserveConfig, ServerId, ServerState, ServerType, StartOutcome,
-    StopReason, Timestamp, UserId,
+    Catalog, Command, CommandKind, CoreConfig, Email, Event, Input, LedgerKind, MS_PER_HOUR, MS_PER_MINUTE,
+    MS_PER_SECOND, NodeId, PolicyConfig, RejectReason, ServerId, ServerState, ServerType, StartOutcome, StopReason,
+    Timestamp, UserId,
 };
-
-/// A test driver: records everything the core says.
-struct Driver {
-    core: Core,
-    now: Timestamp,
-    commands: Vec<Command>,
-    events: Vec<Event>,
-}
-
-impl Driver {
-    fn new(config: CoreConfig) -> Driver {
-        Driver {
-            core: Core::new(config),
-            now: Timestamp(1_000_000),
-            commands: Vec::new(),
-            events: Vec::new(),
-        }
-    }
-
-    fn input(&mut self, input: Input) -> Result<(), RejectReason> {
-        let result = self.core.handle(self.now, input).map_err(|r| r.reason);
-        self.core.check_invariants().expect("invariants hold");
-        while let Some(c) = self.core.poll_command() {
-            self.commands.push(c);
-        }
-        while let Some(e) = self.core.poll_event() {
-            self.events.push(e);
-        }
-        result
-    }
-
-    /// Advance the clock to `ms` later, firing every timer on the way.
-    fn advance(&mut self, ms: u64) {
-        let target = self.now.plus_ms(ms);
-        while let Some(at) = self.core.poll_timeout() {
-            if at > target {
-                break;
-            }
-            self.now = at.max(self.now);
-            self.input(Input::Timeout).unwrap();
-        }
-        self.now = target;
-    }
-
-    /// Register user 1 with a balance.
-    fn user(&mut self, balance_micros: i64) {
-        self.input(Input::RegisterUser { user_id: UserId(1) }).unwrap();
-        self.input(Input::TopUp {
-            user_id: UserId(1),
-            amount_micros: balance_micros,
-        })
-        .unwrap();
-    }
-
-    fn take_commands(&mut self) -> Vec<Command> {
-        std::mem::take(&mut self.commands)
-    }
-
-    fn succeed(&mut self, command: &Command) {
-        self.input(Input::CommandSucceeded { command_id: command.id }).unwrap();
-    }
-
-    fn find(&self, f: impl Fn(&CommandKind) -> bool) -> Option<Command> {
-        self.commands.iter().find(|c| f(&c.kind)).cloned()
-    }
-
-    fn state(&self, id: u64) -> ServerState {
-        self.core.server(ServerId(id)).expect("server exists").state
-    }
-}
-
-fn no_reserve() -> ReserveConfig {
-    ReserveConfig {
-        small_node_max_mib: 0,
-        small_fixed_mib: 0,
-        medium_node_max_mib: 0,
-        medium_pct: 0,
-        large_pct: 0,
-        system_extra_mib: 0,
-    }
-}
-
-fn static_config() -> CoreConfig {
-    CoreConfig {
-        reserve: no_reserve(),
-        policy: PolicyConfig::default(),
-        ..CoreConfig::default()
-    }
-}
 
 fn with_user_and_node(config: CoreConfig, node_gb: u32, balance_micros: i64) -> Driver {
     let mut d = Driver::new(config);

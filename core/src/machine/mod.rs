@@ -24,9 +24,9 @@ use crate::model::{
 use crate::pending::PendingMap;
 use crate::placement::FreeIndex;
 use crate::policy::fallback::ProviderHealth;
+use crate::policy::{FleetTotals, FleetView, QUEUE_VIEW_MAX, ScalingDecision, ScalingPolicy, Trigger};
 use crate::prewarm::{BilledTo, Habit};
 use crate::queue::{QueueEntry, StartQueue};
-use crate::scaling::{FleetTotals, FleetView, QUEUE_VIEW_MAX, ScalingDecision, ScalingPolicy, Trigger};
 use crate::timerq::TimerQueue;
 use crate::types::{
     CommandId, LocationIdx, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MONTH, NodeId, ServerId, ServerTypeIdx, Timestamp, UserId,
@@ -179,7 +179,7 @@ impl Core {
         assert!(!config.tiers_mib.is_empty(), "at least one RAM tier");
         let policy = config.policy.build(&config.catalog);
         let location_order = config.policy.location_order(&config.catalog);
-        let type_usable_mib = crate::scaling::type_usable_mib(&config.catalog, &config.reserve);
+        let type_usable_mib = crate::policy::type_usable_mib(&config.catalog, &config.reserve);
         let largest_placeable_mib = type_usable_mib.iter().copied().max().unwrap_or(0);
         // Timers armed these fixed delays ahead get FIFO lanes (see `timerq`).
         let timers = TimerQueue::new([
