@@ -1,7 +1,7 @@
 //! The core's lifecycle, queue, billing and scaling behaviour, driven by hand through
 //! the public contract (`handle`, `poll_command`, `poll_event`, `poll_timeout`).
 
-use payperplay_core::testkit::{Driver, no_reserve, static_config};
+use payperplay_core::testkit::{Driver, cloud_config, no_reserve, static_config};
 use payperplay_core::{
     Catalog, Command, CommandKind, CoreConfig, Email, Event, Input, LedgerKind, MS_PER_HOUR, MS_PER_MINUTE,
     MS_PER_SECOND, NodeId, PolicyConfig, RejectReason, ServerId, ServerState, ServerType, StartOutcome, StopReason,
@@ -592,4 +592,64 @@ fn a_large_request_is_not_starved_by_a_stream_of_small_ones() {
         d.advance(MS_PER_MINUTE);
     }
     panic!("the 16 GiB start never ran: {:?}", d.state(100));
+}
+
+#[test]
+fn the_core_names_the_commands_it_still_awaits_exactly_as_issued() {
+    let mut d = Driver::new(cloud_config(PolicyConfig::reactive()));
+    d.user(10_000_000);
+    d.create(1, 4);
+    d.start(1);
+    let order = d.find(|k| matches!(k, CommandKind::ProvisionNode { .. })).expect("a VM ordered");
+    assert_eq!(d.core.awaited_commands(), vec![order.clone()]);
+    d.succeed(&order);
+    let start = d.find(|k| matches!(k, CommandKind::StartContainer { .. })).expect("placed");
+    let ledger = d.find(|k| matches!(k, CommandKind::PostLedgerEntry { .. })).expect("top-up booked");
+    assert_eq!(d.core.awaited_commands(), vec![start.clone()], "ledger entries are not awaited");
+    assert!(!ledger.kind.awaits_result());
+    d.succeed(&start);
+    assert!(d.core.awaited_commands().is_empty());
+    d.accept(Input::ServerBooted { server_id: ServerId(1) });
+    d.commands.clear();
+    d.stop(1);
+    assert!(d.core.awaited_commands().is_empty(), "the stop was confirmed");
+    d.accept(Input::StartServer { server_id: ServerId(1) });
+    d.accept(Input::StopServer { server_id: ServerId(1) });
+    let stop = d.find(|k| matches!(k, CommandKind::StopContainer { .. })).expect("stop issued");
+    assert_eq!(d.core.awaited_commands(), vec![stop]);
+}
+
+#[test]
+fn drain_into_hands_over_what_poll_would_in_the_same_order() {
+    let mut polled = Driver::new(static_config());
+    let mut drained = Driver::new(static_config());
+    let mut outputs = Outputs::default();
+    let inputs = [
+        Input::AddDedicatedNode {
+            name: "dedi".into(),
+            capacity_mib: 8192,
+            monthly_cost_micros: 1,
+            is_system: false,
+        },
+        Input::RegisterUser { user_id: UserId(1) },
+        Input::TopUp {
+            user_id: UserId(1),
+            amount_micros: 1_000_000,
+        },
+        Input::CreateServer {
+            server_id: ServerId(1),
+            owner: UserId(1),
+            ram_mib: 4096,
+        },
+        Input::StartServer { server_id: ServerId(1) },
+    ];
+    for input in inputs {
+        polled.accept(input.clone());
+        let now = drained.now;
+        drained.core.handle_into(now, input, &mut outputs).expect("accepted");
+    }
+    assert_eq!(outputs.commands, polled.commands);
+    assert_eq!(outputs.events, polled.events);
+    assert!(!outputs.commands.is_empty() && !outputs.events.is_empty());
+    assert_eq!(drained.core.poll_command(), None);
 }

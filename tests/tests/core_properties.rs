@@ -303,6 +303,13 @@ impl Harness {
 
     fn check(&self) {
         self.core.check_invariants().unwrap();
+        // What the core still awaits was issued exactly so, and not answered yet.
+        for awaited in self.core.awaited_commands() {
+            assert!(
+                self.pending.contains(&awaited),
+                "the core awaits {awaited:?}, which is not outstanding as issued"
+            );
+        }
         for (&node_id, &held) in &self.held_by_node {
             if let Some(node) = self.core.node(node_id) {
                 assert!(
