@@ -251,11 +251,11 @@ impl Default for QueueConfig {
     }
 }
 
-/// Cloud server types and locations the platform may order.
+/// Cloud VM types and locations the platform may order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Catalog {
-    pub server_types: Vec<ServerType>,
+    pub server_types: Vec<VmType>,
     pub locations: Vec<String>,
     /// Expected time from ordering a VM to it being ready, used for queue ETAs and
     /// for predictive lead times.
@@ -273,9 +273,15 @@ impl Default for Catalog {
     }
 }
 
+/// Old name, kept until sim/prod follow.
+#[doc(hidden)]
+pub use VmType as ServerType;
+
+/// A cloud VM type of the catalog (a Hetzner "server type"; *server* here means a
+/// Minecraft server).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerType {
+pub struct VmType {
     pub name: String,
     #[serde(rename = "ram_gb", with = "crate::units::gb_mib")]
     pub ram_mib: u32,

@@ -26,9 +26,12 @@ mod timerq;
 pub mod types;
 pub mod units;
 
+/// Old name, kept until sim/prod follow.
+#[doc(hidden)]
+pub use config::ServerType;
 pub use config::{
     BillingConfig, Catalog, ConfigError, CoreConfig, LifecycleConfig, PlacementConfig, QueueConfig, ReserveConfig,
-    ServerType,
+    VmType,
 };
 pub use io::{
     Command, CommandKind, Email, Event, FailureKind, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason,

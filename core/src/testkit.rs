@@ -6,14 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Catalog, CoreConfig, ReserveConfig, ServerType};
+use crate::config::{Catalog, CoreConfig, ReserveConfig, VmType};
 use crate::io::{Command, CommandKind, Event, FailureKind, Input, RejectReason};
 use crate::machine::Core;
 use crate::model::{Node, NodeKind, NodeState, ServerState};
 use crate::policy::{
     FleetTotals, FleetView, PolicyConfig, QUEUE_VIEW_MAX, ScalingDecision, ScalingPolicy, Trigger, type_usable_mib,
 };
-use crate::types::{LocationIdx, MS_PER_MINUTE, NodeId, ServerId, ServerTypeIdx, Timestamp, UserId};
+use crate::types::{LocationIdx, MS_PER_MINUTE, NodeId, ServerId, Timestamp, UserId, VmTypeIdx};
 
 /// Where `Driver::new` starts the clock.
 pub const DRIVER_START: Timestamp = Timestamp(1_000_000);
@@ -191,8 +191,8 @@ pub fn static_config() -> CoreConfig {
 }
 
 /// A VM type of `gb` GB, 4 vCPU, capped at 600 hours a month.
-pub fn vm_type(name: &str, gb: u32, price_micros_per_hour: u64) -> ServerType {
-    ServerType {
+pub fn vm_type(name: &str, gb: u32, price_micros_per_hour: u64) -> VmType {
+    VmType {
         name: name.into(),
         ram_mib: gb * 1024,
         vcpu: 4,
@@ -201,16 +201,36 @@ pub fn vm_type(name: &str, gb: u32, price_micros_per_hour: u64) -> ServerType {
     }
 }
 
-/// Cloud VMs without reserve: cpx42 (16 GB, preferred) and cpx62 (32 GB) in fsn1
-/// and nbg1, at most 10 VMs, under `policy`.
+/// Two VM types, cpx42 (16 GB) and cpx62 (32 GB), in fsn1 and nbg1; ready two
+/// minutes after the order, as expected.
+pub fn cloud_catalog() -> Catalog {
+    Catalog {
+        server_types: vec![vm_type("cpx42", 16, 40_000), vm_type("cpx62", 32, 75_000)],
+        locations: vec!["fsn1".into(), "nbg1".into()],
+        expected_provision_ms: 2 * MS_PER_MINUTE,
+    }
+}
+
+/// One VM type, cpx42 (16 GB, 8 vCPU), in fsn1; ready two minutes after the order.
+pub fn one_vm_type_catalog() -> Catalog {
+    Catalog {
+        server_types: vec![VmType {
+            name: "cpx42".into(),
+            ram_mib: 16384,
+            vcpu: 8,
+            price_micros_per_hour: 40_000,
+            monthly_cap_micros: 25_000_000,
+        }],
+        locations: vec!["fsn1".into()],
+        expected_provision_ms: 2 * MS_PER_MINUTE,
+    }
+}
+
+/// `cloud_catalog` without reserve, cpx42 preferred, at most 10 VMs, under `policy`.
 pub fn cloud_config(policy: PolicyConfig) -> CoreConfig {
     CoreConfig {
         reserve: no_reserve(),
-        catalog: Catalog {
-            server_types: vec![vm_type("cpx42", 16, 40_000), vm_type("cpx62", 32, 75_000)],
-            locations: vec!["fsn1".into(), "nbg1".into()],
-            expected_provision_ms: 2 * MS_PER_MINUTE,
-        },
+        catalog: cloud_catalog(),
         policy: PolicyConfig {
             server_type: Some("cpx42".into()),
             max_cloud_nodes: 10,
@@ -240,17 +260,7 @@ impl FakeFleet {
     pub fn new() -> FakeFleet {
         FakeFleet {
             nodes: crate::idmap::IdMap::new(),
-            catalog: Catalog {
-                server_types: vec![ServerType {
-                    name: "cpx42".into(),
-                    ram_mib: 16384,
-                    vcpu: 8,
-                    price_micros_per_hour: 40_000,
-                    monthly_cap_micros: 25_000_000,
-                }],
-                locations: vec!["fsn1".into()],
-                expected_provision_ms: 2 * MS_PER_MINUTE,
-            },
+            catalog: one_vm_type_catalog(),
             reserve: ReserveConfig::default(),
             queued: Vec::new(),
             last_scale_up_at: None,
@@ -261,7 +271,7 @@ impl FakeFleet {
     pub fn vm(&mut self, created_at: Timestamp, allocated_gb: u32, state: NodeState) -> NodeId {
         let id = NodeId(self.nodes.len() as u64 + 1);
         let kind = NodeKind::Cloud {
-            server_type: ServerTypeIdx(0),
+            server_type: VmTypeIdx(0),
             location: LocationIdx(0),
         };
         let mut node = Node::new(id, kind, false, 16384, 1024, created_at);
@@ -298,12 +308,7 @@ impl FakeFleet {
         }
         totals.queued_count = self.queued.len() as u32;
         totals.queued_demand_mib = self.queued.iter().map(|&m| m as u64).sum();
-        let provisioning: BTreeMap<NodeId, u32> = self
-            .nodes
-            .values()
-            .filter(|n| n.state == NodeState::Provisioning)
-            .map(|n| (n.id, n.usable_mib()))
-            .collect();
+        let provisioning = crate::policy::view::provisioning_usable_mib(&self.nodes);
         let mut by_size: BTreeMap<u32, u32> = BTreeMap::new();
         for &m in self.queued.iter().take(QUEUE_VIEW_MAX) {
             *by_size.entry(m).or_insert(0) += 1;

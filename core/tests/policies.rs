@@ -5,8 +5,8 @@ use payperplay_core::prewarm::{BilledTo, PrewarmConfig};
 use payperplay_core::testkit::{Driver, cloud_config, no_reserve};
 use payperplay_core::{
     Command, CommandKind, CoreConfig, Event, FailureKind, Input, LocationIdx, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE,
-    NodeId, NodeState, PolicyConfig, ScaleDownConfig, ScaleDownRule, ServerId, ServerState, ServerTypeIdx, Timestamp,
-    UserId,
+    NodeId, NodeState, PolicyConfig, ScaleDownConfig, ScaleDownRule, ServerId, ServerState, Timestamp, UserId,
+    VmTypeIdx,
 };
 
 /// A driver at day 10 with user 1 holding 100 EUR.
@@ -16,7 +16,7 @@ fn driver(config: CoreConfig) -> Driver {
     d
 }
 
-fn ordered(c: &Command) -> (ServerTypeIdx, LocationIdx) {
+fn ordered(c: &Command) -> (VmTypeIdx, LocationIdx) {
     match c.kind {
         CommandKind::ProvisionNode {
             server_type, location, ..
@@ -34,14 +34,14 @@ fn a_sold_out_type_falls_back_to_a_larger_type_then_another_location_and_says_so
     }
     let first = d.provisions();
     assert_eq!(first.len(), 1);
-    let cpx42_fsn1 = (ServerTypeIdx(0), LocationIdx(0));
+    let cpx42_fsn1 = (VmTypeIdx(0), LocationIdx(0));
     assert_eq!(ordered(&first[0]), cpx42_fsn1);
     d.fail(&first[0], FailureKind::ResourceUnavailable);
     let second = d.provisions();
-    assert_eq!(ordered(&second[0]), (ServerTypeIdx(1), LocationIdx(0)), "cpx62 in fsn1");
+    assert_eq!(ordered(&second[0]), (VmTypeIdx(1), LocationIdx(0)), "cpx62 in fsn1");
     d.fail(&second[0], FailureKind::ResourceUnavailable);
     let third = d.provisions();
-    assert_eq!(ordered(&third[0]), (ServerTypeIdx(0), LocationIdx(1)), "cpx42 in nbg1");
+    assert_eq!(ordered(&third[0]), (VmTypeIdx(0), LocationIdx(1)), "cpx42 in nbg1");
     let fallbacks = d
         .events
         .iter()
@@ -108,11 +108,7 @@ fn repeated_failures_back_a_type_off_and_the_next_one_is_used() {
     );
     d.fail(&second[0], FailureKind::Other);
     let third = d.provisions();
-    assert_eq!(
-        ordered(&third[0]),
-        (ServerTypeIdx(1), LocationIdx(0)),
-        "backed off: cpx62"
-    );
+    assert_eq!(ordered(&third[0]), (VmTypeIdx(1), LocationIdx(0)), "backed off: cpx62");
 }
 
 fn cluster_autoscaler_like() -> PolicyConfig {

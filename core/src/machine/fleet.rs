@@ -362,7 +362,7 @@ impl Core {
         self.dispatch();
     }
 
-    pub(super) fn provision_node(&mut self, server_type: ServerTypeIdx, location: LocationIdx) {
+    pub(super) fn provision_node(&mut self, server_type: VmTypeIdx, location: LocationIdx) {
         let catalog_type = &self.config.catalog.server_types[server_type.0 as usize];
         let capacity_mib = catalog_type.ram_mib;
         let reserve_mib = self.config.reserve.reserve_mib(capacity_mib, false);

@@ -109,13 +109,7 @@ impl Core {
         {
             return Err("queue totals disagree with the queue".to_string());
         }
-        let provisioning: BTreeMap<NodeId, u32> = self
-            .nodes
-            .values()
-            .filter(|n| n.state == NodeState::Provisioning)
-            .map(|n| (n.id, n.usable_mib()))
-            .collect();
-        if provisioning != self.provisioning {
+        if crate::policy::view::provisioning_usable_mib(&self.nodes) != self.provisioning {
             return Err("provisioning set disagrees with the nodes".to_string());
         }
         let held: u64 = self.nodes.values().map(|n| n.allocated_mib as u64).sum();

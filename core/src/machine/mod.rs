@@ -29,7 +29,7 @@ use crate::prewarm::{BilledTo, Habit};
 use crate::queue::{QueueEntry, StartQueue};
 use crate::timerq::TimerQueue;
 use crate::types::{
-    CommandId, LocationIdx, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MONTH, NodeId, ServerId, ServerTypeIdx, Timestamp, UserId,
+    CommandId, LocationIdx, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MONTH, NodeId, ServerId, Timestamp, UserId, VmTypeIdx,
     ram_time_numerator,
 };
 

@@ -2,19 +2,19 @@
 //! a request, and first-fit-decreasing bin counting for queued demand.
 
 use crate::config::{Catalog, ReserveConfig};
-use crate::types::ServerTypeIdx;
+use crate::types::VmTypeIdx;
 
 /// Usable RAM of a new node of this type.
-pub fn usable_mib(catalog: &Catalog, reserve: &ReserveConfig, t: ServerTypeIdx) -> u32 {
+pub fn usable_mib(catalog: &Catalog, reserve: &ReserveConfig, t: VmTypeIdx) -> u32 {
     let ram_mib = catalog.server_types[t.0 as usize].ram_mib;
     ram_mib - reserve.reserve_mib(ram_mib, false)
 }
 
-/// `usable_mib` of every catalog type, indexed by `ServerTypeIdx` (see
+/// `usable_mib` of every catalog type, indexed by `VmTypeIdx` (see
 /// `FleetView::type_usable_mib`).
 pub fn type_usable_mib(catalog: &Catalog, reserve: &ReserveConfig) -> Vec<u32> {
     (0..catalog.server_types.len())
-        .map(|i| usable_mib(catalog, reserve, ServerTypeIdx(i as u16)))
+        .map(|i| usable_mib(catalog, reserve, VmTypeIdx(i as u16)))
         .collect()
 }
 
@@ -23,16 +23,16 @@ pub fn type_usable_mib(catalog: &Catalog, reserve: &ReserveConfig) -> Vec<u32> {
 pub fn choose_type(
     catalog: &Catalog,
     type_usable_mib: &[u32],
-    preferred: Option<ServerTypeIdx>,
+    preferred: Option<VmTypeIdx>,
     need_mib: u32,
-) -> Option<ServerTypeIdx> {
+) -> Option<VmTypeIdx> {
     if let Some(t) = preferred
         && type_usable_mib[t.0 as usize] >= need_mib
     {
         return Some(t);
     }
     (0..catalog.server_types.len())
-        .map(|i| ServerTypeIdx(i as u16))
+        .map(|i| VmTypeIdx(i as u16))
         .filter(|&t| type_usable_mib[t.0 as usize] >= need_mib)
         .min_by_key(|&t| (catalog.server_types[t.0 as usize].price_micros_per_hour, t))
 }

@@ -7,7 +7,7 @@ use super::{
     ScalingPolicy, ScheduledConfig, SpareConfig, Trigger, bins_needed, choose_type,
 };
 use crate::config::Catalog;
-use crate::types::{LocationIdx, NodeId, ServerTypeIdx, Timestamp};
+use crate::types::{LocationIdx, NodeId, Timestamp, VmTypeIdx};
 
 /// Every policy component in one: see `scenarios/POLICIES.md` for the rule.
 ///
@@ -31,7 +31,7 @@ pub struct CompositePolicy {
     pub(super) min_cloud_nodes: u32,
     pub(super) max_cloud_nodes: u32,
     pub(super) max_provision_per_eval: u32,
-    pub(super) preferred: Option<ServerTypeIdx>,
+    pub(super) preferred: Option<VmTypeIdx>,
     pub(super) location: LocationIdx,
     /// Underutilized rule: since when each ready cloud node has been under the
     /// threshold, ordered by node id; and a spare buffer to rebuild it into.

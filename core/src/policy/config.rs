@@ -8,7 +8,7 @@ use super::{
     StaticPolicy,
 };
 use crate::config::Catalog;
-use crate::types::{LocationIdx, MS_PER_MINUTE, MS_PER_SECOND, ServerTypeIdx};
+use crate::types::{LocationIdx, MS_PER_MINUTE, MS_PER_SECOND, VmTypeIdx};
 
 /// The scaling configuration: bounds and choices shared by every policy, plus one
 /// optional table per policy component. No component table means no autoscaling (a
@@ -19,7 +19,7 @@ pub struct PolicyConfig {
     /// The periodic evaluation interval.
     #[serde(rename = "evaluate_every", with = "crate::units::duration_ms")]
     pub evaluate_every_ms: u64,
-    /// Preferred server type (by name); a larger one is chosen when a queued request
+    /// Preferred VM type (by name); a larger one is chosen when a queued request
     /// does not fit it. `None`: the cheapest type that fits.
     pub server_type: Option<String>,
     /// Location to order in; `None`: the first of `locations`, else the catalog's first.
@@ -104,15 +104,15 @@ impl PolicyConfig {
         LocationIdx(idx as u16)
     }
 
-    /// The preferred server type and the location, resolved against the catalog.
-    pub fn resolve(&self, catalog: &Catalog) -> (Option<ServerTypeIdx>, LocationIdx) {
+    /// The preferred VM type and the location, resolved against the catalog.
+    pub fn resolve(&self, catalog: &Catalog) -> (Option<VmTypeIdx>, LocationIdx) {
         let preferred = self.server_type.as_ref().map(|name| {
             let idx = catalog
                 .server_types
                 .iter()
                 .position(|t| &t.name == name)
-                .unwrap_or_else(|| panic!("server type {name:?} is not in the catalog"));
-            ServerTypeIdx(idx as u16)
+                .unwrap_or_else(|| panic!("VM type {name:?} is not in the catalog"));
+            VmTypeIdx(idx as u16)
         });
         let location = match (&self.location, self.locations.first()) {
             (Some(name), _) | (None, Some(name)) => Self::location_idx(catalog, name),

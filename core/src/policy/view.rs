@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Catalog;
-use crate::types::{LocationIdx, NodeId, ServerTypeIdx, Timestamp};
+use crate::types::{LocationIdx, NodeId, Timestamp, VmTypeIdx};
 
 /// Why the policy is being asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +54,26 @@ pub struct FleetView<'a> {
     pub draining_cloud_nodes: &'a std::collections::BTreeSet<NodeId>,
     pub catalog: &'a Catalog,
     /// Usable RAM of a new node of each catalog type (`usable_mib`), indexed by
-    /// `ServerTypeIdx`: computed once, the catalog and the reserve being fixed.
+    /// `VmTypeIdx`: computed once, the catalog and the reserve being fixed.
     pub type_usable_mib: &'a [u32],
     pub last_scale_up_at: Option<Timestamp>,
+}
+
+/// Usable RAM of every node still provisioning, by id, recomputed from the nodes
+/// (the core keeps it incrementally for `FleetView::provisioning_usable_mib`).
+pub fn provisioning_usable_mib(nodes: &crate::model::NodeMap) -> std::collections::BTreeMap<NodeId, u32> {
+    nodes
+        .values()
+        .filter(|n| n.state == crate::model::NodeState::Provisioning)
+        .map(|n| (n.id, n.usable_mib()))
+        .collect()
 }
 
 pub const QUEUE_VIEW_MAX: usize = 256;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScalingDecision {
-    pub provision: Vec<(ServerTypeIdx, LocationIdx)>,
+    pub provision: Vec<(VmTypeIdx, LocationIdx)>,
     /// Empty cloud nodes to delete. The core ignores any that are not empty, ready
     /// cloud nodes.
     pub delete: Vec<NodeId>,
