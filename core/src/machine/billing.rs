@@ -110,6 +110,7 @@ impl Core {
     }
 
     /// The owner now pays for `ram_mib` the server holds (its RAM accrual is open).
+    #[inline]
     pub(super) fn owner_holds_ram(&mut self, owner: UserId, server_id: ServerId, ram_mib: u32) {
         self.accrue_user(owner);
         let user = self.users.get_mut(&owner).expect("owner");
@@ -118,6 +119,7 @@ impl Core {
     }
 
     /// The owner no longer pays for the server's `ram_mib` (its RAM accrual is closed).
+    #[inline]
     pub(super) fn owner_releases_ram(&mut self, owner: UserId, server_id: ServerId, ram_mib: u32) {
         self.accrue_user(owner);
         let user = self.users.get_mut(&owner).expect("owner");

@@ -125,12 +125,11 @@ impl Core {
 
     /// The ready node with the most free RAM among those large enough for `need_mib`.
     pub(super) fn claim_node_for(&self, need_mib: u32) -> Option<NodeId> {
-        let eligible = |node_id: NodeId| self.nodes[&node_id].usable_mib() >= need_mib;
-        let fast = [self.free_dedicated.max_free_node(), self.free_cloud.max_free_node()]
-            .into_iter()
-            .flatten()
-            .filter(|&(_, id)| eligible(id))
-            .max();
+        // The fullest-free node of each index, if large enough; the larger of the two.
+        let eligible = |most_free: Option<(u32, NodeId)>| {
+            most_free.filter(|&(_, node_id)| self.nodes[&node_id].usable_mib() >= need_mib)
+        };
+        let fast = eligible(self.free_dedicated.max_free_node()).max(eligible(self.free_cloud.max_free_node()));
         if let Some((_, node_id)) = fast {
             return Some(node_id);
         }

@@ -4,22 +4,18 @@
 use super::*;
 
 impl Core {
-    /// The invariants that cost O(1), asserted after every input in every build:
-    /// the fleet totals the policy reads agree with the sets and the queue they
-    /// summarize, and no RAM is placed beyond the ready capacity. (`place` asserts
-    /// the per-node bound when it reserves.) The full check is O(fleet) per input:
-    /// debug builds and the tests run it (see ARCHITECTURE.md, Invariants).
+    /// The invariants asserted after every input in every build, chosen to cost a
+    /// handful of instructions (the large scenario allows about 1,600 per engine
+    /// event): the queue's size agrees with the totals the policy reads, and no RAM
+    /// is placed beyond the ready capacity. (`place` asserts the per-node bound when
+    /// it reserves.) The full check is O(fleet) per input: debug builds and the tests
+    /// run it (see ARCHITECTURE.md, Invariants).
     #[inline]
     pub(super) fn assert_totals(&self) {
         let totals = &self.totals;
         assert!(
-            totals.queued_count as usize == self.queue.len() && totals.queued_demand_mib == self.queue.demand_mib(),
+            totals.queued_count as usize == self.queue.len(),
             "queue totals disagree with the queue"
-        );
-        assert!(
-            totals.n_cloud_provisioning as usize == self.provisioning.len()
-                && totals.n_cloud_draining as usize == self.draining.len(),
-            "provisioning or draining totals disagree with their sets"
         );
         assert!(
             totals.allocated_mib <= totals.ready_usable_mib,
