@@ -52,7 +52,7 @@ fn bench_policies(c: &mut Criterion) {
     }
     let draining = BTreeSet::new();
     let provisioning = BTreeMap::new();
-    let type_usable = payperplay_core::scaling::type_usable_mib(&catalog, &reserve);
+    let type_usable = payperplay_core::policy::type_usable_mib(&catalog, &reserve);
     for rule in [
         ScaleDownRule::EmptyAfter,
         ScaleDownRule::BillingHour,

@@ -17,6 +17,8 @@ pub mod placement;
 pub mod policy;
 pub mod prewarm;
 pub mod queue;
+/// Old name of `policy`, kept until sim/prod follow.
+#[doc(hidden)]
 pub use policy as scaling;
 #[cfg(test)]
 mod test_rng;
@@ -39,7 +41,7 @@ pub use io::{
 };
 pub use machine::{Core, CoreStats, Outputs, QueueStatus};
 pub use model::{Node, NodeKind, NodeState, Server, ServerState, User};
-pub use scaling::{
+pub use policy::{
     CompositePolicy, FallbackConfig, FleetTotals, FleetView, PolicyConfig, PredictiveConfig, ReactiveConfig,
     ScaleDownConfig, ScaleDownRule, ScalingDecision, ScalingPolicy, ScheduleWindow, ScheduledConfig, SpareConfig,
     Trigger, Weekday,
