@@ -24,7 +24,9 @@ impl Core {
     }
 
     /// Check every invariant by recomputing it from scratch (O(fleet)). Tests call it
-    /// after every input; debug builds assert it inside `handle`.
+    /// after every input; debug builds assert it inside `handle`. Not release builds:
+    /// on the large scenario it costs about 3.1 million instructions per engine event,
+    /// against 1,620 for everything else.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut allocated: BTreeMap<NodeId, (u32, u32)> = BTreeMap::new();
         for (server_id, server) in self.servers.iter() {
