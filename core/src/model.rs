@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::io::StopReason;
-use crate::types::{CommandId, LocationIdx, NodeId, ServerTypeIdx, Timestamp, UserId};
+use crate::types::{CommandId, LocationIdx, NodeId, Timestamp, UserId, VmTypeIdx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,7 +28,7 @@ pub enum NodeKind {
         monthly_cost_micros: u64,
     },
     Cloud {
-        server_type: ServerTypeIdx,
+        server_type: VmTypeIdx,
         location: LocationIdx,
     },
 }
