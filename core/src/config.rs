@@ -273,10 +273,6 @@ impl Default for Catalog {
     }
 }
 
-/// Old name, kept until sim/prod follow.
-#[doc(hidden)]
-pub use VmType as ServerType;
-
 /// A cloud VM type of the catalog (a Hetzner "server type"; *server* here means a
 /// Minecraft server).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,9 +17,6 @@ pub mod placement;
 pub mod policy;
 pub mod prewarm;
 pub mod queue;
-/// Old name of `policy`, kept until sim/prod follow.
-#[doc(hidden)]
-pub use policy as scaling;
 #[cfg(test)]
 mod test_rng;
 #[cfg(any(test, feature = "testkit"))]
@@ -28,9 +25,6 @@ mod timerq;
 pub mod types;
 pub mod units;
 
-/// Old name, kept until sim/prod follow.
-#[doc(hidden)]
-pub use config::ServerType;
 pub use config::{
     BillingConfig, Catalog, ConfigError, CoreConfig, LifecycleConfig, PlacementConfig, QueueConfig, ReserveConfig,
     VmType,

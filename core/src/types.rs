@@ -70,10 +70,6 @@ id_type!(
     CommandId
 );
 
-/// Old name, kept until sim/prod follow.
-#[doc(hidden)]
-pub use VmTypeIdx as ServerTypeIdx;
-
 /// Index of a VM type in the core's cloud catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

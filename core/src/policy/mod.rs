@@ -10,8 +10,6 @@
 //! - `spare`, `scale_down`, `predictive`, `scheduled` — the components;
 //! - `fallback` — back-off per (VM type, location) after refused orders;
 //! - `catalog` — usable RAM per VM type, the type to order, bin counting.
-//!
-//! (`payperplay_core::scaling` is this module under its old name.)
 
 pub mod catalog;
 pub mod composite;

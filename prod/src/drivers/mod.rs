@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use payperplay_core::{Catalog, CommandId, Input, LocationIdx, NodeId, ServerId, ServerTypeIdx};
+use payperplay_core::{Catalog, CommandId, Input, LocationIdx, NodeId, ServerId, VmTypeIdx};
 
 pub use fake::{FakeCloud, FakeContainers};
 
@@ -98,7 +98,7 @@ pub struct Drivers {
 
 /// The name of a VM type of the catalog by its index (the core calls VM types
 /// "server types" in `Catalog::server_types`).
-pub fn vm_type_name(catalog: &Catalog, vm_type: ServerTypeIdx) -> Option<&str> {
+pub fn vm_type_name(catalog: &Catalog, vm_type: VmTypeIdx) -> Option<&str> {
     catalog.server_types.get(vm_type.0 as usize).map(|t| t.name.as_str())
 }
 
@@ -108,7 +108,7 @@ pub fn location_name(catalog: &Catalog, location: LocationIdx) -> Option<&str> {
 
 /// The name of a cloud node's VM: derived from its node id, so a repeated order finds
 /// the VM instead of making a second one, and operators can read its type and place.
-pub fn cloud_node_name(catalog: &Catalog, node_id: NodeId, vm_type: ServerTypeIdx, location: LocationIdx) -> String {
+pub fn cloud_node_name(catalog: &Catalog, node_id: NodeId, vm_type: VmTypeIdx, location: LocationIdx) -> String {
     format!(
         "ppp-node-{node_id}-{}-{}",
         vm_type_name(catalog, vm_type).unwrap_or("unknown"),

@@ -2,39 +2,16 @@
 //! commands that were not finished before the stop, and reconciliation of users,
 //! servers and dedicated nodes between the database, the configuration and the core.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
-use payperplay_core::{Command, CommandId, Core, Input, NodeKind, ServerId, Timestamp, UserId};
+use payperplay_core::{Command, Core, Input, NodeKind, ServerId, Timestamp, UserId};
 
 use super::{Runtime, RuntimeDeps, RuntimeHandle};
 use crate::store::StoreError;
 
 /// Journal rows read per query while replaying.
 const REPLAY_PAGE_ROWS: i64 = 5_000;
-
-/// The commands the core still waits for during the replay, kept from the inputs and
-/// commands that pass by. A stand-in until the core answers this itself.
-#[derive(Default)]
-struct AwaitedDuringReplay {
-    by_id: BTreeMap<CommandId, Command>,
-}
-
-impl AwaitedDuringReplay {
-    fn see_input(&mut self, input: &Input) {
-        if let Input::CommandSucceeded { command_id } | Input::CommandFailed { command_id, .. } = input {
-            self.by_id.remove(command_id);
-        }
-    }
-
-    fn see_command(&mut self, command: &Command) {
-        self.by_id.insert(command.id, command.clone());
-    }
-
-    fn awaited_commands(&self) -> Vec<Command> {
-        self.by_id.values().cloned().collect()
-    }
-}
 
 /// What the replay found to carry out again.
 struct Replayed {
@@ -138,7 +115,6 @@ async fn replay(deps: &RuntimeDeps) -> Result<Replayed, StoreError> {
     let started = crate::clock::Stopwatch::start();
     let mut core = Core::new(deps.core_config.clone());
     let recorded_command_id_max = deps.store.command_id_max().await?;
-    let mut awaited = AwaitedDuringReplay::default();
     let mut unrecorded: Vec<Command> = Vec::new();
     let mut last_seq = 0i64;
     let mut n_replayed = 0u64;
@@ -147,20 +123,20 @@ async fn replay(deps: &RuntimeDeps) -> Result<Replayed, StoreError> {
             assert_eq!(row.seq, last_seq + 1, "journal has no gaps");
             last_seq = row.seq;
             let input: Input = serde_json::from_value(row.input)?;
-            awaited.see_input(&input);
             // A rejected input was rejected when it was journaled too: replaying it
             // changes nothing, so the verdict is not needed here.
             if let Err(rejection) = core.handle(Timestamp(row.at_ms as u64), input) {
                 tracing::trace!(seq = row.seq, %rejection, "replayed input rejected, as before");
             }
-            while let Some(command) = core.poll_command() {
-                if command.kind.awaits_result() {
-                    awaited.see_command(&command);
-                } else if command.id.0 > recorded_command_id_max {
-                    unrecorded.push(command);
-                }
-            }
-            while core.poll_event().is_some() {}
+            core.drain(
+                |command| {
+                    // Awaited commands are asked of the core once the replay is done.
+                    if !command.kind.awaits_result() && command.id.0 > recorded_command_id_max {
+                        unrecorded.push(command);
+                    }
+                },
+                |_event| {},
+            );
             n_replayed += 1;
             Ok(())
         })
@@ -171,8 +147,7 @@ async fn replay(deps: &RuntimeDeps) -> Result<Replayed, StoreError> {
         "journal replayed"
     );
     metrics::counter!("payperplay_journal_replayed_inputs_total").increment(n_replayed);
-    // LEAD: use core.awaited_commands()
-    let awaited = awaited.awaited_commands();
+    let awaited = core.awaited_commands();
     Ok(Replayed {
         core,
         next_seq: last_seq + 1,

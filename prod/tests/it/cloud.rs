@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::common::{START, TestApp, eventually, test_config};
 use axum::http::{Method, StatusCode};
-use payperplay_core::{Catalog, PolicyConfig, ServerType};
+use payperplay_core::{Catalog, PolicyConfig, VmType};
 use payperplay_prod::clock::ManualClock;
 use payperplay_prod::drivers::{Drivers, FakeCloud, FakeContainers};
 use sqlx::PgPool;
@@ -15,7 +15,7 @@ use sqlx::PgPool;
 async fn a_queued_start_runs_on_a_cloud_node_ordered_for_it(pool: PgPool) {
     let mut config = test_config();
     config.core.catalog = Catalog {
-        server_types: vec![ServerType {
+        server_types: vec![VmType {
             name: "cpx32".to_string(),
             ram_mib: 8192,
             vcpu: 4,

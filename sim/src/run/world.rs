@@ -7,8 +7,7 @@
 //! ([`Simulation::unexpected_rejection`]).
 
 use payperplay_core::{
-    Command, CommandKind, Email, Input, LedgerKind, NodeId, RejectReason, Rejection, ServerState, ServerTypeIdx,
-    Timestamp,
+    Command, CommandKind, Email, Input, LedgerKind, NodeId, RejectReason, Rejection, ServerState, Timestamp, VmTypeIdx,
 };
 
 use super::Simulation;
@@ -40,7 +39,7 @@ pub(super) struct SimServer {
 
 /// A cloud VM the provider bills.
 pub(super) struct Vm {
-    pub(super) server_type: ServerTypeIdx,
+    pub(super) server_type: VmTypeIdx,
     pub(super) created_at: Timestamp,
     pub(super) ready: bool,
 }
