@@ -10,8 +10,9 @@
 //! divided by `speedup`; the client reads the `RateLimit-Reset` header, so it paces
 //! itself to the faster refill by itself. The bucket starts empty, so the figure is the
 //! sustained rate, not the 3,600-request burst.
-//! `workers` orders run concurrently; each order is create + poll the action to success
-//! + read the VM, exactly as `HetznerClient::order_vm` does in production.
+//! `workers` orders run concurrently; each order is create + wait for the create action
+//! and the start action it triggered to success, exactly as `HetznerClient::order_vm`
+//! does in production (concurrent waits share their polls).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +64,8 @@ async fn main() {
     client_config.action_wait_ms_max = scale(600_000.0);
     client_config.rate_limit_wait_ms_max = scale(600_000.0);
     client_config.transient_backoff_ms = scale(500.0);
+    client_config.action_batch_gap_ms =
+        scale(ClientConfig::new("", SecretString::from("x")).action_batch_gap_ms as f64);
     let client = Arc::new(HetznerClient::new(client_config).unwrap());
 
     let run_for = Duration::from_secs_f64(fake_hours * 3_600.0 / speedup);

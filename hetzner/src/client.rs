@@ -14,9 +14,9 @@ use serde_json::json;
 use crate::clock::unix_now_ms;
 use crate::error::{ErrorClass, HetznerError, classify_code, classify_status};
 use crate::model::{
-    Action, ActionEnvelope, ActionStatus, CreateServerEnvelope, DeleteServerEnvelope, ErrorBody, ErrorEnvelope,
-    Location, LocationsEnvelope, Page, Pagination, Server, ServerEnvelope, ServerType, ServerTypesEnvelope,
-    ServersEnvelope, SshKey, SshKeyEnvelope, SshKeysEnvelope,
+    Action, ActionEnvelope, ActionStatus, ActionsEnvelope, CreateServerEnvelope, DeleteServerEnvelope, ErrorBody,
+    ErrorEnvelope, Location, LocationsEnvelope, Page, Pagination, Server, ServerEnvelope, ServerType,
+    ServerTypesEnvelope, ServersEnvelope, SshKey, SshKeyEnvelope, SshKeysEnvelope,
 };
 
 /// Hetzner Cloud's public endpoint.
@@ -63,6 +63,13 @@ pub struct ClientConfig {
     pub action_poll_ms_max: u64,
     /// An action still running after this long is `ActionTimedOut`.
     pub action_wait_ms_max: u64,
+    /// Concurrent waits share one `GET /actions?id=..` poll, at most one per this gap,
+    /// so polling costs the rate limit per interval, not per order.
+    pub action_batch_gap_ms: u64,
+    /// Below this many remaining requests, requests go one at a time (each sees the
+    /// previous one's `RateLimit-Remaining`), and wait for the next token when none is
+    /// left.
+    pub pace_below_remaining: u64,
 }
 
 impl ClientConfig {
@@ -79,6 +86,8 @@ impl ClientConfig {
             action_poll_ms_min: 1_000,
             action_poll_ms_max: 10_000,
             action_wait_ms_max: 600_000,
+            action_batch_gap_ms: 5_000,
+            pace_below_remaining: 10,
         }
     }
 }
@@ -144,6 +153,8 @@ pub struct CreatedVm {
     pub server: Server,
     /// The create action to wait for; None when the VM already existed.
     pub action: Option<Action>,
+    /// Actions the create triggered (`start_server`); empty when the VM already existed.
+    pub next_actions: Vec<Action>,
     /// True when an earlier order had already created it (found by name).
     pub already_existed: bool,
 }
@@ -153,6 +164,20 @@ pub struct HetznerClient {
     config: ClientConfig,
     base_url: url::Url,
     rate_limit: Mutex<RateLimitStatus>,
+    /// Held by each request sent while the budget is nearly spent, so those go one at
+    /// a time, waiting for the next token when none is left, instead of racing into 429s.
+    pacing: tokio::sync::Mutex<()>,
+    /// Actions being waited for, polled together (`GET /actions?id=..`).
+    action_batch: Mutex<ActionBatch>,
+}
+
+/// The actions some caller waits for, and what the last batch poll said about them.
+#[derive(Debug, Default)]
+struct ActionBatch {
+    /// Action id → number of callers waiting for it.
+    wanted: BTreeMap<u64, u32>,
+    latest: BTreeMap<u64, Action>,
+    last_poll_at: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for HetznerClient {
@@ -203,6 +228,8 @@ impl HetznerClient {
             config,
             base_url,
             rate_limit: Mutex::new(RateLimitStatus::default()),
+            pacing: tokio::sync::Mutex::new(()),
+            action_batch: Mutex::new(ActionBatch::default()),
         })
     }
 
@@ -261,10 +288,10 @@ impl HetznerClient {
         match self.execute(OP, Method::POST, "servers", &[], Some(&body)).await {
             Ok(bytes) => {
                 let created: CreateServerEnvelope = decode(OP, &bytes)?;
-                let _ = created.next_actions;
                 Ok(CreatedVm {
                     server: created.server,
                     action: Some(created.action),
+                    next_actions: created.next_actions,
                     already_existed: false,
                 })
             }
@@ -296,6 +323,7 @@ impl HetznerClient {
                 Ok(CreatedVm {
                     server,
                     action: None,
+                    next_actions: Vec::new(),
                     already_existed: true,
                 })
             }
@@ -308,19 +336,16 @@ impl HetznerClient {
         }
     }
 
-    /// Orders a VM and waits until Hetzner reports its create action finished; returns
-    /// the VM as it is then.
+    /// Orders a VM and waits until its create action and the actions it triggered
+    /// (`start_server`) finished. Returns the VM as the create answer (or, for a repeated
+    /// order, the list) described it: name, labels, IP; its `status` is from that
+    /// moment, `get_server` gives a fresh one. One request per order plus shared polls.
     pub async fn order_vm(&self, order: &VmOrder) -> Result<Server, HetznerError> {
         let created = self.create_vm(order).await?;
-        if let Some(action) = created.action {
+        for action in created.action.into_iter().chain(created.next_actions) {
             self.wait_for_action(action).await?;
         }
-        self.get_server(created.server.id)
-            .await?
-            .ok_or_else(|| HetznerError::NotFound {
-                what: format!("VM {} (id {})", created.server.name, created.server.id),
-                message: "it vanished right after its create action finished".to_owned(),
-            })
+        Ok(created.server)
     }
 
     /// The VM with this id; None when it does not exist.
@@ -433,14 +458,50 @@ impl HetznerClient {
         Ok(decode::<ActionEnvelope>(OP, &bytes)?.action)
     }
 
+    /// The actions with these ids, in one request (at most [`PER_PAGE_MAX`] ids).
+    pub async fn get_actions(&self, ids: &[u64]) -> Result<Vec<Action>, HetznerError> {
+        const OP: &str = "get_actions";
+        let query: Vec<(&str, String)> = ids.iter().map(|id| ("id", id.to_string())).collect();
+        let bytes = self
+            .execute(OP, Method::GET, "actions", &query, None)
+            .await
+            .map_err(|failure| self.failure_to_error(OP, failure))?;
+        Ok(decode::<ActionsEnvelope>(OP, &bytes)?.actions)
+    }
+
     /// Polls an action until it succeeds (Ok), fails (`ActionFailed`) or outlasts
     /// `action_wait_ms_max` (`ActionTimedOut`). Polls start at `action_poll_ms_min` apart
-    /// and back off to `action_poll_ms_max`, since every poll spends rate limit.
+    /// and back off to `action_poll_ms_max`, since every poll spends rate limit; the
+    /// actions of concurrent waits are polled together, at most once per
+    /// `action_batch_gap_ms`, so a burst of orders costs one poll per interval.
     pub async fn wait_for_action(&self, action: Action) -> Result<Action, HetznerError> {
+        let id = action.id;
+        *self
+            .action_batch
+            .lock()
+            .expect("action batch lock")
+            .wanted
+            .entry(id)
+            .or_insert(0) += 1;
+        let result = self.wait_for_action_registered(action).await;
+        let mut batch = self.action_batch.lock().expect("action batch lock");
+        let remaining_waiters = batch.wanted.get_mut(&id).map(|count| {
+            *count -= 1;
+            *count
+        });
+        if remaining_waiters == Some(0) {
+            batch.wanted.remove(&id);
+            batch.latest.remove(&id);
+        }
+        result
+    }
+
+    async fn wait_for_action_registered(&self, action: Action) -> Result<Action, HetznerError> {
         let started = tokio::time::Instant::now();
         let wait_max = Duration::from_millis(self.config.action_wait_ms_max);
         let mut interval = Duration::from_millis(self.config.action_poll_ms_min.max(1));
         let interval_max = Duration::from_millis(self.config.action_poll_ms_max.max(1));
+        let batch_gap = Duration::from_millis(self.config.action_batch_gap_ms);
         let mut current = action;
         loop {
             match current.status {
@@ -467,9 +528,52 @@ impl HetznerClient {
                     waited,
                 });
             }
+            let slept_from = tokio::time::Instant::now();
             tokio::time::sleep(interval.min(wait_max - waited)).await;
             interval = (interval * 2).min(interval_max);
-            current = self.get_action(current.id).await?;
+            // Someone else's batch poll since we fell asleep may already have news.
+            let (news, poll_ids) = {
+                let mut batch = self.action_batch.lock().expect("action batch lock");
+                let news = batch.latest.get(&current.id).cloned();
+                let polled_since_sleep = batch.last_poll_at.is_some_and(|at| at >= slept_from);
+                let gap_passed = batch.last_poll_at.is_none_or(|at| at.elapsed() >= batch_gap);
+                let poll_ids = if !polled_since_sleep && gap_passed {
+                    batch.last_poll_at = Some(tokio::time::Instant::now());
+                    let mut ids: Vec<u64> = vec![current.id];
+                    ids.extend(
+                        batch
+                            .wanted
+                            .keys()
+                            .copied()
+                            .filter(|id| *id != current.id)
+                            .take(PER_PAGE_MAX as usize - 1),
+                    );
+                    Some(ids)
+                } else {
+                    None
+                };
+                (news.filter(|_| polled_since_sleep), poll_ids)
+            };
+            if let Some(ids) = poll_ids {
+                let actions = self.get_actions(&ids).await?;
+                let mut batch = self.action_batch.lock().expect("action batch lock");
+                for polled in actions {
+                    if batch.wanted.contains_key(&polled.id) {
+                        batch.latest.insert(polled.id, polled);
+                    }
+                }
+                match batch.latest.get(&current.id) {
+                    Some(polled) => current = polled.clone(),
+                    None => {
+                        return Err(HetznerError::NotFound {
+                            what: format!("action {}", current.id),
+                            message: "missing from the answer to GET /actions".to_owned(),
+                        });
+                    }
+                }
+            } else if let Some(news) = news {
+                current = news;
+            }
         }
     }
 
@@ -626,19 +730,30 @@ impl HetznerClient {
         let mut transient_retries = 0;
         let mut backoff = Duration::from_millis(self.config.transient_backoff_ms.max(1));
         loop {
-            // When the budget was last seen spent, wait for the next token instead of
-            // spending a request on a certain 429.
-            let pause = {
+            // When the budget is nearly spent, requests take turns instead of racing
+            // each other into 429s.
+            let nearly_spent = {
+                let status = *self.rate_limit.lock().expect("rate limit lock");
+                status
+                    .remaining
+                    .is_some_and(|remaining| remaining < self.config.pace_below_remaining)
+            };
+            let pacing_turn = if nearly_spent {
+                let turn = self.pacing.lock().await;
                 let status = *self.rate_limit.lock().expect("rate limit lock");
                 let now_ms = unix_now_ms();
                 let interval = status.token_interval(now_ms);
                 let since_ms = now_ms.saturating_sub(status.observed_at_unix_ms);
-                (status.remaining == Some(0) && since_ms < interval.as_millis() as u64)
-                    .then(|| interval - Duration::from_millis(since_ms))
+                // One request at a time sees the previous one's headers; only an
+                // empty budget needs a wait (a Reset rounded to whole seconds makes
+                // the per-token estimate coarse when few tokens are missing).
+                if status.remaining == Some(0) && since_ms < interval.as_millis() as u64 {
+                    tokio::time::sleep(interval - Duration::from_millis(since_ms)).await;
+                }
+                Some(turn)
+            } else {
+                None
             };
-            if let Some(pause) = pause {
-                tokio::time::sleep(pause).await;
-            }
             let mut request = self.http.request(method.clone(), url.clone());
             if !query.is_empty() {
                 request = request.query(query);
@@ -664,6 +779,7 @@ impl HetznerClient {
             if let Some(observed) = observed {
                 *self.rate_limit.lock().expect("rate limit lock") = observed;
             }
+            drop(pacing_turn);
             let bytes = match response.bytes().await {
                 Ok(bytes) => bytes.to_vec(),
                 Err(source) => {

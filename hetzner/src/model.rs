@@ -211,6 +211,11 @@ pub(crate) struct ActionEnvelope {
 }
 
 #[derive(Debug, Deserialize)]
+pub(crate) struct ActionsEnvelope {
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Deserialize)]
 pub(crate) struct DeleteServerEnvelope {
     pub action: Option<Action>,
 }

@@ -120,6 +120,7 @@ async fn order_vm_waits_for_the_action_and_reports_the_endpoint_the_fake_was_giv
     assert_eq!(first.labels[HINT_LABEL_SSH_PORT], "2201");
     assert_eq!(first.labels[HINT_LABEL_GAME_PORTS], "30000-30999");
     let second = client.order_vm(&order(2, "cpx32", "nbg1")).await.unwrap();
+    let second = client.get_server(second.id).await.unwrap().unwrap();
     assert_eq!(second.status, "running");
     assert_eq!(second.labels[HINT_LABEL_SSH_PORT], "2202");
     assert_eq!(second.labels[HINT_LABEL_GAME_PORTS], "31000-31999");
@@ -390,4 +391,35 @@ async fn ensure_ssh_key_is_idempotent_and_never_replaces_a_key() {
     // The same key under another name: found, not duplicated.
     let same = client.ensure_ssh_key("renamed", key).await.unwrap();
     assert_eq!(same.id, first.id);
+}
+
+#[tokio::test]
+async fn concurrent_orders_share_their_action_polls() {
+    let fake = FakeHetzner::start_with(|config| config.action_delay_ms = 400);
+    let mut config = fake.client_config();
+    config.action_batch_gap_ms = 50;
+    let client = std::sync::Arc::new(HetznerClient::new(config).unwrap());
+    let mut set = tokio::task::JoinSet::new();
+    for command in 0..20 {
+        let client = client.clone();
+        set.spawn(async move { client.order_vm(&order(command, "cpx22", "fsn1")).await });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.unwrap().unwrap();
+    }
+    let stats = fake.get_control("stats").await;
+    let requests = stats["requests"].as_u64().unwrap();
+    // 20 creates; polled one by one, 40 actions of 400 ms at 20..100 ms apart would
+    // take about 40 x 6 polls more. Shared polls at most every 50 ms: about 10.
+    assert!(requests <= 20 + 20, "{requests} requests for 20 orders: {stats}");
+    for command in 0..20 {
+        let vm = client.get_server(command + 1).await;
+        assert!(vm.is_ok());
+    }
+    let vms = client.list_platform_vms().await.unwrap();
+    assert_eq!(vms.len(), 20);
+    assert!(
+        vms.iter().all(|vm| vm.status == "running"),
+        "an order returned before its VM ran"
+    );
 }

@@ -100,6 +100,8 @@ fn every_answer_of_the_fake_validates_against_the_official_api_description() {
         "DELETE /servers/{id} 404",
         "GET /actions/{id} 200",
         "GET /actions/{id} 404",
+        "GET /actions 200",
+        "GET /actions 422",
         "GET /server_types 200",
         "GET /server_types/{id} 200",
         "GET /locations 200",

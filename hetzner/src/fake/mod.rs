@@ -460,6 +460,7 @@ pub fn app(state: FakeState) -> Router {
     let api = Router::new()
         .route("/servers", get(list_servers).post(create_server))
         .route("/servers/{id}", get(get_server).delete(delete_server))
+        .route("/actions", get(get_actions))
         .route("/actions/{id}", get(get_action))
         .route("/server_types", get(list_server_types))
         .route("/server_types/{id}", get(get_server_type))
@@ -676,6 +677,32 @@ async fn get_action(State(state): State<FakeState>, Path(id): Path<String>) -> R
     let inner = state.lock();
     let action = inner.actions.get(&id).ok_or_else(|| ApiError::not_found("action"))?;
     Ok(axum::Json(json!({ "action": inner.action_json(action) })).into_response())
+}
+
+/// `GET /actions?id=1&id=2`: the actions with these ids (unknown ids are left out).
+async fn get_actions(
+    State(state): State<FakeState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    if let Some(response) = injected(&state, "get_actions") {
+        return Ok(response);
+    }
+    let mut ids = Vec::new();
+    for (key, value) in &pairs {
+        if key == "id" {
+            ids.push(parse_id(value, "action")?);
+        }
+    }
+    if ids.is_empty() {
+        return Err(ApiError::invalid_field("id", "at least one action id is required"));
+    }
+    let inner = state.lock();
+    let actions: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| inner.actions.get(id))
+        .map(|action| inner.action_json(action))
+        .collect();
+    Ok(axum::Json(json!({ "actions": actions })).into_response())
 }
 
 /// A string field of the request, or an `invalid_input` naming it.

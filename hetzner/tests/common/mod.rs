@@ -85,6 +85,7 @@ impl FakeHetzner {
         config.action_poll_ms_min = 20;
         config.action_poll_ms_max = 100;
         config.action_wait_ms_max = 10_000;
+        config.action_batch_gap_ms = 20;
         config.transient_backoff_ms = 10;
         config
     }

@@ -133,6 +133,8 @@ def main():
     action_id = created.json()["action"]["id"]
     r.call("GET", "/actions/{id}", f"/actions/{action_id}", 200)
     r.call("GET", "/actions/{id}", "/actions/999999", 404)
+    r.call("GET", "/actions", "/actions", 200, params={"id": [action_id, created.json()["next_actions"][0]["id"]]})
+    r.call("GET", "/actions", "/actions", 422)
     r.call("GET", "/servers/{id}", f"/servers/{server_ids[0]}", 200)
     r.call("GET", "/servers/{id}", "/servers/999999", 404)
     r.call("GET", "/servers", "/servers", 200)
