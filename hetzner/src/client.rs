@@ -189,6 +189,42 @@ impl std::fmt::Debug for HetznerClient {
     }
 }
 
+/// A caller's wait for an action, in the batch until it ends, also when the waiting
+/// future is dropped half-way (a timeout), so no stale id stays polled.
+struct ActionRegistration<'a> {
+    client: &'a HetznerClient,
+    id: u64,
+}
+
+impl<'a> ActionRegistration<'a> {
+    fn new(client: &'a HetznerClient, id: u64) -> ActionRegistration<'a> {
+        *client
+            .action_batch
+            .lock()
+            .expect("action batch lock")
+            .wanted
+            .entry(id)
+            .or_insert(0) += 1;
+        ActionRegistration { client, id }
+    }
+}
+
+impl Drop for ActionRegistration<'_> {
+    fn drop(&mut self) {
+        let Ok(mut batch) = self.client.action_batch.lock() else {
+            return;
+        };
+        let waiters_left = batch.wanted.get_mut(&self.id).map(|count| {
+            *count -= 1;
+            *count
+        });
+        if waiters_left == Some(0) {
+            batch.wanted.remove(&self.id);
+            batch.latest.remove(&self.id);
+        }
+    }
+}
+
 /// An error answer before it is given meaning by the call that got it.
 enum Failure {
     Api { status: u16, error: ErrorBody },
@@ -240,6 +276,11 @@ impl HetznerClient {
     /// The rate limit as last reported by Hetzner.
     pub fn rate_limit(&self) -> RateLimitStatus {
         *self.rate_limit.lock().expect("rate limit lock")
+    }
+
+    /// How many actions callers are waiting for now (for metrics and tests).
+    pub fn actions_waited_for(&self) -> usize {
+        self.action_batch.lock().expect("action batch lock").wanted.len()
     }
 
     /// The VM name for a command: `{platform}-cmd-{command_id}` (a valid hostname,
@@ -475,25 +516,8 @@ impl HetznerClient {
     /// actions of concurrent waits are polled together, at most once per
     /// `action_batch_gap_ms`, so a burst of orders costs one poll per interval.
     pub async fn wait_for_action(&self, action: Action) -> Result<Action, HetznerError> {
-        let id = action.id;
-        *self
-            .action_batch
-            .lock()
-            .expect("action batch lock")
-            .wanted
-            .entry(id)
-            .or_insert(0) += 1;
-        let result = self.wait_for_action_registered(action).await;
-        let mut batch = self.action_batch.lock().expect("action batch lock");
-        let remaining_waiters = batch.wanted.get_mut(&id).map(|count| {
-            *count -= 1;
-            *count
-        });
-        if remaining_waiters == Some(0) {
-            batch.wanted.remove(&id);
-            batch.latest.remove(&id);
-        }
-        result
+        let _registration = ActionRegistration::new(self, action.id);
+        self.wait_for_action_registered(action).await
     }
 
     async fn wait_for_action_registered(&self, action: Action) -> Result<Action, HetznerError> {

@@ -423,3 +423,18 @@ async fn concurrent_orders_share_their_action_polls() {
         "an order returned before its VM ran"
     );
 }
+
+#[tokio::test]
+async fn a_wait_given_up_half_way_leaves_no_action_behind() {
+    let fake = FakeHetzner::start_with(|config| config.action_delay_ms = 2_000);
+    let client = fake.client();
+    let created = client.create_vm(&order(1, "cpx22", "fsn1")).await.unwrap();
+    let wait = client.wait_for_action(created.action.unwrap());
+    let outcome = tokio::time::timeout(std::time::Duration::from_millis(200), wait).await;
+    assert!(outcome.is_err(), "the action cannot have finished yet");
+    assert_eq!(
+        client.actions_waited_for(),
+        0,
+        "a dropped wait left its action in the batch"
+    );
+}

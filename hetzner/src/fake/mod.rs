@@ -838,6 +838,12 @@ async fn create_server(State(state): State<FakeState>, body: Bytes) -> Result<Re
         .iter()
         .map(|price| price.location.clone())
         .collect();
+    if offered.is_empty() {
+        return Err(ApiError::invalid_field(
+            "server_type",
+            format!("server type {server_type_text:?} is not offered in any location"),
+        ));
+    }
     let location = match location_text {
         Some(text) => find_index(&inner.config.locations, text, |l| l.name.as_str())
             .ok_or_else(|| ApiError::invalid_field("location", format!("location {text:?} not found")))?,
