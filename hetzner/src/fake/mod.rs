@@ -106,6 +106,9 @@ pub struct InjectedFailure {
     pub message: String,
     #[serde(default)]
     pub malformed: bool,
+    /// With `malformed`: the 200 answer's body (default: truncated JSON).
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 fn one() -> u32 {
@@ -541,14 +544,8 @@ async fn api_not_found() -> ApiError {
 fn injected(state: &FakeState, operation: &str) -> Option<Response> {
     let failure = state.lock().take_failure(operation)?;
     if failure.malformed {
-        return Some(
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                "{\"unexpected\": tru",
-            )
-                .into_response(),
-        );
+        let body = failure.body.unwrap_or_else(|| "{\"unexpected\": tru".to_owned());
+        return Some((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
     let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Some(error_response(status, &failure.code, &failure.message, Value::Null))
