@@ -118,3 +118,36 @@ async fn more_vms_than_the_server_limit_is_resource_limit_exceeded() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn a_page_names_its_neighbours_in_meta_and_in_the_link_header() {
+    let state = state(|_| {});
+    let (status, headers, body) = call(&state, "GET", "/v1/server_types?per_page=2&page=2", TOKEN, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["server_types"].as_array().unwrap().len(), 2);
+    assert_eq!(body["meta"]["pagination"]["previous_page"], 1);
+    assert_eq!(body["meta"]["pagination"]["next_page"], 3);
+    assert_eq!(body["meta"]["pagination"]["last_page"], 3);
+    let link = &headers
+        .iter()
+        .find(|(name, _)| name == "link")
+        .expect("a Link header")
+        .1;
+    assert_eq!(
+        link,
+        "</v1/server_types?per_page=2&page=1>; rel=\"prev\", </v1/server_types?per_page=2&page=3>; rel=\"next\", \
+         </v1/server_types?per_page=2&page=3>; rel=\"last\""
+    );
+}
+
+#[tokio::test]
+async fn a_vm_created_without_start_stays_off_and_has_no_start_action() {
+    let state = state(|_| {});
+    let body = json!({"name": "cold", "server_type": "cpx22", "image": "ubuntu-24.04", "start_after_create": false});
+    let (status, _, created) = call(&state, "POST", "/v1/servers", TOKEN, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["next_actions"], json!([]));
+    let id = created["server"]["id"].as_u64().unwrap();
+    let (_, _, server) = call(&state, "GET", &format!("/v1/servers/{id}"), TOKEN, None).await;
+    assert_eq!(server["server"]["status"], "off");
+}

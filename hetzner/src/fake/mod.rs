@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -65,6 +65,8 @@ struct FakeServer {
     labels: BTreeMap<String, String>,
     created_unix_ms: u64,
     create_action: u64,
+    /// `start_after_create` (default true): running after the actions, else off.
+    start_after_create: bool,
     endpoint: EndpointConfig,
     user_data: String,
     ssh_keys: Vec<u64>,
@@ -371,7 +373,11 @@ impl Inner {
         json!({
             "id": server.id,
             "name": server.name,
-            "status": if running { "running" } else { "initializing" },
+            "status": match (running, server.start_after_create) {
+                (false, _) => "initializing",
+                (true, true) => "running",
+                (true, false) => "off",
+            },
             "created": created,
             "public_net": {
                 "ipv4": { "id": server.id, "ip": server.endpoint.ip, "blocked": false, "dns_ptr": format!("static.{}.clients.your-server.de", server.endpoint.ip) },
@@ -595,6 +601,46 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
     Ok(query)
 }
 
+/// The `Link` header of a page (`prev`, `next`, `last`), as relative URIs.
+fn link_header(uri: &axum::http::Uri, meta: &Value) -> Option<(header::HeaderName, String)> {
+    let pagination = &meta["pagination"];
+    let kept: Vec<String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("page="))
+        .map(str::to_owned)
+        .collect();
+    let link = |page: &Value, rel: &str| {
+        page.as_u64().map(|page| {
+            let mut query = kept.clone();
+            query.push(format!("page={page}"));
+            format!("<{}?{}>; rel=\"{rel}\"", uri.path(), query.join("&"))
+        })
+    };
+    let links: Vec<String> = [
+        link(&pagination["previous_page"], "prev"),
+        link(&pagination["next_page"], "next"),
+        link(&pagination["last_page"], "last"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!links.is_empty()).then(|| (header::LINK, links.join(", ")))
+}
+
+/// A list answer: `{ key: items, meta }` with the `Link` header.
+fn list_response(uri: &axum::http::Uri, key: &str, items: Vec<Value>, meta: Value) -> Response {
+    let link = link_header(uri, &meta);
+    let mut response = axum::Json(json!({ key: items, "meta": meta })).into_response();
+    if let Some((name, value)) = link
+        && let Ok(value) = HeaderValue::from_str(&value)
+    {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
 /// One page of `items` and Hetzner's `meta.pagination`.
 fn paginate(items: Vec<Value>, query: &ListQuery) -> (Vec<Value>, Value) {
     let total = items.len() as u64;
@@ -623,6 +669,7 @@ fn parse_id(text: &str, what: &str) -> Result<u64, ApiError> {
 
 async fn list_servers(
     State(state): State<FakeState>,
+    OriginalUri(uri): OriginalUri,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     if let Some(response) = injected(&state, "list_servers") {
@@ -639,7 +686,7 @@ async fn list_servers(
         .filter(|json| query.status.is_empty() || query.status.iter().any(|status| json["status"] == status.as_str()))
         .collect();
     let (servers, meta) = paginate(items, &query);
-    Ok(axum::Json(json!({ "servers": servers, "meta": meta })).into_response())
+    Ok(list_response(&uri, "servers", servers, meta))
 }
 
 async fn get_server(State(state): State<FakeState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -810,6 +857,11 @@ async fn create_server(State(state): State<FakeState>, body: Bytes) -> Result<Re
     string_field(&body, "image", true)?;
     let location_text = string_field(&body, "location", false)?;
     let labels = parse_labels(&body)?;
+    let start_after_create = match body.get("start_after_create") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(start)) => *start,
+        Some(_) => return Err(ApiError::invalid_field("start_after_create", "must be a boolean")),
+    };
     let user_data = string_field(&body, "user_data", false)?.unwrap_or_default().to_owned();
     if user_data.len() > USER_DATA_BYTES_MAX {
         return Err(ApiError::invalid_field("user_data", "is limited to 32KiB"));
@@ -918,7 +970,7 @@ async fn create_server(State(state): State<FakeState>, body: Bytes) -> Result<Re
         }
     }
     let create = inner.new_action("create_server", vec![(id, "server")]);
-    let start = inner.new_action("start_server", vec![(id, "server")]);
+    let start = start_after_create.then(|| inner.new_action("start_server", vec![(id, "server")]));
     let created_unix_ms = inner.unix_ms(inner.now_ms());
     let server = FakeServer {
         id,
@@ -928,6 +980,7 @@ async fn create_server(State(state): State<FakeState>, body: Bytes) -> Result<Re
         labels,
         created_unix_ms,
         create_action: create.id,
+        start_after_create,
         endpoint,
         user_data,
         ssh_keys: ssh_keys.clone(),
@@ -938,7 +991,7 @@ async fn create_server(State(state): State<FakeState>, body: Bytes) -> Result<Re
     let body = json!({
         "server": server_json,
         "action": inner.action_json(&create),
-        "next_actions": [inner.action_json(&start)],
+        "next_actions": start.iter().map(|action| inner.action_json(action)).collect::<Vec<_>>(),
         "root_password": if ssh_keys.is_empty() { Value::String("fake-root-password".to_owned()) } else { Value::Null },
     });
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
@@ -946,6 +999,7 @@ async fn create_server(State(state): State<FakeState>, body: Bytes) -> Result<Re
 
 async fn list_server_types(
     State(state): State<FakeState>,
+    OriginalUri(uri): OriginalUri,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     if let Some(response) = injected(&state, "list_server_types") {
@@ -963,7 +1017,7 @@ async fn list_server_types(
         .map(|index| inner.server_type_json(index))
         .collect();
     let (server_types, meta) = paginate(items, &query);
-    Ok(axum::Json(json!({ "server_types": server_types, "meta": meta })).into_response())
+    Ok(list_response(&uri, "server_types", server_types, meta))
 }
 
 async fn get_server_type(State(state): State<FakeState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -977,6 +1031,7 @@ async fn get_server_type(State(state): State<FakeState>, Path(id): Path<String>)
 
 async fn list_locations(
     State(state): State<FakeState>,
+    OriginalUri(uri): OriginalUri,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     if let Some(response) = injected(&state, "list_locations") {
@@ -994,7 +1049,7 @@ async fn list_locations(
         .map(|index| inner.location_json(index))
         .collect();
     let (locations, meta) = paginate(items, &query);
-    Ok(axum::Json(json!({ "locations": locations, "meta": meta })).into_response())
+    Ok(list_response(&uri, "locations", locations, meta))
 }
 
 async fn get_location(State(state): State<FakeState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -1008,6 +1063,7 @@ async fn get_location(State(state): State<FakeState>, Path(id): Path<String>) ->
 
 async fn list_ssh_keys(
     State(state): State<FakeState>,
+    OriginalUri(uri): OriginalUri,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     if let Some(response) = injected(&state, "list_ssh_keys") {
@@ -1029,7 +1085,7 @@ async fn list_ssh_keys(
         .map(|key| inner.ssh_key_json(key))
         .collect();
     let (ssh_keys, meta) = paginate(items, &query);
-    Ok(axum::Json(json!({ "ssh_keys": ssh_keys, "meta": meta })).into_response())
+    Ok(list_response(&uri, "ssh_keys", ssh_keys, meta))
 }
 
 async fn create_ssh_key(State(state): State<FakeState>, body: Bytes) -> Result<Response, ApiError> {
