@@ -37,6 +37,8 @@ pub struct RunResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmLife {
     pub server_type: String,
+    pub location: String,
+    /// When its creation completed (billing starts).
     pub created_at: Timestamp,
     /// Deletion confirmed (or the end of the run).
     pub until: Timestamp,
@@ -137,16 +139,19 @@ fn eur(micros: i64) -> f64 {
 }
 
 impl Simulation {
-    /// Add a VM's cost up to `until`: Hetzner style, every started hour at the hourly
-    /// price, capped at the monthly price per 730-hour month; the part of a VM's life
+    /// Add a VM's cost up to `until`: Hetzner style (see [`crate::provider`]), from
+    /// creation completion, VM plus IPv4 plus volume; the part of a VM's life
     /// before the warm-up ended does not count.
     pub(super) fn account_vm(&mut self, vm: &Vm, until: Timestamp) {
-        let cost = self.provider.vm_cost_micros(vm.server_type.0, vm.created_at, until);
+        let cost = self
+            .provider
+            .vm_cost_micros(vm.server_type.0, vm.location, vm.created_at, until);
         if let Some(log) = &mut self.vm_log {
             log.push(VmLife {
                 server_type: self.scenario.core.catalog.server_types[vm.server_type.0 as usize]
                     .name
                     .clone(),
+                location: self.scenario.core.catalog.locations[vm.location as usize].clone(),
                 created_at: vm.created_at,
                 until,
                 cost_micros: cost,
@@ -154,6 +159,7 @@ impl Simulation {
         }
         // Costs of VMs that lived across the warm-up boundary count in proportion.
         let from = vm.created_at.max(self.recorder.measure_from);
+        let until = until.max(from);
         let lifetime = until.since(vm.created_at).max(1);
         let measured = until.since(from);
         let measured_cost = (cost as u128 * measured as u128 / lifetime as u128) as u64;

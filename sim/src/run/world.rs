@@ -40,6 +40,8 @@ pub(super) struct SimServer {
 /// A cloud VM the provider bills.
 pub(super) struct Vm {
     pub(super) server_type: VmTypeIdx,
+    pub(super) location: u16,
+    /// When creation completes (the order plus its provisioning delay): billing starts.
     pub(super) created_at: Timestamp,
     pub(super) ready: bool,
 }
@@ -345,7 +347,8 @@ impl Simulation {
                         node_id,
                         Vm {
                             server_type,
-                            created_at: self.now,
+                            location: location.0,
+                            created_at: self.now.plus_ms(delay),
                             ready: false,
                         },
                     );

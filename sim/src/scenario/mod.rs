@@ -120,6 +120,18 @@ pub struct CloudModel {
     /// Before the first entry for a type, `core.catalog` prices apply.
     pub prices: Vec<DatedPrice>,
     pub rate_limit: RateLimit,
+    /// Each VM's primary IPv4, billed like the VM (started hours, capped per calendar
+    /// month). Hetzner: 0.0008 EUR an hour, at most 0.50 EUR a month.
+    #[serde(rename = "ipv4_hourly_eur", with = "eur_micros")]
+    pub ipv4_micros_per_hour: u64,
+    #[serde(rename = "ipv4_monthly_eur", with = "eur_micros")]
+    pub ipv4_monthly_cap_micros: u64,
+    /// A volume attached to each VM (worlds, backups), GB; 0: none.
+    pub volume_gb: u64,
+    /// The volume's price per GB and calendar month (billed per started hour at
+    /// 1/730 of it, capped at the month). Hetzner: 0.044 EUR.
+    #[serde(rename = "volume_eur_per_gb_month", with = "eur_micros")]
+    pub volume_micros_per_gb_month: u64,
 }
 
 impl Default for CloudModel {
@@ -137,6 +149,10 @@ impl Default for CloudModel {
             sold_out: Vec::new(),
             prices: Vec::new(),
             rate_limit: RateLimit::default(),
+            ipv4_micros_per_hour: 800,
+            ipv4_monthly_cap_micros: 500_000,
+            volume_gb: 0,
+            volume_micros_per_gb_month: 44_000,
         }
     }
 }
@@ -162,6 +178,10 @@ pub struct DatedPrice {
     /// First day (UTC) the price applies to new orders, "YYYY-MM-DD".
     pub from: String,
     pub server_type: String,
+    /// Only VMs in this location (a planner knob: per-location prices); `None`: every
+    /// location. On the same date a location's own price wins.
+    #[serde(default)]
+    pub location: Option<String>,
     #[serde(rename = "hourly_eur", with = "eur_micros")]
     pub price_micros_per_hour: u64,
     #[serde(rename = "monthly_eur", with = "eur_micros")]
