@@ -265,6 +265,17 @@ pub struct Workload {
     /// Load spikes on top of the profiles (a launch day, an event).
     #[serde(default)]
     pub surges: Vec<Surge>,
+    /// Players give up a start that keeps them waiting longer than their patience.
+    /// `false` makes them wait for ever (the queueing-theory checks).
+    #[serde(default = "yes")]
+    pub patience: bool,
+    /// How long a waiting session stays before it gives up (seconds).
+    #[serde(default = "crate::workload::default_patience_seconds")]
+    pub patience_seconds: Dist,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The arrival rate climbs linearly to `factor` times its profile value over `ramp`,
