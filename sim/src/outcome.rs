@@ -104,6 +104,9 @@ pub struct Starts {
     /// Starts that did not run but whose wait so far is in the start-wait figures (a
     /// lower bound): those pending at the end and those withdrawn by impatient players.
     pub censored: u64,
+    /// Starts of a tier no cloud VM type can hold (after reserve) in an autoscaled
+    /// fleet: they wait for dedicated capacity, and the cloud policy ignores them.
+    pub unservable_by_cloud: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

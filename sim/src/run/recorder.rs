@@ -68,6 +68,7 @@ pub(super) struct Recorder {
     pub(super) starts_cancelled: u64,
     /// Starts whose wait entered the distributions unfinished (see `record_unfinished_start`).
     pub(super) starts_censored: u64,
+    pub(super) starts_unservable_by_cloud: u64,
     pub(super) queue_len_max: u64,
     pub(super) utilization_peak: f64,
     /// (allocated, usable) MiB of the last ratio taken into `utilization_peak`.
@@ -142,6 +143,7 @@ impl Recorder {
             starts_rejected: 0,
             starts_cancelled: 0,
             starts_censored: 0,
+            starts_unservable_by_cloud: 0,
             queue_len_max: 0,
             utilization_peak: 0.0,
             utilization_seen: (0, 0),
@@ -372,6 +374,7 @@ impl Simulation {
                 rejected: rec.starts_rejected,
                 cancelled: rec.starts_cancelled,
                 censored: rec.starts_censored,
+                unservable_by_cloud: rec.starts_unservable_by_cloud,
                 pending_at_end: self.starts_pending(),
             },
             start_wait: rec.start_wait.percentiles(),

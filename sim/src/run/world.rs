@@ -226,6 +226,14 @@ impl Simulation {
     fn request_start(&mut self, server_idx: usize) {
         if self.measuring() {
             self.recorder.starts_requested += 1;
+            let ram_mib = self
+                .core
+                .server(server_id(server_idx))
+                .expect("sim servers exist")
+                .ram_mib;
+            if self.largest_cloud_usable_mib > 0 && ram_mib > self.largest_cloud_usable_mib {
+                self.recorder.starts_unservable_by_cloud += 1;
+            }
         }
         match self.input(Input::StartServer {
             server_id: server_id(server_idx),
