@@ -254,3 +254,36 @@ fn erlang_c_matches_a_textbook_value() {
     // c = 2, a = 1: C = 1/3.
     assert!((erlang_c(2, 1.0) - 1.0 / 3.0).abs() < 1e-12);
 }
+
+const MINIMAL_SCENARIO: &str = r#"
+name = "minimal"
+duration = "1h"
+
+[[fleet.dedicated]]
+name = "box"
+ram_gb = 16
+monthly_eur = 1.0
+
+[workload]
+users = 1
+initial_balance_eur = 1.0
+sessions_per_hour = 1
+session_minutes = { kind = "const", value = 1 }
+tiers = [{ gb = 4, weight = 1 }]
+"#;
+
+#[test]
+fn the_workload_kind_defaults_to_the_generator_as_documented() {
+    let scenario = Scenario::parse(MINIMAL_SCENARIO, Path::new("minimal.toml")).expect("kind may be left out");
+    assert_eq!(
+        scenario.workload.kind,
+        payperplay_sim::scenario::WorkloadKind::Generator
+    );
+}
+
+#[test]
+fn a_start_date_the_month_does_not_have_is_an_error_naming_the_field() {
+    let text = format!("start_date = \"2026-02-31\"\n{MINIMAL_SCENARIO}");
+    let error = Scenario::parse(&text, Path::new("minimal.toml")).expect_err("31 February is no date");
+    assert!(error.to_string().contains("start_date"), "{error}");
+}
