@@ -231,10 +231,11 @@ impl Default for ServerTiming {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadKind {
-    /// Sessions drawn from the generator's distributions.
+    /// Sessions drawn from the generator's distributions (the default).
+    #[default]
     Generator,
     /// A recorded or generated trace (`path`), see the trace format.
     Trace,
@@ -245,6 +246,8 @@ pub enum WorkloadKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
+    /// `generator` unless given (as `scenarios/README.md` documents).
+    #[serde(default)]
     pub kind: WorkloadKind,
     /// The trace file for `kind = "trace"`, relative to the scenario file.
     #[serde(default)]
@@ -285,6 +288,17 @@ pub struct Workload {
     /// Load spikes on top of the profiles (a launch day, an event).
     #[serde(default)]
     pub surges: Vec<Surge>,
+    /// Players give up a start that keeps them waiting longer than their patience.
+    /// `false` makes them wait for ever (the queueing-theory checks).
+    #[serde(default = "yes")]
+    pub patience: bool,
+    /// How long a waiting session stays before it gives up (seconds).
+    #[serde(default = "crate::workload::default_patience_seconds")]
+    pub patience_seconds: Dist,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The arrival rate climbs linearly to `factor` times its profile value over `ramp`,
@@ -450,7 +464,17 @@ pub fn parse_date(text: &str) -> Option<i64> {
     let y: i64 = parts.next()?.parse().ok()?;
     let m: i64 = parts.next()?.parse().ok()?;
     let d: i64 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1970..=9999).contains(&y) {
+        return None;
+    }
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=days_in_month).contains(&d) {
         return None;
     }
     // Howard Hinnant's days_from_civil.
@@ -472,6 +496,15 @@ mod tests {
         assert_eq!(parse_date("1970-01-01"), Some(0));
         assert_eq!(parse_date("2026-01-05"), Some(20458));
         assert_eq!(parse_date("2026-13-01"), None);
+        // A day the month does not have is not a date (it used to roll into March).
+        assert_eq!(parse_date("2026-02-31"), None);
+        assert_eq!(parse_date("2026-02-29"), None);
+        assert_eq!(
+            parse_date("2028-02-29"),
+            Some(parse_date("2028-02-28").expect("a date") + 1)
+        );
+        assert_eq!(parse_date("2100-02-29"), None);
+        assert_eq!(parse_date("2026-04-31"), None);
         assert_eq!(parse_date("yesterday"), None);
     }
 }

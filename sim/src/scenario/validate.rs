@@ -160,6 +160,9 @@ impl Scenario {
             dist.validate().or_else(|m| err(field, m))?;
         }
         let g = &self.workload;
+        g.patience_seconds
+            .validate()
+            .or_else(|m| err("workload.patience_seconds", m))?;
         for (i, surge) in g.surges.iter().enumerate() {
             if !(surge.factor.is_finite() && surge.factor >= 0.0) {
                 return err(
