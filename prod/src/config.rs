@@ -612,6 +612,41 @@ mod tests {
     }
 
     #[test]
+    fn nodes_name_their_engine_and_ports_and_secret_keys_come_from_the_environment() {
+        let text = include_str!("../payperplay.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        let node = &config.fleet.dedicated_nodes[0];
+        assert_eq!(
+            node.game_ports,
+            PortRange {
+                first: 25565,
+                last: 25664
+            }
+        );
+        let engine = node.engine.as_ref().expect("the example's node has an engine");
+        assert_eq!(engine.socket_path, "/var/run/docker.sock");
+        assert!(engine.ssh.is_none());
+        let error = Config::from_toml(
+            "[[fleet.dedicated_nodes]]\nname = \"a\"\ncapacity_mib = 1\nis_system = false\ngame_ports = \"9-1\"\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("port range \"9-1\""), "{error}");
+        let mut config = Config::default();
+        let key = "ab".repeat(32);
+        config
+            .apply_env(|name| (name == "PAYPERPLAY_SECRET_KEY").then(|| format!("2:{key},1:{}", "cd".repeat(32))))
+            .unwrap();
+        assert_eq!(config.secrets.keys.len(), 2);
+        assert_eq!(config.secrets.keys[0].id, 2, "the first key seals");
+        assert_eq!(config.secrets.keys[0].key_hex.expose_secret(), key);
+        assert!(!format!("{config:?}").contains(&key), "keys never show in debug output");
+        let error = Config::default()
+            .apply_env(|name| (name == "PAYPERPLAY_SECRET_KEY").then(|| "nokeyid".to_string()))
+            .unwrap_err();
+        assert!(error.to_string().contains("PAYPERPLAY_SECRET_KEY"), "{error}");
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug_output() {
         let mut config = Config::default();
         config.database.url = SecretString::from("postgres://u:hunter2@127.0.0.1/db");

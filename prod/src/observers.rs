@@ -335,9 +335,12 @@ impl NodeObserver {
             let should_run = server.state == ServerState::Running
                 || (server.state == ServerState::Starting && !server.command_pending);
             if should_run && !seen_running.contains_key(&server.server_id) {
+                if !self.fleet.claim_exit_report(server.server_id, None) {
+                    // Already reported; the core has not caught up with it yet.
+                    continue;
+                }
                 tracing::warn!(server = %server.server_id, node = %self.name, state = server.state.name(),
                     "reconcile: the core's server has no running container");
-                self.fleet.untrack(server.server_id, None);
                 self.sink
                     .observe(Input::ContainerExited {
                         server_id: server.server_id,
@@ -400,7 +403,7 @@ async fn watch_events(fleet: Arc<NodeFleet>, driver: Arc<NodeDriver>, handle: Ru
                             tracing::warn!(node = %name, server = %server_id, "container ran out of memory");
                         }
                         ContainerEventKind::Died { exit_code } => {
-                            if fleet.untrack(server_id, Some(&event.container_id)) {
+                            if fleet.claim_exit_report(server_id, Some(&event.container_id)) {
                                 tracing::warn!(node = %name, server = %server_id, ?exit_code, "container exited on its own");
                                 metrics::counter!("payperplay_container_exits_total").increment(1);
                                 sink.observe(Input::ContainerExited { server_id }).await;

@@ -54,8 +54,11 @@ pub struct NodeFleet {
     drivers: BTreeMap<String, Arc<NodeDriver>>,
     status: Mutex<BTreeMap<String, EngineStatus>>,
     tracked: Mutex<BTreeMap<ServerId, TrackedContainer>>,
-    /// Servers whose readiness is being watched (one watch per server).
-    watching: Mutex<BTreeSet<ServerId>>,
+    /// Containers whose readiness is being watched (one watch per container).
+    watching: Mutex<BTreeSet<(ServerId, String)>>,
+    /// Servers whose exit this process reported and that have not been started since
+    /// (so reconciliation does not report an exit twice while the core catches up).
+    exit_reported: Mutex<BTreeSet<ServerId>>,
 }
 
 impl std::fmt::Debug for NodeFleet {
@@ -129,6 +132,7 @@ impl NodeFleet {
             status: Mutex::new(status),
             tracked: Mutex::new(BTreeMap::new()),
             watching: Mutex::new(BTreeSet::new()),
+            exit_reported: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -179,6 +183,7 @@ impl NodeFleet {
     }
 
     pub fn track(&self, server_id: ServerId, container: TrackedContainer) {
+        lock(&self.exit_reported).remove(&server_id);
         lock(&self.tracked).insert(server_id, container);
     }
 
@@ -195,15 +200,24 @@ impl NodeFleet {
         }
     }
 
+    /// Claims the report of an exit: true for the first claim since the server's
+    /// container was last tracked (by the start command or by adoption).
+    pub fn claim_exit_report(&self, server_id: ServerId, container_id: Option<&str>) -> bool {
+        let was_tracked = self.untrack(server_id, container_id);
+        let first = lock(&self.exit_reported).insert(server_id);
+        was_tracked || (container_id.is_none() && first)
+    }
+
     /// Watches a started container until its game port answers a status ping
     /// (`ServerBooted`), or kills it after `boot_timeout_ms` and reports it exited (the
     /// core then starts the server again). Ends quietly when the container stops being
-    /// the server's tracked one (it exited, or a stop began). One watch per server.
+    /// the server's tracked one (it exited, or a stop began). One watch per container.
     pub fn watch_readiness(self: &Arc<Self>, server_id: ServerId, sink: ObservationSink) {
         let Some(container) = self.tracked(server_id) else {
             return;
         };
-        if !lock(&self.watching).insert(server_id) {
+        let key = (server_id, container.container_id.clone());
+        if !lock(&self.watching).insert(key.clone()) {
             return;
         }
         let fleet = self.clone();
@@ -227,14 +241,14 @@ impl NodeFleet {
                     {
                         tracing::warn!(server = %server_id, %error, "kill after a boot timeout failed");
                     }
-                    if fleet.untrack(server_id, Some(&container.container_id)) {
+                    if fleet.claim_exit_report(server_id, Some(&container.container_id)) {
                         sink.observe(Input::ContainerExited { server_id }).await;
                     }
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(READY_POLL_INTERVAL_MS)).await;
             }
-            lock(&fleet.watching).remove(&server_id);
+            lock(&fleet.watching).remove(&key);
         });
     }
 }
