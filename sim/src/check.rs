@@ -111,6 +111,9 @@ pub const TOLERANCES: &[Tolerance] = &[
     tol("queue_length_max", Better::Lower, 0.10, 1.0),
     tol("nodes_cloud_node_hours", Better::Lower, 0.02, 0.1),
     tol("utilization_mean_pct", Better::Higher, 0.0, 1.0),
+    // Players who gave up waiting, and starts still waiting at the horizon (censored).
+    tol("sessions_abandoned_pct", Better::Lower, 0.10, 0.2),
+    tol("starts_pending_at_end", Better::Lower, 0.0, 2.0),
 ];
 
 impl Tolerance {
