@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    DOMAIN, NodePlayer, Reported, RouterUnderTest, TestBackend, TestGame, legacy, mcstatus, name, route, status,
+    DOMAIN, KillOnDrop, NodePlayer, Reported, RouterUnderTest, TestBackend, TestGame, WokenGame, legacy, mcstatus,
+    name, route, status,
 };
 use payperplay_router::{RequestedHost, RouterConfig, ServerState, WakeOutcome, WakeRefusal};
 
@@ -163,25 +164,22 @@ fn forge_suffixes_case_and_a_trailing_dot_reach_the_same_server() {
 fn a_login_to_a_sleeping_server_is_held_while_it_wakes_then_joins_and_is_counted() {
     let backend = TestBackend::default();
     backend.route(name("bravo"), route(2, ServerState::Sleeping));
-    let started = std::sync::Arc::new(std::sync::Mutex::new(None::<TestGame>));
+    let started = WokenGame::default();
+    let _kill_woken_game = KillOnDrop(started.clone());
     {
         // The "platform": a wake starts a game server that boots for a second and a half,
         // and the route says Running once it answers.
         let backend_for_hook = backend.clone();
-        let started = std::sync::Arc::clone(&started);
+        let started = started.clone();
         backend.on_wake(move |server_id| {
             backend_for_hook.set_state(server_id, ServerState::Starting);
             let backend = backend_for_hook.clone();
-            let started = std::sync::Arc::clone(&started);
+            let started = started.clone();
             std::thread::spawn(move || {
                 let game = TestGame::start(&[("TESTGAME_BOOT_DELAY_MS", "1500"), ("MOTD", "bravo woke")]);
-                backend.set_state(
-                    server_id,
-                    ServerState::Running {
-                        address: game.address(),
-                    },
-                );
-                *started.lock().unwrap() = Some(game);
+                let address = game.address();
+                started.put(game);
+                backend.set_state(server_id, ServerState::Running { address });
             });
             WakeOutcome::Starting
         });

@@ -146,6 +146,27 @@ impl Drop for TestGame {
     }
 }
 
+/// A game server a wake hook starts. The hook lives in the backend, which the hook
+/// itself keeps alive, so the slot is emptied (and the server killed) when this drops.
+#[derive(Clone, Default)]
+pub struct WokenGame(Arc<Mutex<Option<TestGame>>>);
+
+impl WokenGame {
+    pub fn put(&self, game: TestGame) {
+        *self.0.lock().unwrap() = Some(game);
+    }
+}
+
+/// Kills the woken game server when the test ends, however it ends.
+pub struct KillOnDrop(pub WokenGame);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let game = self.0.0.lock().map(|mut slot| slot.take());
+        drop(game);
+    }
+}
+
 /// What the test backend was told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reported {
