@@ -152,21 +152,19 @@ async fn serve_status<B: Backend>(
         Err(_) => answer::shown_for_unknown("that address"),
         Ok(requested) => match shared.backend.resolve(requested).await {
             Ok(Some(route)) => match route.state {
-                ServerState::Running { address } => {
-                    forward.extend_from_slice(reader.buffer());
-                    let stream = reader.into_inner();
-                    match connect_server(shared, &route, peer, address, forward).await {
-                        Ok(server) => {
-                            proxy::splice(stream, server).await;
-                            return Ok(());
-                        }
-                        Err(error) => {
-                            tracing::warn!(server_id = route.server_id, %address, %error, "a running server does not answer a status ping");
-                            reader = BufReader::with_capacity(OPENING_BUFFER_BYTES, stream);
-                            answer::shown_for_route(&route)
-                        }
+                ServerState::Running { address } => match connect(shared, address).await {
+                    Ok(mut server) => {
+                        // What the client sent past the handshake (its status request) goes too.
+                        forward.extend_from_slice(reader.buffer());
+                        send_preamble(shared, &mut server, &route, peer, address, forward).await?;
+                        proxy::splice(reader.into_inner(), server).await;
+                        return Ok(());
                     }
-                }
+                    Err(error) => {
+                        tracing::warn!(server_id = route.server_id, %address, %error, "a running server does not answer a status ping");
+                        answer::shown_for_route(&route)
+                    }
+                },
                 _ => answer::shown_for_route(&route),
             },
             Ok(None) => answer::shown_for_unknown(&host_text(requested, &shared.config.domain)),
@@ -359,7 +357,13 @@ async fn join<B: Backend>(
     route: &Route,
     address: SocketAddr,
 ) -> Result<(), ConnectionError> {
-    let server = match connect_server(shared, route, player.peer, address, &player.forward).await {
+    let connected = match connect(shared, address).await {
+        Ok(mut server) => send_preamble(shared, &mut server, route, player.peer, address, &player.forward)
+            .await
+            .map(|()| server),
+        Err(error) => Err(error),
+    };
+    let server = match connected {
         Ok(server) => server,
         Err(error) => {
             tracing::warn!(server_id = route.server_id, %address, %error, "a running server does not answer a login");
@@ -426,26 +430,31 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Connects to a running server and sends the optional PROXY header and `forward`.
-async fn connect_server<B: Backend>(
+/// Connects to a running server, bounded by `backend_connect_timeout_ms`.
+async fn connect<B: Backend>(shared: &Shared<B>, address: SocketAddr) -> Result<TcpStream, std::io::Error> {
+    let connect_timeout = shared.config.backend_connect_timeout();
+    let server = timeout(connect_timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    server.set_nodelay(true)?;
+    Ok(server)
+}
+
+/// Sends the optional PROXY header and `forward` (what the player sent so far).
+async fn send_preamble<B: Backend>(
     shared: &Shared<B>,
+    server: &mut TcpStream,
     route: &Route,
     peer: SocketAddr,
     address: SocketAddr,
     forward: &[u8],
-) -> Result<TcpStream, std::io::Error> {
-    let connect_timeout = shared.config.backend_connect_timeout();
-    let mut server = timeout(connect_timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    server.set_nodelay(true)?;
+) -> Result<(), std::io::Error> {
     let mut preamble = Vec::with_capacity(forward.len() + 52);
     if route.proxy_protocol.unwrap_or(shared.config.proxy_protocol) {
         preamble.extend_from_slice(&proxy::proxy_v2_header(peer, address));
     }
     preamble.extend_from_slice(forward);
-    server.write_all(&preamble).await?;
-    Ok(server)
+    server.write_all(&preamble).await
 }
 
 /// Sends a login disconnect and closes.

@@ -323,3 +323,40 @@ fn a_running_server_is_joined_directly_and_both_ends_see_the_session() {
     });
     assert_eq!(backend.wakes(), 0);
 }
+
+#[test]
+fn a_running_server_that_does_not_answer_gets_a_clear_ping_and_disconnect() {
+    let closed_port = common::free_port();
+    let backend = TestBackend::default();
+    backend.route(
+        name("lima"),
+        route(
+            12,
+            ServerState::Running {
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], closed_port)),
+            },
+        ),
+    );
+    let router = RouterUnderTest::start(RouterConfig::default(), backend.clone());
+    // mcproto's client sends the handshake and the status request in one write: the
+    // request read along with the handshake must still be answered.
+    let report = router
+        .runtime
+        .block_on(payperplay_mcproto::status_ping(
+            router.address,
+            &host("lima"),
+            common::WAIT,
+        ))
+        .unwrap();
+    assert_eq!(report.motd, "running, but not answering: try again in a moment");
+    assert_eq!(
+        status(&router, &host("lima"))["motd"],
+        "running, but not answering: try again in a moment"
+    );
+    let player = NodePlayer::connect(&router, &host("lima"), "Alex");
+    assert_eq!(
+        player.expect_event("kicked")["reason"],
+        "The server is running but does not answer. Try again in a moment."
+    );
+    assert_eq!(backend.reported(), vec![], "nobody joined, nothing woken");
+}
