@@ -15,6 +15,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
+    /// Whether `payperplay serve` runs the router (the library itself ignores it).
+    pub enabled: bool,
     /// Where players connect.
     pub listen: SocketAddr,
     /// Players type `<server name>.<domain>`; servers may also claim custom hostnames.
@@ -47,6 +49,7 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
+            enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 25565)),
             domain: "play.localhost".to_owned(),
             handshake_timeout_ms: 5_000,
