@@ -41,7 +41,10 @@ impl Core {
                 }
                 Timer::Node(node_id) => self.fire_provision_timeout(node_id),
                 Timer::Prewarm(server_id) => {
-                    self.habits.get_mut(&server_id).expect("timer's habit exists").armed_timer = None;
+                    self.habits
+                        .get_mut(&server_id)
+                        .expect("timer's habit exists")
+                        .armed_timer = None;
                     self.fire_prewarm(server_id);
                 }
                 Timer::ScaleTick => {
