@@ -316,7 +316,8 @@ impl PrivateSshd {
             "ListenAddress 127.0.0.1:{port}\nHostKey {services}/sshd/host_ed25519\nPidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {services}/sshd/authorized_keys\nPermitRootLogin prohibit-password\n\
              PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-             StrictModes no\nAllowStreamLocalForwarding yes\nMaxSessions 64\nMaxStartups 64:30:128\n",
+             StrictModes no\nAllowStreamLocalForwarding yes\nMaxSessions 64\nMaxStartups 64:30:128\n\
+             SetEnv HOME={dir}\n",
             dir = dir.display()
         );
         let config_path = dir.join("sshd_config");
