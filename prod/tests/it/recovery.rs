@@ -233,7 +233,9 @@ async fn the_exported_journal_replays_to_the_same_commands(pool: PgPool) {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert!(recorded.len() > 10, "{recorded:?}");
+    // How many commands there are by the stop depends on how fast the real engine stops
+    // containers; what matters is that the replay gives exactly the same ones.
+    assert!(recorded.len() > 5, "{recorded:?}");
     assert_eq!(
         replayed, recorded,
         "the journal replays to exactly the commands production issued"
