@@ -15,8 +15,23 @@
 #   PAYPERPLAY_TEST_MAILDIR      its Maildir (new mail in $PAYPERPLAY_TEST_MAILDIR/new)
 #   PAYPERPLAY_PYTHON            the venv's python (tests start their own sinks with it)
 #   PAYPERPLAY_SCHEMATHESIS      the venv's `st` (schemathesis CLI)
+# and, for the node drivers (nodes/), installs `docker.io` and `openssh-server` when
+# missing and starts
+#   - a Docker engine of its own (data and exec roots in the temp dir, its own unix
+#     socket, no bridge, no iptables; overlay2, or vfs where overlay2 does not work),
+#   - the test image: scripts/build-testgame.sh's static binary imported as a
+#     `FROM scratch`-like image (no registry needed),
+#   - an OpenSSH server on 127.0.0.1 (own config, host key and a client key made here,
+#     authorized for root, stream-local forwarding allowed: a "remote node"),
+# exporting
+#   PAYPERPLAY_TEST_DOCKER_SOCKET  the engine's unix socket path
+#   PAYPERPLAY_TEST_IMAGE          the test image's tag (payperplay/testgame:test)
+#   PAYPERPLAY_TEST_SSH_PORT       sshd's port on 127.0.0.1
+#   PAYPERPLAY_TEST_SSH_KEY        the client's private key file (user root)
+#   PAYPERPLAY_TEST_SSH_HOST_KEY   sshd's public host key ("ssh-ed25519 AAAA...", to pin)
 # and stops everything on exit through an EXIT trap (chained to any trap already set).
-# Services already configured (DATABASE_URL set) are left alone.
+# Services already configured (DATABASE_URL, PAYPERPLAY_TEST_DOCKER_SOCKET, ... set) are
+# left alone.
 
 payperplay_services_main() {
     local repo_root
@@ -94,9 +109,154 @@ payperplay_services_main() {
         export PAYPERPLAY_TEST_SMTP_PORT="$smtp_port"
         echo "start-services: SMTP sink on 127.0.0.1:$smtp_port, mail in $PAYPERPLAY_TEST_MAILDIR" >&2
     fi
+
+    payperplay_start_node_services "$repo_root" "$state_dir" || return 1
+}
+
+# A Docker engine, the test image and sshd for nodes/ (see the header).
+payperplay_start_node_services() {
+    local repo_root="$1" state_dir="$2"
+    local missing=()
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "start-services: installing ${missing[*]}" >&2
+        # policy-rc.d or no systemd: the packages' own services may not start; we start ours.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
+            || return 1
+    fi
+
+    # --- Docker engine ---
+    if [ -z "${PAYPERPLAY_TEST_DOCKER_SOCKET:-}" ]; then
+        local docker_dir="$state_dir/docker"
+        local socket="$docker_dir/docker.sock"
+        mkdir -p "$docker_dir"
+        local driver started=""
+        for driver in overlay2 vfs; do
+            dockerd --data-root "$docker_dir/data" --exec-root "$docker_dir/exec" \
+                -H "unix://$socket" --pidfile "$docker_dir/docker.pid" \
+                --bridge=none --iptables=false --ip6tables=false --ip-masq=false --userland-proxy=false \
+                --storage-driver="$driver" --shutdown-timeout 5 --log-level warn \
+                --containerd-namespace payperplay-test --containerd-plugins-namespace payperplay-test-plugins \
+                >"$docker_dir/dockerd-$driver.log" 2>&1 &
+            local dockerd_pid=$!
+            local i
+            for i in $(seq 1 300); do
+                if docker -H "unix://$socket" version >/dev/null 2>&1; then
+                    started="$driver"
+                    break
+                fi
+                kill -0 "$dockerd_pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            if [ -n "$started" ]; then
+                export PAYPERPLAY_DOCKERD_PID="$dockerd_pid"
+                break
+            fi
+            kill "$dockerd_pid" 2>/dev/null || true
+            wait "$dockerd_pid" 2>/dev/null || true
+            echo "start-services: dockerd with $driver did not come up (log: $docker_dir/dockerd-$driver.log)" >&2
+        done
+        if [ -z "$started" ]; then
+            cat "$docker_dir"/dockerd-*.log >&2
+            return 1
+        fi
+        export PAYPERPLAY_TEST_DOCKER_SOCKET="$socket"
+        echo "start-services: Docker engine ($started) on unix://$socket" >&2
+    fi
+
+    # --- the test image: the static test game server, alone in the image ---
+    if [ -z "${PAYPERPLAY_TEST_IMAGE:-}" ]; then
+        local testgame_bin
+        testgame_bin="$(bash "$repo_root/scripts/build-testgame.sh")" || return 1
+        local rootfs="$state_dir/testgame-rootfs"
+        mkdir -p "$rootfs/data" "$rootfs/tmp"
+        cp "$testgame_bin" "$rootfs/testgame"
+        local image="payperplay/testgame:test"
+        tar -C "$rootfs" -c . | docker -H "unix://$PAYPERPLAY_TEST_DOCKER_SOCKET" import \
+            --change 'ENTRYPOINT ["/testgame"]' --change 'WORKDIR /data' --change 'VOLUME /data' \
+            - "$image" >/dev/null || return 1
+        export PAYPERPLAY_TEST_IMAGE="$image"
+        echo "start-services: test image $image" >&2
+    fi
+
+    # --- OpenSSH server in front of the engine (a "remote node") ---
+    if [ -z "${PAYPERPLAY_TEST_SSH_PORT:-}" ]; then
+        local ssh_dir="$state_dir/sshd"
+        mkdir -p "$ssh_dir" /run/sshd
+        chmod 700 "$ssh_dir"
+        ssh-keygen -q -t ed25519 -N '' -C payperplay-test-host -f "$ssh_dir/host_ed25519" || return 1
+        ssh-keygen -q -t ed25519 -N '' -C payperplay-test-client -f "$ssh_dir/client_ed25519" || return 1
+        cp "$ssh_dir/client_ed25519.pub" "$ssh_dir/authorized_keys"
+        local ssh_port
+        ssh_port="$("$PAYPERPLAY_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+        cat >"$ssh_dir/sshd_config" <<SSHD
+ListenAddress 127.0.0.1:$ssh_port
+HostKey $ssh_dir/host_ed25519
+PidFile $ssh_dir/sshd.pid
+AuthorizedKeysFile $ssh_dir/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowStreamLocalForwarding yes
+AllowTcpForwarding yes
+MaxSessions 64
+MaxStartups 64:30:128
+ClientAliveInterval 15
+SSHD
+        /usr/sbin/sshd -D -e -f "$ssh_dir/sshd_config" >"$ssh_dir/sshd.log" 2>&1 &
+        export PAYPERPLAY_SSHD_PID=$!
+        local i
+        for i in $(seq 1 100); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$ssh_port") 2>/dev/null; then
+                break
+            fi
+            kill -0 "$PAYPERPLAY_SSHD_PID" 2>/dev/null || { cat "$ssh_dir/sshd.log" >&2; return 1; }
+            sleep 0.1
+        done
+        export PAYPERPLAY_TEST_SSH_PORT="$ssh_port"
+        export PAYPERPLAY_TEST_SSH_KEY="$ssh_dir/client_ed25519"
+        PAYPERPLAY_TEST_SSH_HOST_KEY="$(cut -d' ' -f1,2 "$ssh_dir/host_ed25519.pub")"
+        export PAYPERPLAY_TEST_SSH_HOST_KEY
+        echo "start-services: sshd on 127.0.0.1:$ssh_port (user root, key $PAYPERPLAY_TEST_SSH_KEY)" >&2
+    fi
+}
+
+# Stops what payperplay_start_node_services started: sshd, every container of our engine,
+# the engine (and its containerd), then unmounts what the engine left mounted.
+payperplay_stop_node_services() {
+    if [ -n "${PAYPERPLAY_SSHD_PID:-}" ]; then
+        kill "$PAYPERPLAY_SSHD_PID" 2>/dev/null || true
+    fi
+    if [ -n "${PAYPERPLAY_DOCKERD_PID:-}" ]; then
+        local socket="unix://$PAYPERPLAY_TEST_DOCKER_SOCKET"
+        local ids
+        ids="$(docker -H "$socket" ps -aq 2>/dev/null || true)"
+        if [ -n "$ids" ]; then
+            # shellcheck disable=SC2086
+            docker -H "$socket" rm -f $ids >/dev/null 2>&1 || true
+        fi
+        kill "$PAYPERPLAY_DOCKERD_PID" 2>/dev/null || true
+        local i
+        for i in $(seq 1 150); do
+            kill -0 "$PAYPERPLAY_DOCKERD_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$PAYPERPLAY_DOCKERD_PID" 2>/dev/null || true
+    fi
+    if [ -n "${PAYPERPLAY_SERVICES_DIR:-}" ] && [ -d "$PAYPERPLAY_SERVICES_DIR/docker" ]; then
+        local mount_point
+        awk -v dir="$PAYPERPLAY_SERVICES_DIR/docker" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r |
+            while read -r mount_point; do umount -l "$mount_point" 2>/dev/null || true; done
+    fi
 }
 
 payperplay_stop_services() {
+    payperplay_stop_node_services
     if [ -n "${PAYPERPLAY_SMTP_SINK_PID:-}" ]; then
         kill "$PAYPERPLAY_SMTP_SINK_PID" 2>/dev/null || true
     fi

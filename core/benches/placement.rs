@@ -8,7 +8,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use payperplay_core::{CommandKind, Core, CoreConfig, Input, PolicyConfig, ServerId, Timestamp, UserId};
+use payperplay_core::{
+    CommandId, CommandKind, Core, CoreConfig, Input, Outputs, PolicyConfig, ServerId, Timestamp, UserId,
+};
 
 fn fleet() -> (Core, Timestamp) {
     let mut config = CoreConfig {
@@ -52,9 +54,11 @@ fn fleet() -> (Core, Timestamp) {
         )
         .unwrap();
     }
+    let mut outputs = Outputs::default();
     for s in 1..=20_000u64 {
-        core.handle(now, Input::StartServer { server_id: ServerId(s) }).unwrap();
-        while let Some(command) = core.poll_command() {
+        core.handle_into(now, Input::StartServer { server_id: ServerId(s) }, &mut outputs)
+            .unwrap();
+        for command in outputs.commands.drain(..) {
             if let CommandKind::StartContainer { server_id, .. } = command.kind {
                 core.handle(now, Input::CommandSucceeded { command_id: command.id })
                     .unwrap();
@@ -62,7 +66,8 @@ fn fleet() -> (Core, Timestamp) {
                 core.handle(now, Input::PlayerCount { server_id, players: 1 }).unwrap();
             }
         }
-        while core.poll_event().is_some() {}
+        core.drain(|_| {}, |_| {});
+        outputs.clear();
     }
     assert_eq!(core.totals().servers_holding_ram, 20_000);
     (core, now)
@@ -87,6 +92,7 @@ fn index_choice(c: &mut Criterion) {
 fn placement(c: &mut Criterion) {
     let (mut core, now) = fleet();
     let probe = ServerId(20_001);
+    let mut outputs = Outputs::default();
     c.bench_function("place one start on 1000 nodes / 20000 servers", |b| {
         b.iter(|| {
             core.handle(
@@ -96,17 +102,81 @@ fn placement(c: &mut Criterion) {
                 },
             )
             .unwrap();
-            core.handle(now, Input::StopServer { server_id: probe }).unwrap();
-            while let Some(command) = core.poll_command() {
+            core.handle_into(now, Input::StopServer { server_id: probe }, &mut outputs)
+                .unwrap();
+            for command in &outputs.commands {
                 if let CommandKind::StopContainer { .. } = command.kind {
                     core.handle(now, Input::CommandSucceeded { command_id: command.id })
                         .unwrap();
                 }
             }
-            while core.poll_event().is_some() {}
+            outputs.clear();
+            core.drain(|_| {}, |_| {});
         })
     });
 }
 
-criterion_group!(benches, index_choice, placement);
+/// The same start-and-stop round with the outputs taken three ways: `poll_*` loops
+/// written by hand, `drain` with closures, `drain_into` reused buffers. The helpers
+/// must cost what the loops cost.
+fn drain_styles(c: &mut Criterion) {
+    let (mut core, now) = fleet();
+    let probe = ServerId(20_001);
+    let round = |core: &mut Core, take: &mut dyn FnMut(&mut Core) -> Option<CommandId>| {
+        core.handle(now, Input::StartServer { server_id: probe }).unwrap();
+        take(core);
+        core.handle(now, Input::StopServer { server_id: probe }).unwrap();
+        let stop = take(core).expect("a stop issued");
+        core.handle(now, Input::CommandSucceeded { command_id: stop }).unwrap();
+        take(core);
+    };
+    let is_stop = |kind: &CommandKind| matches!(kind, CommandKind::StopContainer { .. });
+    c.bench_function("outputs: poll loops", |b| {
+        b.iter(|| {
+            round(&mut core, &mut |core| {
+                let mut stop = None;
+                while let Some(command) = core.poll_command() {
+                    if is_stop(&command.kind) {
+                        stop = Some(command.id);
+                    }
+                }
+                while let Some(event) = core.poll_event() {
+                    black_box(event);
+                }
+                stop
+            })
+        })
+    });
+    c.bench_function("outputs: drain", |b| {
+        b.iter(|| {
+            round(&mut core, &mut |core| {
+                let mut stop = None;
+                core.drain(
+                    |command| {
+                        if is_stop(&command.kind) {
+                            stop = Some(command.id);
+                        }
+                    },
+                    |event| {
+                        black_box(event);
+                    },
+                );
+                stop
+            })
+        })
+    });
+    let mut outputs = Outputs::default();
+    c.bench_function("outputs: drain_into", |b| {
+        b.iter(|| {
+            round(&mut core, &mut |core| {
+                outputs.clear();
+                core.drain_into(&mut outputs);
+                black_box(&outputs.events);
+                outputs.commands.iter().find(|c| is_stop(&c.kind)).map(|c| c.id)
+            })
+        })
+    });
+}
+
+criterion_group!(benches, index_choice, placement, drain_styles);
 criterion_main!(benches);

@@ -11,12 +11,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use payperplay_core::{
     Catalog, CompositePolicy, FleetTotals, FleetView, LocationIdx, MS_PER_DAY, MS_PER_HOUR, Node, NodeId, NodeKind,
     NodeState, PolicyConfig, PredictiveConfig, ReserveConfig, ScaleDownConfig, ScaleDownRule, ScalingPolicy,
-    ScheduleWindow, ScheduledConfig, ServerType, ServerTypeIdx, SpareConfig, Timestamp, Trigger, Weekday,
+    ScheduleWindow, ScheduledConfig, SpareConfig, Timestamp, Trigger, VmType, VmTypeIdx, Weekday,
 };
 
 fn bench_policies(c: &mut Criterion) {
     let catalog = Catalog {
-        server_types: vec![ServerType {
+        server_types: vec![VmType {
             name: "cpx62".into(),
             ram_mib: 32 * 1024,
             vcpu: 16,
@@ -33,7 +33,7 @@ fn bench_policies(c: &mut Criterion) {
     let mut empty = BTreeSet::new();
     for i in 0..1_000u64 {
         let kind = NodeKind::Cloud {
-            server_type: ServerTypeIdx(0),
+            server_type: VmTypeIdx(0),
             location: LocationIdx(0),
         };
         let mut node = Node::new(NodeId(i + 1), kind, false, 32 * 1024, 1_638, start);
@@ -52,7 +52,7 @@ fn bench_policies(c: &mut Criterion) {
     }
     let draining = BTreeSet::new();
     let provisioning = BTreeMap::new();
-    let type_usable = payperplay_core::scaling::type_usable_mib(&catalog, &reserve);
+    let type_usable = payperplay_core::policy::type_usable_mib(&catalog, &reserve);
     for rule in [
         ScaleDownRule::EmptyAfter,
         ScaleDownRule::BillingHour,

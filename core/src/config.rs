@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::placement::Strategy;
+use crate::policy::PolicyConfig;
 use crate::prewarm::PrewarmConfig;
-use crate::scaling::PolicyConfig;
 use crate::types::{MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,11 +251,11 @@ impl Default for QueueConfig {
     }
 }
 
-/// Cloud server types and locations the platform may order.
+/// Cloud VM types and locations the platform may order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Catalog {
-    pub server_types: Vec<ServerType>,
+    pub server_types: Vec<VmType>,
     pub locations: Vec<String>,
     /// Expected time from ordering a VM to it being ready, used for queue ETAs and
     /// for predictive lead times.
@@ -273,9 +273,11 @@ impl Default for Catalog {
     }
 }
 
+/// A cloud VM type of the catalog (a Hetzner "server type"; *server* here means a
+/// Minecraft server).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerType {
+pub struct VmType {
     pub name: String,
     #[serde(rename = "ram_gb", with = "crate::units::gb_mib")]
     pub ram_mib: u32,
@@ -289,7 +291,7 @@ pub struct ServerType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaling::{ScheduleWindow, ScheduledConfig, SpareConfig};
+    use crate::policy::{ScheduleWindow, ScheduledConfig, SpareConfig};
 
     #[test]
     fn validation_names_the_field() {

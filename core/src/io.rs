@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{CommandId, LocationIdx, NodeId, ServerId, ServerTypeIdx, Timestamp, UserId};
+use crate::model::ServerState;
+use crate::types::{CommandId, LocationIdx, NodeId, ServerId, Timestamp, UserId, VmTypeIdx};
 
 /// Everything that happens reaches the core as an input. The production shell
 /// journals each one before handling it; the simulator replays them.
@@ -88,7 +89,7 @@ pub enum FailureKind {
     /// Anything else (timeouts, 5xx, a VM that never came up).
     #[default]
     Other,
-    /// The server type is sold out in that location.
+    /// The VM type is sold out in that location.
     ResourceUnavailable,
     /// The provider's API rate limit was hit.
     RateLimited,
@@ -107,7 +108,7 @@ pub enum CommandKind {
     /// Order a cloud VM. Success means the VM is ready to take containers.
     ProvisionNode {
         node_id: NodeId,
-        server_type: ServerTypeIdx,
+        server_type: VmTypeIdx,
         location: LocationIdx,
     },
     /// Delete a cloud VM (it is empty). Success means the provider stopped billing.
@@ -253,7 +254,7 @@ pub enum Event {
     },
     NodeRequested {
         node_id: NodeId,
-        server_type: ServerTypeIdx,
+        server_type: VmTypeIdx,
         location: LocationIdx,
     },
     NodeReady {
@@ -272,8 +273,8 @@ pub enum Event {
     /// The wanted (type, location) was sold out, backed off or failing: the core
     /// ordered `chosen` instead.
     ProvisionFallback {
-        wanted: (ServerTypeIdx, LocationIdx),
-        chosen: (ServerTypeIdx, LocationIdx),
+        wanted: (VmTypeIdx, LocationIdx),
+        chosen: (VmTypeIdx, LocationIdx),
     },
     /// The core started a server on its own, ahead of its owner's usual play time.
     /// `platform_pays`: its RAM-time is not charged to the owner until the first
@@ -331,6 +332,15 @@ pub enum RejectReason {
     TooManyAttempts,
     ServerDeleted,
     OutOfBalance,
+}
+
+impl RejectReason {
+    /// The request is not allowed while the server is in `state`.
+    pub fn wrong_state(state: ServerState) -> RejectReason {
+        RejectReason::WrongState {
+            state: state.name().to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for RejectReason {

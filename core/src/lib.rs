@@ -17,24 +17,25 @@ pub mod placement;
 pub mod policy;
 pub mod prewarm;
 pub mod queue;
-pub mod scaling;
 #[cfg(test)]
 mod test_rng;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 mod timerq;
 pub mod types;
 pub mod units;
 
 pub use config::{
     BillingConfig, Catalog, ConfigError, CoreConfig, LifecycleConfig, PlacementConfig, QueueConfig, ReserveConfig,
-    ServerType,
+    VmType,
 };
 pub use io::{
     Command, CommandKind, Email, Event, FailureKind, Input, LedgerEntry, LedgerKind, NodeRemoval, RejectReason,
     Rejection, StartOutcome, StopReason,
 };
-pub use machine::{Core, CoreStats, QueueStatus};
+pub use machine::{Core, CoreStats, Outputs, QueueStatus};
 pub use model::{Node, NodeKind, NodeState, Server, ServerState, User};
-pub use scaling::{
+pub use policy::{
     CompositePolicy, FallbackConfig, FleetTotals, FleetView, PolicyConfig, PredictiveConfig, ReactiveConfig,
     ScaleDownConfig, ScaleDownRule, ScalingDecision, ScalingPolicy, ScheduleWindow, ScheduledConfig, SpareConfig,
     Trigger, Weekday,

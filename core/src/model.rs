@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::io::StopReason;
-use crate::types::{CommandId, LocationIdx, NodeId, ServerTypeIdx, Timestamp, UserId};
+use crate::types::{CommandId, LocationIdx, NodeId, Timestamp, UserId, VmTypeIdx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,7 +28,7 @@ pub enum NodeKind {
         monthly_cost_micros: u64,
     },
     Cloud {
-        server_type: ServerTypeIdx,
+        server_type: VmTypeIdx,
         location: LocationIdx,
     },
 }
@@ -124,6 +124,16 @@ impl ServerState {
         }
     }
 
+    /// A start request in this state begins a new start: from rest, or (while
+    /// `Stopping`) once the stop in progress is done. In `Queued`, `Starting` and
+    /// `Running` a start is already under way and a request only confirms it.
+    pub fn accepts_start(&self) -> bool {
+        matches!(
+            self,
+            ServerState::Stopped | ServerState::Sleeping | ServerState::Archived | ServerState::Stopping { .. }
+        )
+    }
+
     pub fn holds_ram(&self) -> bool {
         matches!(
             self,
@@ -198,7 +208,7 @@ pub struct Server {
     pub pending_command: Option<CommandId>,
     pub stop_attempts: u32,
     /// The timer this server has armed, if any (idle, archive or reservation).
-    pub timer_at: Option<TimerSlot>,
+    pub armed_timer: Option<TimerSlot>,
     pub queue_seq: Option<i64>,
     /// Started by pre-warm and no player yet: the idle timer waits at least `hold`.
     pub prewarm_hold: bool,
@@ -217,7 +227,7 @@ pub struct User {
     pub unsettled_since: Timestamp,
     pub servers: crate::idmap::IdSet<super::types::ServerId>,
     pub low_balance_warned: bool,
-    pub timer_at: Option<TimerSlot>,
+    pub armed_timer: Option<TimerSlot>,
 }
 
 /// An armed timer: its deadline and the sequence number that tells it apart from

@@ -66,6 +66,22 @@ impl<V> PendingMap<V> {
         if self.old.is_empty() { None } else { self.old.remove(id) }
     }
 
+    /// Forget the command `awaited` names, if any (its result no longer matters).
+    pub(crate) fn forget(&mut self, awaited: Option<CommandId>) {
+        if let Some(id) = awaited {
+            self.remove(&id);
+        }
+    }
+
+    /// Every entry, the window's in id order, then the older and out-of-order ones.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (CommandId, &V)> {
+        let base = self.base;
+        let window = self.slots.iter().enumerate();
+        window
+            .filter_map(move |(i, slot)| slot.as_ref().map(|v| (CommandId(base + i as u64), v)))
+            .chain(self.old.iter().map(|(&id, v)| (id, v)))
+    }
+
     /// Drop empty slots at the front.
     fn trim(&mut self) {
         while let Some(None) = self.slots.front() {

@@ -70,10 +70,10 @@ id_type!(
     CommandId
 );
 
-/// Index of a server type in the core's cloud catalog.
+/// Index of a VM type in the core's cloud catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ServerTypeIdx(pub u16);
+pub struct VmTypeIdx(pub u16);
 
 /// Index of a location in the core's cloud catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

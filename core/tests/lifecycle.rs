@@ -1,100 +1,11 @@
 //! The core's lifecycle, queue, billing and scaling behaviour, driven by hand through
 //! the public contract (`handle`, `poll_command`, `poll_event`, `poll_timeout`).
 
+use payperplay_core::testkit::{Driver, no_reserve, one_vm_type_catalog, static_config};
 use payperplay_core::{
-    Catalog, Command, CommandKind, Core, CoreConfig, Email, Event, Input, LedgerKind, MS_PER_HOUR, MS_PER_MINUTE,
-    MS_PER_SECOND, NodeId, PolicyConfig, RejectReason, ReserveConfig, ServerId, ServerState, ServerType, StartOutcome,
-    StopReason, Timestamp, UserId,
+    Command, CommandKind, CoreConfig, Email, Event, Input, LedgerKind, MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND,
+    NodeId, Outputs, PolicyConfig, RejectReason, ServerId, ServerState, StartOutcome, StopReason, Timestamp, UserId,
 };
-
-/// A test driver: records everything the core says.
-struct Driver {
-    core: Core,
-    now: Timestamp,
-    commands: Vec<Command>,
-    events: Vec<Event>,
-}
-
-impl Driver {
-    fn new(config: CoreConfig) -> Driver {
-        Driver {
-            core: Core::new(config),
-            now: Timestamp(1_000_000),
-            commands: Vec::new(),
-            events: Vec::new(),
-        }
-    }
-
-    fn input(&mut self, input: Input) -> Result<(), RejectReason> {
-        let result = self.core.handle(self.now, input).map_err(|r| r.reason);
-        self.core.check_invariants().expect("invariants hold");
-        while let Some(c) = self.core.poll_command() {
-            self.commands.push(c);
-        }
-        while let Some(e) = self.core.poll_event() {
-            self.events.push(e);
-        }
-        result
-    }
-
-    /// Advance the clock to `ms` later, firing every timer on the way.
-    fn advance(&mut self, ms: u64) {
-        let target = self.now.plus_ms(ms);
-        while let Some(at) = self.core.poll_timeout() {
-            if at > target {
-                break;
-            }
-            self.now = at.max(self.now);
-            self.input(Input::Timeout).unwrap();
-        }
-        self.now = target;
-    }
-
-    /// Register user 1 with a balance.
-    fn user(&mut self, balance_micros: i64) {
-        self.input(Input::RegisterUser { user_id: UserId(1) }).unwrap();
-        self.input(Input::TopUp {
-            user_id: UserId(1),
-            amount_micros: balance_micros,
-        })
-        .unwrap();
-    }
-
-    fn take_commands(&mut self) -> Vec<Command> {
-        std::mem::take(&mut self.commands)
-    }
-
-    fn succeed(&mut self, command: &Command) {
-        self.input(Input::CommandSucceeded { command_id: command.id }).unwrap();
-    }
-
-    fn find(&self, f: impl Fn(&CommandKind) -> bool) -> Option<Command> {
-        self.commands.iter().find(|c| f(&c.kind)).cloned()
-    }
-
-    fn state(&self, id: u64) -> ServerState {
-        self.core.server(ServerId(id)).expect("server exists").state
-    }
-}
-
-fn no_reserve() -> ReserveConfig {
-    ReserveConfig {
-        small_node_max_mib: 0,
-        small_fixed_mib: 0,
-        medium_node_max_mib: 0,
-        medium_pct: 0,
-        large_pct: 0,
-        system_extra_mib: 0,
-    }
-}
-
-fn static_config() -> CoreConfig {
-    CoreConfig {
-        reserve: no_reserve(),
-        policy: PolicyConfig::default(),
-        ..CoreConfig::default()
-    }
-}
 
 fn with_user_and_node(config: CoreConfig, node_gb: u32, balance_micros: i64) -> Driver {
     let mut d = Driver::new(config);
@@ -128,12 +39,7 @@ fn start_and_boot(d: &mut Driver, server: u64) {
 #[test]
 fn a_server_runs_sleeps_when_idle_is_archived_and_restores() {
     let mut d = with_user_and_node(static_config(), 16, 10_000_000);
-    d.input(Input::CreateServer {
-        server_id: ServerId(1),
-        owner: UserId(1),
-        ram_mib: 4096,
-    })
-    .unwrap();
+    d.create(1, 4);
     d.input(Input::StartServer { server_id: ServerId(1) }).unwrap();
     assert_eq!(d.state(1), ServerState::Starting);
     let start = d.find(|k| matches!(k, CommandKind::StartContainer { .. })).unwrap();
@@ -194,24 +100,14 @@ fn a_server_runs_sleeps_when_idle_is_archived_and_restores() {
 #[test]
 fn min_run_time_holds_an_empty_server_up() {
     let mut d = with_user_and_node(static_config(), 16, 10_000_000);
-    d.input(Input::CreateServer {
-        server_id: ServerId(1),
-        owner: UserId(1),
-        ram_mib: 2048,
-    })
-    .unwrap();
+    d.create(1, 2);
     let config = d.core.config().lifecycle.clone();
     assert!(config.min_run_ms < config.idle_sleep_after_ms);
     // With a long minimum run, the idle stop waits for it.
     let mut config = static_config();
     config.lifecycle.min_run_ms = 30 * MS_PER_MINUTE;
     let mut d = with_user_and_node(config, 16, 10_000_000);
-    d.input(Input::CreateServer {
-        server_id: ServerId(1),
-        owner: UserId(1),
-        ram_mib: 2048,
-    })
-    .unwrap();
+    d.create(1, 2);
     start_and_boot(&mut d, 1);
     d.advance(29 * MS_PER_MINUTE);
     assert_eq!(d.state(1), ServerState::Running);
@@ -228,12 +124,7 @@ fn min_run_time_holds_an_empty_server_up() {
 fn a_start_that_does_not_fit_queues_and_runs_when_ram_frees() {
     let mut d = with_user_and_node(static_config(), 6, 10_000_000);
     for id in 1..=2 {
-        d.input(Input::CreateServer {
-            server_id: ServerId(id),
-            owner: UserId(1),
-            ram_mib: 4096,
-        })
-        .unwrap();
+        d.create(id, 4);
     }
     start_and_boot(&mut d, 1);
     d.input(Input::StartServer { server_id: ServerId(2) }).unwrap();
@@ -253,12 +144,7 @@ fn a_start_that_does_not_fit_queues_and_runs_when_ram_frees() {
 fn a_queued_start_can_be_cancelled_and_ends_cancelled() {
     let mut d = with_user_and_node(static_config(), 4, 10_000_000);
     for id in 1..=2 {
-        d.input(Input::CreateServer {
-            server_id: ServerId(id),
-            owner: UserId(1),
-            ram_mib: 4096,
-        })
-        .unwrap();
+        d.create(id, 4);
     }
     start_and_boot(&mut d, 1);
     d.input(Input::StartServer { server_id: ServerId(2) }).unwrap();
@@ -283,12 +169,7 @@ fn a_queued_start_can_be_cancelled_and_ends_cancelled() {
 #[test]
 fn an_unconfirmed_reservation_is_released_and_retried() {
     let mut d = with_user_and_node(static_config(), 8, 10_000_000);
-    d.input(Input::CreateServer {
-        server_id: ServerId(1),
-        owner: UserId(1),
-        ram_mib: 4096,
-    })
-    .unwrap();
+    d.create(1, 4);
     d.input(Input::StartServer { server_id: ServerId(1) }).unwrap();
     let first = d.find(|k| matches!(k, CommandKind::StartContainer { .. })).unwrap();
     d.take_commands();
@@ -329,12 +210,7 @@ fn ram_time_is_billed_exactly_and_balances_match_the_ledger() {
     let mut config = static_config();
     config.billing.ram_price_micros_per_gib_hour = 10_000; // 0.01 EUR per GB-hour
     let mut d = with_user_and_node(config, 16, 10_000_000);
-    d.input(Input::CreateServer {
-        server_id: ServerId(1),
-        owner: UserId(1),
-        ram_mib: 4096,
-    })
-    .unwrap();
+    d.create(1, 4);
     d.input(Input::StartServer { server_id: ServerId(1) }).unwrap();
     let start = d.find(|k| matches!(k, CommandKind::StartContainer { .. })).unwrap();
     let mut history = d.take_commands();
@@ -377,12 +253,7 @@ fn a_low_balance_warns_and_zero_stops_the_server_cleanly() {
     config.billing.ram_price_micros_per_gib_hour = 1_000_000; // 1 EUR per GB-hour
     config.billing.low_balance_threshold_micros = 1_000_000;
     let mut d = with_user_and_node(config, 16, 3_000_000);
-    d.input(Input::CreateServer {
-        server_id: ServerId(1),
-        owner: UserId(1),
-        ram_mib: 2048,
-    })
-    .unwrap();
+    d.create(1, 2);
     start_and_boot(&mut d, 1);
     d.input(Input::PlayerCount {
         server_id: ServerId(1),
@@ -447,12 +318,7 @@ fn bad_requests_are_rejected_with_a_reason() {
         }),
         Err(RejectReason::UnknownUser)
     );
-    d.input(Input::CreateServer {
-        server_id: ServerId(1),
-        owner: UserId(1),
-        ram_mib: 2048,
-    })
-    .unwrap();
+    d.create(1, 2);
     assert_eq!(
         d.input(Input::CreateServer {
             server_id: ServerId(1),
@@ -489,17 +355,7 @@ fn bad_requests_are_rejected_with_a_reason() {
 fn cloud_config() -> CoreConfig {
     CoreConfig {
         reserve: no_reserve(),
-        catalog: Catalog {
-            server_types: vec![ServerType {
-                name: "cpx42".into(),
-                ram_mib: 16384,
-                vcpu: 8,
-                price_micros_per_hour: 40_000,
-                monthly_cap_micros: 25_000_000,
-            }],
-            locations: vec!["fsn1".into()],
-            expected_provision_ms: 2 * MS_PER_MINUTE,
-        },
+        catalog: one_vm_type_catalog(),
         policy: PolicyConfig {
             max_cloud_nodes: 5,
             ..PolicyConfig::reactive()
@@ -513,12 +369,7 @@ fn the_reactive_policy_orders_once_per_demand_and_deletes_empty_vms() {
     let mut d = Driver::new(cloud_config());
     d.user(100_000_000);
     for id in 1..=3 {
-        d.input(Input::CreateServer {
-            server_id: ServerId(id),
-            owner: UserId(1),
-            ram_mib: 4096,
-        })
-        .unwrap();
+        d.create(id, 4);
         d.input(Input::StartServer {
             server_id: ServerId(id),
         })
@@ -615,19 +466,9 @@ fn a_large_request_is_not_starved_by_a_stream_of_small_ones() {
     config.queue.head_bypass_ms_max = 5 * MS_PER_MINUTE;
     let mut d = with_user_and_node(config, 16, 1_000_000_000);
     for id in 1..=40 {
-        d.input(Input::CreateServer {
-            server_id: ServerId(id),
-            owner: UserId(1),
-            ram_mib: 2048,
-        })
-        .unwrap();
+        d.create(id, 2);
     }
-    d.input(Input::CreateServer {
-        server_id: ServerId(100),
-        owner: UserId(1),
-        ram_mib: 16384,
-    })
-    .unwrap();
+    d.create(100, 16);
     // Eight small servers are always wanted; each plays 8 minutes, then its owner stops
     // it and another one is started. Without the head's claim they would keep the
     // 16 GiB node from ever being empty.
@@ -680,4 +521,76 @@ fn a_large_request_is_not_starved_by_a_stream_of_small_ones() {
         d.advance(MS_PER_MINUTE);
     }
     panic!("the 16 GiB start never ran: {:?}", d.state(100));
+}
+
+#[test]
+fn the_core_names_the_commands_it_still_awaits_exactly_as_issued() {
+    let mut d = Driver::new(payperplay_core::testkit::cloud_config(PolicyConfig::reactive()));
+    d.user(10_000_000);
+    d.create(1, 4);
+    d.start(1);
+    let order = d
+        .find(|k| matches!(k, CommandKind::ProvisionNode { .. }))
+        .expect("a VM ordered");
+    assert_eq!(d.core.awaited_commands(), vec![order.clone()]);
+    d.succeed(&order);
+    let start = d
+        .find(|k| matches!(k, CommandKind::StartContainer { .. }))
+        .expect("placed");
+    let ledger = d
+        .find(|k| matches!(k, CommandKind::PostLedgerEntry { .. }))
+        .expect("top-up booked");
+    assert_eq!(
+        d.core.awaited_commands(),
+        vec![start.clone()],
+        "ledger entries are not awaited"
+    );
+    assert!(!ledger.kind.awaits_result());
+    d.succeed(&start);
+    assert!(d.core.awaited_commands().is_empty());
+    d.accept(Input::ServerBooted { server_id: ServerId(1) });
+    d.commands.clear();
+    d.stop(1);
+    assert!(d.core.awaited_commands().is_empty(), "the stop was confirmed");
+    d.accept(Input::StartServer { server_id: ServerId(1) });
+    d.accept(Input::StopServer { server_id: ServerId(1) });
+    let stop = d
+        .find(|k| matches!(k, CommandKind::StopContainer { .. }))
+        .expect("stop issued");
+    assert_eq!(d.core.awaited_commands(), vec![stop]);
+}
+
+#[test]
+fn drain_into_hands_over_what_poll_would_in_the_same_order() {
+    let mut polled = Driver::new(static_config());
+    let mut drained = Driver::new(static_config());
+    let mut outputs = Outputs::default();
+    let inputs = [
+        Input::AddDedicatedNode {
+            name: "dedi".into(),
+            capacity_mib: 8192,
+            monthly_cost_micros: 1,
+            is_system: false,
+        },
+        Input::RegisterUser { user_id: UserId(1) },
+        Input::TopUp {
+            user_id: UserId(1),
+            amount_micros: 1_000_000,
+        },
+        Input::CreateServer {
+            server_id: ServerId(1),
+            owner: UserId(1),
+            ram_mib: 4096,
+        },
+        Input::StartServer { server_id: ServerId(1) },
+    ];
+    for input in inputs {
+        polled.accept(input.clone());
+        let now = drained.now;
+        drained.core.handle_into(now, input, &mut outputs).expect("accepted");
+    }
+    assert_eq!(outputs.commands, polled.commands);
+    assert_eq!(outputs.events, polled.events);
+    assert!(!outputs.commands.is_empty() && !outputs.events.is_empty());
+    assert_eq!(drained.core.poll_command(), None);
 }

@@ -2,166 +2,21 @@
 //! contract (`handle`, `poll_command`, `poll_event`, `poll_timeout`).
 
 use payperplay_core::prewarm::{BilledTo, PrewarmConfig};
+use payperplay_core::testkit::{Driver, cloud_config, no_reserve};
 use payperplay_core::{
-    Catalog, Command, CommandKind, Core, CoreConfig, Event, FailureKind, Input, LocationIdx, MS_PER_DAY, MS_PER_HOUR,
-    MS_PER_MINUTE, NodeId, NodeState, PolicyConfig, ReserveConfig, ScaleDownConfig, ScaleDownRule, ServerId,
-    ServerState, ServerType, ServerTypeIdx, Timestamp, UserId,
+    Command, CommandKind, CoreConfig, Event, FailureKind, Input, LocationIdx, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE,
+    NodeId, NodeState, PolicyConfig, ScaleDownConfig, ScaleDownRule, ServerId, ServerState, Timestamp, UserId,
+    VmTypeIdx,
 };
 
-struct Driver {
-    core: Core,
-    now: Timestamp,
-    commands: Vec<Command>,
-    events: Vec<Event>,
+/// A driver at day 10 with user 1 holding 100 EUR.
+fn driver(config: CoreConfig) -> Driver {
+    let mut d = Driver::at(config, Timestamp(10 * MS_PER_DAY));
+    d.user(100_000_000);
+    d
 }
 
-impl Driver {
-    fn new(config: CoreConfig) -> Driver {
-        let mut d = Driver {
-            core: Core::new(config),
-            now: Timestamp(10 * MS_PER_DAY),
-            commands: Vec::new(),
-            events: Vec::new(),
-        };
-        d.input(Input::RegisterUser { user_id: UserId(1) });
-        d.input(Input::TopUp {
-            user_id: UserId(1),
-            amount_micros: 100_000_000,
-        });
-        d
-    }
-
-    fn input(&mut self, input: Input) {
-        self.core.handle(self.now, input).expect("accepted");
-        self.core.check_invariants().expect("invariants hold");
-        while let Some(c) = self.core.poll_command() {
-            self.commands.push(c);
-        }
-        while let Some(e) = self.core.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    fn advance_to(&mut self, target: Timestamp) {
-        while let Some(at) = self.core.poll_timeout() {
-            if at > target {
-                break;
-            }
-            self.now = at.max(self.now);
-            self.input(Input::Timeout);
-        }
-        self.now = self.now.max(target);
-    }
-
-    fn advance(&mut self, ms: u64) {
-        self.advance_to(self.now.plus_ms(ms));
-    }
-
-    /// Take the commands of one kind issued so far.
-    fn take(&mut self, f: impl Fn(&CommandKind) -> bool) -> Vec<Command> {
-        let (taken, kept) = std::mem::take(&mut self.commands).into_iter().partition(|c| f(&c.kind));
-        self.commands = kept;
-        taken
-    }
-
-    fn provisions(&mut self) -> Vec<Command> {
-        self.take(|k| matches!(k, CommandKind::ProvisionNode { .. }))
-    }
-
-    fn succeed_all(&mut self, f: impl Fn(&CommandKind) -> bool) {
-        for c in self.take(f) {
-            self.input(Input::CommandSucceeded { command_id: c.id });
-        }
-    }
-
-    fn fail(&mut self, command: &Command, kind: FailureKind) {
-        self.input(Input::CommandFailed {
-            command_id: command.id,
-            reason: format!("{kind:?}"),
-            kind,
-        });
-    }
-
-    fn create(&mut self, id: u64, gb: u32) {
-        self.input(Input::CreateServer {
-            server_id: ServerId(id),
-            owner: UserId(1),
-            ram_mib: gb * 1024,
-        });
-    }
-
-    fn start(&mut self, id: u64) {
-        self.input(Input::StartServer {
-            server_id: ServerId(id),
-        });
-    }
-
-    /// Confirm every container start and boot every starting server with one player.
-    fn boot_all(&mut self) {
-        self.succeed_all(|k| matches!(k, CommandKind::StartContainer { .. }));
-        let starting: Vec<ServerId> = self
-            .core
-            .servers()
-            .filter(|(_, s)| s.state == ServerState::Starting)
-            .map(|(id, _)| id)
-            .collect();
-        for server_id in starting {
-            self.input(Input::PlayerCount { server_id, players: 1 });
-            self.input(Input::ServerBooted { server_id });
-        }
-    }
-
-    fn stop(&mut self, id: u64) {
-        self.input(Input::StopServer {
-            server_id: ServerId(id),
-        });
-        self.succeed_all(|k| matches!(k, CommandKind::StopContainer { .. }));
-    }
-
-    fn state(&self, id: u64) -> ServerState {
-        self.core.server(ServerId(id)).expect("exists").state
-    }
-}
-
-fn server_type(name: &str, gb: u32, price: u64) -> ServerType {
-    ServerType {
-        name: name.into(),
-        ram_mib: gb * 1024,
-        vcpu: 4,
-        price_micros_per_hour: price,
-        monthly_cap_micros: price * 600,
-    }
-}
-
-fn no_reserve() -> ReserveConfig {
-    ReserveConfig {
-        small_node_max_mib: 0,
-        small_fixed_mib: 0,
-        medium_node_max_mib: 0,
-        medium_pct: 0,
-        large_pct: 0,
-        system_extra_mib: 0,
-    }
-}
-
-fn cloud(policy: PolicyConfig) -> CoreConfig {
-    CoreConfig {
-        reserve: no_reserve(),
-        catalog: Catalog {
-            server_types: vec![server_type("cpx42", 16, 40_000), server_type("cpx62", 32, 75_000)],
-            locations: vec!["fsn1".into(), "nbg1".into()],
-            expected_provision_ms: 2 * MS_PER_MINUTE,
-        },
-        policy: PolicyConfig {
-            server_type: Some("cpx42".into()),
-            max_cloud_nodes: 10,
-            ..policy
-        },
-        ..CoreConfig::default()
-    }
-}
-
-fn ordered(c: &Command) -> (ServerTypeIdx, LocationIdx) {
+fn ordered(c: &Command) -> (VmTypeIdx, LocationIdx) {
     match c.kind {
         CommandKind::ProvisionNode {
             server_type, location, ..
@@ -172,21 +27,21 @@ fn ordered(c: &Command) -> (ServerTypeIdx, LocationIdx) {
 
 #[test]
 fn a_sold_out_type_falls_back_to_a_larger_type_then_another_location_and_says_so() {
-    let mut d = Driver::new(cloud(PolicyConfig::reactive()));
+    let mut d = driver(cloud_config(PolicyConfig::reactive()));
     for id in 1..=3 {
         d.create(id, 4);
         d.start(id);
     }
     let first = d.provisions();
     assert_eq!(first.len(), 1);
-    let cpx42_fsn1 = (ServerTypeIdx(0), LocationIdx(0));
+    let cpx42_fsn1 = (VmTypeIdx(0), LocationIdx(0));
     assert_eq!(ordered(&first[0]), cpx42_fsn1);
     d.fail(&first[0], FailureKind::ResourceUnavailable);
     let second = d.provisions();
-    assert_eq!(ordered(&second[0]), (ServerTypeIdx(1), LocationIdx(0)), "cpx62 in fsn1");
+    assert_eq!(ordered(&second[0]), (VmTypeIdx(1), LocationIdx(0)), "cpx62 in fsn1");
     d.fail(&second[0], FailureKind::ResourceUnavailable);
     let third = d.provisions();
-    assert_eq!(ordered(&third[0]), (ServerTypeIdx(0), LocationIdx(1)), "cpx42 in nbg1");
+    assert_eq!(ordered(&third[0]), (VmTypeIdx(0), LocationIdx(1)), "cpx42 in nbg1");
     let fallbacks = d
         .events
         .iter()
@@ -195,7 +50,7 @@ fn a_sold_out_type_falls_back_to_a_larger_type_then_another_location_and_says_so
     assert_eq!(fallbacks, 2);
     let stats = d.core.stats();
     assert_eq!((stats.provision_fallbacks, stats.provision_sold_out), (2, 2));
-    d.input(Input::CommandSucceeded {
+    d.accept(Input::CommandSucceeded {
         command_id: third[0].id,
     });
     d.boot_all();
@@ -215,7 +70,7 @@ fn a_sold_out_type_falls_back_to_a_larger_type_then_another_location_and_says_so
 
 #[test]
 fn a_rate_limit_holds_orders_back_then_demand_is_served() {
-    let mut d = Driver::new(cloud(PolicyConfig::reactive()));
+    let mut d = driver(cloud_config(PolicyConfig::reactive()));
     d.create(1, 4);
     d.start(1);
     let first = d.provisions();
@@ -231,7 +86,7 @@ fn a_rate_limit_holds_orders_back_then_demand_is_served() {
         "ordered again at the first evaluation after the back-off"
     );
     assert!(d.core.stats().provisions_held_back >= 1);
-    d.input(Input::CommandSucceeded {
+    d.accept(Input::CommandSucceeded {
         command_id: retry[0].id,
     });
     d.boot_all();
@@ -240,7 +95,7 @@ fn a_rate_limit_holds_orders_back_then_demand_is_served() {
 
 #[test]
 fn repeated_failures_back_a_type_off_and_the_next_one_is_used() {
-    let mut d = Driver::new(cloud(PolicyConfig::reactive()));
+    let mut d = driver(cloud_config(PolicyConfig::reactive()));
     d.create(1, 4);
     d.start(1);
     let first = d.provisions();
@@ -253,11 +108,7 @@ fn repeated_failures_back_a_type_off_and_the_next_one_is_used() {
     );
     d.fail(&second[0], FailureKind::Other);
     let third = d.provisions();
-    assert_eq!(
-        ordered(&third[0]),
-        (ServerTypeIdx(1), LocationIdx(0)),
-        "backed off: cpx62"
-    );
+    assert_eq!(ordered(&third[0]), (VmTypeIdx(1), LocationIdx(0)), "backed off: cpx62");
 }
 
 fn cluster_autoscaler_like() -> PolicyConfig {
@@ -272,7 +123,7 @@ fn cluster_autoscaler_like() -> PolicyConfig {
 
 #[test]
 fn cluster_autoscaler_like_cordons_an_underused_vm_and_never_interrupts_its_players() {
-    let mut d = Driver::new(cloud(cluster_autoscaler_like()));
+    let mut d = driver(cloud_config(cluster_autoscaler_like()));
     for id in 1..=5 {
         d.create(id, 4);
         d.start(id);
@@ -280,7 +131,7 @@ fn cluster_autoscaler_like_cordons_an_underused_vm_and_never_interrupts_its_play
     let orders = d.provisions();
     assert_eq!(orders.len(), 2, "20 GB queued: two 16 GB VMs");
     for c in &orders {
-        d.input(Input::CommandSucceeded { command_id: c.id });
+        d.accept(Input::CommandSucceeded { command_id: c.id });
     }
     d.boot_all();
     let on_node = |d: &Driver, id: u64| d.core.server(ServerId(id)).expect("exists").node.expect("placed");
@@ -333,7 +184,7 @@ fn billing_aware_scale_down_keeps_an_empty_vm_until_its_paid_hour_ends() {
         }),
         ..PolicyConfig::default()
     };
-    let mut d = Driver::new(cloud(policy));
+    let mut d = driver(cloud_config(policy));
     let ordered_at = d.now;
     d.create(1, 4);
     d.start(1);
@@ -374,7 +225,7 @@ fn prewarm_config(billed_to: BilledTo) -> CoreConfig {
 }
 
 fn dedicated(d: &mut Driver) {
-    d.input(Input::AddDedicatedNode {
+    d.accept(Input::AddDedicatedNode {
         name: "dedi".into(),
         capacity_mib: 64 * 1024,
         monthly_cost_micros: 1,
@@ -397,7 +248,7 @@ fn habitual_evenings(d: &mut Driver) {
 
 #[test]
 fn a_habitual_server_is_prewarmed_and_the_platform_pays_until_the_first_player() {
-    let mut d = Driver::new(prewarm_config(BilledTo::Platform));
+    let mut d = driver(prewarm_config(BilledTo::Platform));
     dedicated(&mut d);
     habitual_evenings(&mut d);
     d.events.clear();
@@ -412,7 +263,7 @@ fn a_habitual_server_is_prewarmed_and_the_platform_pays_until_the_first_player()
     d.core.settle_all(d.now);
     let balance_before = d.core.projected_balance_micros(UserId(1));
     d.succeed_all(|k| matches!(k, CommandKind::StartContainer { .. }));
-    d.input(Input::ServerBooted { server_id: ServerId(1) });
+    d.accept(Input::ServerBooted { server_id: ServerId(1) });
     // Fifteen warm minutes with nobody on: the hold keeps it up, the owner pays nothing.
     d.advance(15 * MS_PER_MINUTE);
     assert_eq!(
@@ -424,7 +275,7 @@ fn a_habitual_server_is_prewarmed_and_the_platform_pays_until_the_first_player()
     assert_eq!(d.core.projected_balance_micros(UserId(1)), balance_before);
     assert_eq!(d.core.stats().prewarm_platform_mib_ms, 4096 * 15 * MS_PER_MINUTE);
     // The first player claims it: billed to the owner from now on.
-    d.input(Input::PlayerCount {
+    d.accept(Input::PlayerCount {
         server_id: ServerId(1),
         players: 2,
     });
@@ -444,7 +295,7 @@ fn a_habitual_server_is_prewarmed_and_the_platform_pays_until_the_first_player()
 
 #[test]
 fn an_unused_prewarm_stops_after_its_hold_and_the_owner_pays_when_billed_to_owner() {
-    let mut d = Driver::new(prewarm_config(BilledTo::Owner));
+    let mut d = driver(prewarm_config(BilledTo::Owner));
     dedicated(&mut d);
     habitual_evenings(&mut d);
     d.advance_to(Timestamp(14 * MS_PER_DAY + 19 * MS_PER_HOUR + 55 * MS_PER_MINUTE));
@@ -454,7 +305,7 @@ fn an_unused_prewarm_stops_after_its_hold_and_the_owner_pays_when_billed_to_owne
     }));
     let balance = d.core.projected_balance_micros(UserId(1));
     d.succeed_all(|k| matches!(k, CommandKind::StartContainer { .. }));
-    d.input(Input::ServerBooted { server_id: ServerId(1) });
+    d.accept(Input::ServerBooted { server_id: ServerId(1) });
     d.advance(19 * MS_PER_MINUTE);
     assert_eq!(d.state(1), ServerState::Running, "within the 20-minute hold");
     d.advance(2 * MS_PER_MINUTE);
@@ -491,7 +342,7 @@ fn nodes_are_never_interrupted_by_scale_down() {
             }),
             ..PolicyConfig::default()
         };
-        let mut d = Driver::new(cloud(policy));
+        let mut d = driver(cloud_config(policy));
         d.create(1, 2);
         d.start(1);
         d.succeed_all(|k| matches!(k, CommandKind::ProvisionNode { .. }));

@@ -32,8 +32,12 @@ pub struct Config {
     pub smtp: SmtpConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The loop that owns the core: its input queue, command retries, journal lock.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// The drivers that carry out commands (for now in-process fakes).
+    #[serde(default)]
+    pub drivers: DriversConfig,
     /// The core's configuration (tiers, billing, queue, catalog, scaling policy).
     #[serde(default)]
     pub core: CoreConfig,
@@ -175,27 +179,46 @@ impl Default for Argon2Config {
 pub struct RuntimeConfig {
     /// Capacity of the channel into the core task; a full channel answers 503.
     pub input_queue_len_max: usize,
-    /// Delay the fake container runtime waits before reporting `ServerBooted`.
-    pub fake_boot_ms: u64,
-    /// Delay the fake cloud provider waits before a VM is ready.
-    pub fake_provision_ms: u64,
     /// Commands retried this many times before being reported failed to the core.
     pub command_attempts_max: u32,
     pub command_retry_backoff_ms: u64,
     /// How long a starting runtime waits for another runtime's journal lock (one
     /// owner of the core per database) before giving up.
     pub journal_lock_wait_ms: u64,
+    /// Older files set the fake drivers' delays here; `Config::from_toml` moves them
+    /// to `[drivers]`.
+    fake_boot_ms: Option<u64>,
+    fake_provision_ms: Option<u64>,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             input_queue_len_max: 4096,
-            fake_boot_ms: 2_000,
-            fake_provision_ms: 30_000,
             command_attempts_max: 3,
             command_retry_backoff_ms: 1_000,
             journal_lock_wait_ms: 10_000,
+            fake_boot_ms: None,
+            fake_provision_ms: None,
+        }
+    }
+}
+
+/// The drivers. The Docker, SSH and Hetzner drivers are in-process fakes for now.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriversConfig {
+    /// Delay the fake container driver waits before reporting `ServerBooted`.
+    pub fake_boot_ms: u64,
+    /// Delay the fake cloud provider waits before a VM is ready.
+    pub fake_provision_ms: u64,
+}
+
+impl Default for DriversConfig {
+    fn default() -> Self {
+        DriversConfig {
+            fake_boot_ms: 2_000,
+            fake_provision_ms: 30_000,
         }
     }
 }
@@ -239,7 +262,15 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
-        toml::from_str(text)
+        let mut config: Config = toml::from_str(text)?;
+        // Backward compatibility: the fake drivers' delays used to live in [runtime].
+        if let Some(boot_ms) = config.runtime.fake_boot_ms.take() {
+            config.drivers.fake_boot_ms = boot_ms;
+        }
+        if let Some(provision_ms) = config.runtime.fake_provision_ms.take() {
+            config.drivers.fake_provision_ms = provision_ms;
+        }
+        Ok(config)
     }
 
     /// Environment overrides; `lookup` is `std::env::var` outside tests.
@@ -355,6 +386,19 @@ mod tests {
             .apply_env(|name| (name == "PAYPERPLAY_SMTP_PORT").then(|| "nope".to_string()))
             .unwrap_err();
         assert!(error.to_string().contains("PAYPERPLAY_SMTP_PORT"));
+    }
+
+    #[test]
+    fn fake_driver_delays_in_the_old_runtime_section_still_apply() {
+        let config = Config::from_toml("[runtime]\nfake_boot_ms = 7\nfake_provision_ms = 9\n").unwrap();
+        assert_eq!((config.drivers.fake_boot_ms, config.drivers.fake_provision_ms), (7, 9));
+        assert_eq!(config.runtime.fake_boot_ms, None, "moved, not kept twice");
+        let config = Config::from_toml("[drivers]\nfake_boot_ms = 11\n").unwrap();
+        assert_eq!(config.drivers.fake_boot_ms, 11);
+        assert_eq!(
+            config.drivers.fake_provision_ms,
+            DriversConfig::default().fake_provision_ms
+        );
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! requests and observations and carries out its decisions.
 //!
 //! - [`runtime`]: one task owns the core; every input is journaled, then handled.
-//! - [`store`]: Postgres (sqlx), every query in one place.
+//! - [`store`]: Postgres (sqlx); every query of the shell lives there.
 //! - [`api`]: the REST API under /v1 (axum + utoipa).
 //! - [`email`]: the mail outbox and the SMTP mailer (lettre).
-//! - [`drivers`]: driver traits and in-process fakes (Docker, Hetzner come later).
+//! - [`drivers`]: the driver traits (`CloudProvider`, `ContainerDriver`) and
+//!   in-process fakes (Docker, SSH and Hetzner come later).
 //! - [`supervise`]: restarts background tasks that panic or fail.
 //! - [`trace_export`]: the input journal as a workload trace the simulator replays.
 
@@ -130,7 +131,7 @@ impl Services {
 /// The default drivers for now: in-process fakes.
 pub fn fake_drivers(config: &Config) -> Drivers {
     Drivers {
-        cloud: Arc::new(FakeCloud::new(config.runtime.fake_provision_ms)),
-        containers: Arc::new(FakeContainers::new(config.runtime.fake_boot_ms)),
+        cloud: Arc::new(FakeCloud::new(config.drivers.fake_provision_ms)),
+        containers: Arc::new(FakeContainers::new(config.drivers.fake_boot_ms)),
     }
 }

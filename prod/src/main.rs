@@ -51,11 +51,11 @@ fn main() -> anyhow::Result<()> {
         tracing::debug!("a rustls crypto provider was already installed");
     }
     let config = Config::load(cli.config.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let tokio_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    runtime.block_on(async move {
+    tokio_runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(&config).await,
@@ -79,7 +79,7 @@ async fn connect(config: &Config) -> anyhow::Result<Store> {
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let store = connect(config).await?;
-    store::migrate(&store.pool).await.context("migrating")?;
+    store.migrate().await.context("migrating")?;
     tracing::info!("migrations applied");
     Ok(())
 }
@@ -134,7 +134,7 @@ async fn openapi() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let store = connect(&config).await?;
-    check_migrated(&store).await?;
+    store.check_migrated().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let services = Services::start(&config, store.clone(), clock.clone(), fake_drivers(&config))
         .await
@@ -158,23 +158,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("HTTP stopped, stopping the runtime");
     services.stop().await;
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn check_migrated(store: &Store) -> anyhow::Result<()> {
-    let latest = store::MIGRATOR
-        .iter()
-        .map(|migration| migration.version)
-        .max()
-        .unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&store.pool)
-        .await
-        .ok()
-        .flatten();
-    if applied != Some(latest) {
-        anyhow::bail!("database schema is not at migration {latest} (found {applied:?}): run `payperplay migrate`");
-    }
     Ok(())
 }
 

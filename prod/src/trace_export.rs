@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn vm_orders_become_provisioning_observations() {
         let mut config = CoreConfig::default();
-        config.catalog.server_types = vec![payperplay_core::ServerType {
+        config.catalog.server_types = vec![payperplay_core::VmType {
             name: "cpx42".into(),
             ram_mib: 16 * 1024,
             vcpu: 8,

@@ -11,13 +11,61 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compare::run_parallel;
 use crate::outcome::{ExpectFailure, Outcome, round6};
-use crate::scenario::Scenario;
+use crate::report::ReportError;
+use crate::scenario::{Scenario, ScenarioError};
+
+/// What kept `check` from comparing a scenario (or from running at all).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("reading {}: {source}", path.display())]
+    ReadFolder { path: PathBuf, source: std::io::Error },
+    #[error("no *.toml scenario files in {}", path.display())]
+    NoScenarios { path: PathBuf },
+    #[error("{}: no such scenario file or folder", path.display())]
+    NoSuchPath { path: PathBuf },
+    #[error("{} and {} have the same scenario name `{name}`: baselines are named after it", first.display(), second.display())]
+    SameName {
+        first: PathBuf,
+        second: PathBuf,
+        name: String,
+    },
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("reading {}: {source}", path.display())]
+    ReadBaseline { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a baseline: {source}", path.display())]
+    NotABaseline { path: PathBuf, source: serde_json::Error },
+    #[error("writing {}: {source}", path.display())]
+    WriteBaseline { path: PathBuf, source: std::io::Error },
+    #[error(
+        "no baseline {}: run `payperplay-sim check {} --baselines {} --update-baselines` to record one",
+        path.display(),
+        scenarios.display(),
+        baselines.display()
+    )]
+    NoBaseline {
+        path: PathBuf,
+        scenarios: PathBuf,
+        baselines: PathBuf,
+    },
+    #[error(
+        "{} was recorded with seed {baseline_seed}, the scenario has seed {scenario_seed}: run with --update-baselines",
+        path.display()
+    )]
+    SeedChanged {
+        path: PathBuf,
+        baseline_seed: u64,
+        scenario_seed: u64,
+    },
+    #[error("the baseline has `{metric}`, the outcome does not")]
+    MetricMissing { metric: String },
+}
 
 /// Which direction of a metric is good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,9 +172,15 @@ impl Baseline {
         text
     }
 
-    pub fn load(path: &Path) -> Result<Baseline, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: not a baseline: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Baseline, CheckError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CheckError::ReadBaseline {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| CheckError::NotABaseline {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The baseline file of scenario `name` in `dir`.
@@ -156,7 +210,7 @@ pub struct Change {
 
 /// Compares an outcome with its baseline: the metrics that moved (in [`TOLERANCES`]
 /// order) and the errors (metrics the outcome lacks).
-pub fn diff(baseline: &Baseline, outcome: &Outcome) -> (Vec<Change>, Vec<String>) {
+pub fn diff(baseline: &Baseline, outcome: &Outcome) -> (Vec<Change>, Vec<CheckError>) {
     let metrics = outcome.metrics();
     let mut changes = Vec::new();
     let mut errors = Vec::new();
@@ -165,7 +219,9 @@ pub fn diff(baseline: &Baseline, outcome: &Outcome) -> (Vec<Change>, Vec<String>
             continue;
         };
         let Some(&now) = metrics.get(t.metric) else {
-            errors.push(format!("the baseline has `{}`, the outcome does not", t.metric));
+            errors.push(CheckError::MetricMissing {
+                metric: t.metric.to_string(),
+            });
             continue;
         };
         let now = round6(now);
@@ -191,14 +247,14 @@ pub fn diff(baseline: &Baseline, outcome: &Outcome) -> (Vec<Change>, Vec<String>
 }
 
 /// The result of checking one scenario.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct ScenarioCheck {
     pub name: String,
     pub file: PathBuf,
     pub seed: u64,
     pub expect_failures: Vec<ExpectFailure>,
     pub changes: Vec<Change>,
-    pub errors: Vec<String>,
+    pub errors: Vec<CheckError>,
     pub notes: Vec<String>,
 }
 
@@ -226,11 +282,11 @@ impl ScenarioCheck {
 }
 
 /// Everything `check` found.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Default)]
 pub struct CheckReport {
     pub scenarios: Vec<ScenarioCheck>,
     /// Problems before any scenario ran: unreadable files, duplicate names.
-    pub errors: Vec<String>,
+    pub errors: Vec<CheckError>,
     pub updated: Vec<PathBuf>,
 }
 
@@ -350,12 +406,16 @@ fn change(baseline: f64, now: f64) -> String {
 
 /// The scenario files of `path`: the file itself, or `*.toml` in the folder sorted by
 /// name.
-pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, CheckError> {
+    let unreadable = |source| CheckError::ReadFolder {
+        path: path.to_path_buf(),
+        source,
+    };
     if path.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let entries = std::fs::read_dir(path).map_err(unreadable)?;
         let mut files = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let entry = entry.map_err(unreadable)?;
             let file = entry.path();
             if file.extension().is_some_and(|e| e == "toml") && file.is_file() {
                 files.push(file);
@@ -363,20 +423,24 @@ pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         }
         files.sort();
         if files.is_empty() {
-            return Err(format!("no *.toml scenario files in {}", path.display()));
+            return Err(CheckError::NoScenarios {
+                path: path.to_path_buf(),
+            });
         }
         Ok(files)
     } else if path.is_file() {
         Ok(vec![path.to_path_buf()])
     } else {
-        Err(format!("{}: no such scenario file or folder", path.display()))
+        Err(CheckError::NoSuchPath {
+            path: path.to_path_buf(),
+        })
     }
 }
 
 /// Runs and checks every scenario of `path` against `baselines`; with `update`,
 /// rewrites the baselines instead of comparing (bounds are still checked). With `out`,
 /// writes each run's outcome and report into `out/<scenario name>/`.
-pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize, out: Option<&Path>) -> CheckReport {
+pub fn check(path: &Path, baselines: &Path, update: bool, jobs: usize, out: Option<&Path>) -> CheckReport {
     let mut report = CheckReport::default();
     let files = match scenario_files(path) {
         Ok(files) => files,
@@ -393,21 +457,20 @@ pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize, out: O
             Ok(scenario) => {
                 let stem = crate::report::file_stem(&scenario.name);
                 if let Some(other) = names.insert(stem, file.clone()) {
-                    report.errors.push(format!(
-                        "{} and {} have the same scenario name `{}`: baselines are named after it",
-                        other.display(),
-                        file.display(),
-                        scenario.name
-                    ));
+                    report.errors.push(CheckError::SameName {
+                        first: other,
+                        second: file.clone(),
+                        name: scenario.name.clone(),
+                    });
                     continue;
                 }
                 scenarios.push(scenario);
                 loaded_files.push(file);
             }
-            Err(error) => report.errors.push(error.to_string()),
+            Err(error) => report.errors.push(error.into()),
         }
     }
-    let results = run_parallel(&scenarios, threads);
+    let results = crate::parallel::run_scenarios(&scenarios, jobs);
     for ((scenario, file), result) in scenarios.iter().zip(loaded_files).zip(results) {
         let outcome = &result.outcome;
         let mut s = ScenarioCheck {
@@ -422,7 +485,7 @@ pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize, out: O
         if let Some(out) = out {
             let dir = out.join(crate::report::file_stem(&scenario.name));
             if let Err(error) = crate::report::write_run(&dir, &result, &scenario.expect) {
-                s.errors.push(format!("{error:#}"));
+                s.errors.push(error.into());
             }
         }
         let baseline_path = Baseline::path(baselines, &scenario.name);
@@ -442,23 +505,24 @@ pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize, out: O
                 .and_then(|()| std::fs::write(&baseline_path, Baseline::from_outcome(outcome).to_json()));
             match written {
                 Ok(()) => report.updated.push(baseline_path),
-                Err(e) => s.errors.push(format!("writing {}: {e}", baseline_path.display())),
+                Err(source) => s.errors.push(CheckError::WriteBaseline {
+                    path: baseline_path,
+                    source,
+                }),
             }
         } else {
             match old {
-                None => s.errors.push(format!(
-                    "no baseline {}: run `payperplay-sim check {} --baselines {} --update-baselines` to record one",
-                    baseline_path.display(),
-                    path.display(),
-                    baselines.display()
-                )),
+                None => s.errors.push(CheckError::NoBaseline {
+                    path: baseline_path,
+                    scenarios: path.to_path_buf(),
+                    baselines: baselines.to_path_buf(),
+                }),
                 Some(Err(error)) => s.errors.push(error),
-                Some(Ok(baseline)) if baseline.seed != scenario.seed => s.errors.push(format!(
-                    "{} was recorded with seed {}, the scenario has seed {}: run with --update-baselines",
-                    baseline_path.display(),
-                    baseline.seed,
-                    scenario.seed
-                )),
+                Some(Ok(baseline)) if baseline.seed != scenario.seed => s.errors.push(CheckError::SeedChanged {
+                    path: baseline_path,
+                    baseline_seed: baseline.seed,
+                    scenario_seed: scenario.seed,
+                }),
                 Some(Ok(baseline)) => {
                     let (changes, errors) = diff(&baseline, outcome);
                     s.changes = changes;
@@ -480,19 +544,6 @@ pub fn check(path: &Path, baselines: &Path, update: bool, threads: usize, out: O
         report.scenarios.push(s);
     }
     report
-}
-
-/// `payperplay-sim check`: prints the report and returns the exit code.
-pub fn run_cli(
-    path: &Path,
-    baselines: &Path,
-    update: bool,
-    threads: usize,
-    out: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
-    let report = check(path, baselines, update, threads, out);
-    print!("{}", report.render());
-    Ok(ExitCode::from(report.exit_code()))
 }
 
 #[cfg(test)]
@@ -522,7 +573,8 @@ mod tests {
         outcome.start_wait.p95_s = 60.0;
         outcome.sessions.lost = 1;
         let mut baseline = Baseline::from_outcome(&outcome);
-        assert_eq!(diff(&baseline, &outcome), (Vec::new(), Vec::new()));
+        let (changes, errors) = diff(&baseline, &outcome);
+        assert!(changes.is_empty() && errors.is_empty());
         baseline.metrics.insert("cost_total_eur".to_string(), 99.0); // +1.0%: within 2%
         baseline.metrics.insert("start_wait_p95_s".to_string(), 50.0); // +10 s: beyond 5% + 1 s
         baseline.metrics.insert("sessions_lost".to_string(), 2.0); // fewer lost: better
@@ -546,7 +598,8 @@ mod tests {
         baseline.metrics.clear();
         baseline.metrics.insert("no_such_metric".to_string(), 1.0);
         // Only metrics in TOLERANCES are compared; an unknown one is ignored ...
-        assert_eq!(diff(&baseline, &outcome), (Vec::new(), Vec::new()));
+        let (changes, errors) = diff(&baseline, &outcome);
+        assert!(changes.is_empty() && errors.is_empty());
         // ... and every TOLERANCES metric exists in an outcome.
         let names = Outcome::metric_names();
         for t in TOLERANCES {

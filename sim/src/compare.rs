@@ -6,47 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use anyhow::Context;
 
 use crate::report::plot::{BarChart, LineChart, Series};
 use crate::report::{self, Plot};
-use crate::run::{RunResult, Simulation};
+use crate::run::RunResult;
 use crate::scenario::Scenario;
-
-/// Runs every scenario on up to `threads` threads (0: one per core). Results come back in
-/// the scenarios' order and do not depend on the thread count: every run is independent
-/// and seeded by its scenario.
-pub fn run_parallel(scenarios: &[Scenario], threads: usize) -> Vec<RunResult> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    }
-    .clamp(1, scenarios.len().max(1));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<RunResult>>> = Mutex::new((0..scenarios.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(scenario) = scenarios.get(i) else { break };
-                    let result = Simulation::new(scenario.clone()).run_full();
-                    results.lock().expect("no thread panicked holding the lock")[i] = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .expect("no thread panicked holding the lock")
-        .into_iter()
-        .map(|r| r.expect("every scenario ran"))
-        .collect()
-}
 
 /// The rows of the side-by-side table: (label, flattened metric name, decimals).
 pub const ROWS: &[(&str, &str, usize)] = &[
@@ -99,7 +63,7 @@ pub struct Comparison {
 }
 
 /// Runs `scenarios` on `seed` (default: the first scenario's seed).
-pub fn compare(mut scenarios: Vec<Scenario>, seed: Option<u64>, threads: usize) -> Comparison {
+pub fn compare(mut scenarios: Vec<Scenario>, seed: Option<u64>, jobs: usize) -> Comparison {
     let seed = seed.or_else(|| scenarios.first().map(|s| s.seed)).unwrap_or(1);
     let mut names: Vec<String> = Vec::new();
     for scenario in &mut scenarios {
@@ -122,7 +86,7 @@ pub fn compare(mut scenarios: Vec<Scenario>, seed: Option<u64>, threads: usize) 
             .collect(),
         None => Vec::new(),
     };
-    let results = run_parallel(&scenarios, threads);
+    let results = crate::parallel::run_scenarios(&scenarios, jobs);
     Comparison {
         seed,
         names,
@@ -263,15 +227,19 @@ impl Comparison {
 
     /// Writes `compare.md`, the overlaid plots and one folder per scenario with its own
     /// outcome, summary and report.
-    pub fn write(&self, dir: &Path, expects: &[&BTreeMap<String, crate::scenario::Bound>]) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    pub fn write(
+        &self,
+        dir: &Path,
+        expects: &[&BTreeMap<String, crate::scenario::Bound>],
+    ) -> Result<(), report::ReportError> {
+        report::create_dir(dir)?;
         let plots = self.plots();
         for plot in &plots {
             let path = dir.join(&plot.file);
-            std::fs::write(&path, &plot.svg).with_context(|| format!("writing {}", path.display()))?;
+            report::write_file(&path, &plot.svg)?;
         }
         let path = dir.join("compare.md");
-        std::fs::write(&path, self.markdown(&plots)).with_context(|| format!("writing {}", path.display()))?;
+        report::write_file(&path, self.markdown(&plots))?;
         let no_bounds = BTreeMap::new();
         for (i, (name, result)) in self.names.iter().zip(&self.results).enumerate() {
             let expect = expects.get(i).copied().unwrap_or(&no_bounds);

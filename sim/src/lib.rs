@@ -8,6 +8,7 @@ pub mod check;
 pub mod compare;
 pub mod dist;
 pub mod outcome;
+pub mod parallel;
 pub mod provider;
 pub mod report;
 pub mod run;

@@ -53,7 +53,7 @@ enum Command {
     },
     /// Run a scenario over a grid or a random sample of parameter values, in parallel;
     /// write the results, the Pareto front and the recommended configuration.
-    Sweep(payperplay_sim::sweep::SweepArgs),
+    Sweep(SweepArgs),
     /// Run several scenarios on one seed (the identical workload) and write a
     /// side-by-side table (compare.md), overlaid plots and each run's report.
     Compare {
@@ -66,9 +66,8 @@ enum Command {
         /// Where to write compare.md, the plots and one folder per scenario.
         #[arg(long, default_value = "out/compare")]
         out: PathBuf,
-        /// Threads to run scenarios on (0: one per core). Results do not depend on it.
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        jobs: Jobs,
     },
     /// Run every scenario (a file, or *.toml in a folder), check its [expect] bounds and
     /// compare its key metrics with the committed baseline within tolerances. Exit 1
@@ -87,10 +86,46 @@ enum Command {
         /// Also write each run's outcome and report into DIR/<scenario name>/.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Threads to run scenarios on (0: one per core). Results do not depend on it.
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        jobs: Jobs,
     },
+}
+
+/// The thread count of `compare`, `check` and `sweep`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct Jobs {
+    /// Threads to run simulations on (0: one per core). Results do not depend on it.
+    // `--threads`, the old name in compare and check, stays a hidden alias so existing
+    // scripts keep working.
+    #[arg(long = "jobs", alias = "threads", value_name = "N", default_value_t = 0)]
+    jobs: usize,
+}
+
+/// `payperplay-sim sweep` arguments.
+#[derive(Debug, Clone, clap::Args)]
+struct SweepArgs {
+    /// The base scenario file (TOML).
+    scenario: PathBuf,
+    /// A parameter and its values: PATH=LO..HI:STEP, PATH=LO..HI (--random only) or
+    /// PATH=A,B,C. PATH is a dotted path into the scenario (`core.` may be left out).
+    /// Repeat for a grid over several parameters.
+    #[arg(long = "param", value_name = "PATH=VALUES", required = true)]
+    params: Vec<String>,
+    /// Run N configurations drawn at random from the grid and ranges instead of all.
+    #[arg(long, value_name = "N")]
+    random: Option<usize>,
+    /// Seed of the random draw. Simulations keep the scenario's seed (sweep that with
+    /// --param seed=1,2,3).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    jobs: Jobs,
+    /// Where to write results.json, results.csv, pareto.md, pareto.svg, recommended.toml.
+    #[arg(long, default_value = "sweep-out")]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -113,22 +148,24 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             trace,
         } => run(scenario.as_deref(), seed, &out, quiet, trace.as_deref()),
         Command::Generate { scenario, seed, out } => generate(scenario.as_deref(), seed, &out),
-        Command::Sweep(args) => payperplay_sim::sweep::cli(&args)
-            .map(|_| ExitCode::SUCCESS)
-            .map_err(Into::into),
+        Command::Sweep(args) => sweep(&args),
         Command::Compare {
             scenarios,
             seed,
             out,
-            threads,
-        } => compare(&scenarios, seed, &out, threads),
+            jobs,
+        } => compare(&scenarios, seed, &out, jobs.jobs),
         Command::Check {
             path,
             baselines,
             update_baselines,
             out,
-            threads,
-        } => payperplay_sim::check::run_cli(&path, &baselines, update_baselines, threads, out.as_deref()),
+            jobs,
+        } => {
+            let report = payperplay_sim::check::check(&path, &baselines, update_baselines, jobs.jobs, out.as_deref());
+            print!("{}", report.render());
+            Ok(ExitCode::from(report.exit_code()))
+        }
     }
 }
 
@@ -217,13 +254,13 @@ fn run(
     }
 }
 
-fn compare(paths: &[PathBuf], seed: Option<u64>, out: &Path, threads: usize) -> anyhow::Result<ExitCode> {
+fn compare(paths: &[PathBuf], seed: Option<u64>, out: &Path, jobs: usize) -> anyhow::Result<ExitCode> {
     let scenarios = paths
         .iter()
         .map(|path| Scenario::load(path))
         .collect::<Result<Vec<_>, _>>()?;
     let expects: Vec<_> = scenarios.iter().map(|s| s.expect.clone()).collect();
-    let comparison = payperplay_sim::compare::compare(scenarios, seed, threads);
+    let comparison = payperplay_sim::compare::compare(scenarios, seed, jobs);
     eprintln!("ran {} scenarios on seed {}", comparison.names.len(), comparison.seed);
     comparison
         .write(out, &expects.iter().collect::<Vec<_>>())
@@ -236,5 +273,39 @@ fn compare(paths: &[PathBuf], seed: Option<u64>, out: &Path, threads: usize) -> 
         );
     }
     println!("wrote {}", out.join("compare.md").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The whole `sweep` command: prepare, run, write, print the table.
+fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
+    use payperplay_sim::sweep;
+    let params = args
+        .params
+        .iter()
+        .map(|p| sweep::parse_param(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text =
+        std::fs::read_to_string(&args.scenario).with_context(|| format!("reading {}", args.scenario.display()))?;
+    let configs = sweep::configurations(&text, &args.scenario, &params, args.random, args.seed)?;
+    eprintln!(
+        "sweeping {} over {} configurations on {} thread(s)",
+        args.scenario.display(),
+        configs.len(),
+        payperplay_sim::parallel::threads_for(args.jobs.jobs, configs.len())
+    );
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(configs.len() as u64)
+    };
+    let outcomes = sweep::run_all(&configs, args.jobs.jobs, &|_| bar.inc(1));
+    bar.finish_and_clear();
+    let result = sweep::SweepResult::new(configs, outcomes);
+    result.write(&args.out, &args.scenario, args.random, args.seed)?;
+    print!("{}", result.table());
+    println!(
+        "wrote results.json, results.csv, pareto.md, pareto.svg and recommended.toml to {}",
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use crate::run::RunResult;
 use crate::scenario::Bound;
 use crate::timeline::Timeline;
@@ -47,6 +45,31 @@ impl Plot {
 }
 
 /// A report: plots plus the markdown page that embeds them.
+/// Writing a run's (or a comparison's) files failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("creating {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("writing {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Create `dir` and its parents.
+pub(crate) fn create_dir(dir: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Write `contents` to `path`.
+pub(crate) fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), ReportError> {
+    std::fs::write(path, contents).map_err(|source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub plots: Vec<Plot>,
@@ -57,16 +80,16 @@ pub struct Report {
 impl Report {
     /// Writes the plots and `report.md` into `dir` (created if missing); returns the
     /// paths written.
-    pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+        create_dir(dir)?;
         let mut written = Vec::new();
         for plot in &self.plots {
             let path = dir.join(&plot.file);
-            std::fs::write(&path, &plot.svg).with_context(|| format!("writing {}", path.display()))?;
+            write_file(&path, &plot.svg)?;
             written.push(path);
         }
         let path = dir.join("report.md");
-        std::fs::write(&path, &self.markdown).with_context(|| format!("writing {}", path.display()))?;
+        write_file(&path, &self.markdown)?;
         written.push(path);
         Ok(written)
     }
@@ -201,13 +224,10 @@ pub fn nodes_chart(timeline: &Timeline) -> LineChart {
 
 /// Writes everything a run produces into `dir`: outcome.json, summary.md, report.md and
 /// the plots. Returns the report.
-pub fn write_run(dir: &Path, result: &RunResult, expect: &BTreeMap<String, Bound>) -> anyhow::Result<Report> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json_path = dir.join("outcome.json");
-    let md_path = dir.join("summary.md");
-    std::fs::write(&json_path, result.outcome.to_json()).with_context(|| format!("writing {}", json_path.display()))?;
-    std::fs::write(&md_path, result.outcome.to_markdown(expect))
-        .with_context(|| format!("writing {}", md_path.display()))?;
+pub fn write_run(dir: &Path, result: &RunResult, expect: &BTreeMap<String, Bound>) -> Result<Report, ReportError> {
+    create_dir(dir)?;
+    write_file(&dir.join("outcome.json"), result.outcome.to_json())?;
+    write_file(&dir.join("summary.md"), result.outcome.to_markdown(expect))?;
     let report = build(result, expect);
     report.write(dir)?;
     Ok(report)

@@ -242,12 +242,14 @@ impl Trace {
                     WorkEvent::RegisterUser { user: idx }
                 }
                 Record::BalanceToppedUp { user, amount_eur, .. } => {
-                    if !(amount_eur.is_finite() && amount_eur > 0.0) {
+                    let amount_micros = (amount_eur * MICROS_PER_EUR as f64).round() as i64;
+                    // At least one micro-EUR: the core refuses a top-up of nothing.
+                    if !(amount_eur.is_finite() && amount_micros > 0) {
                         return Err(invalid(n, format!("amount_eur: must be positive, got {amount_eur}")));
                     }
                     WorkEvent::TopUp {
                         user: user_idx(&users, user, "user")?,
-                        amount_micros: (amount_eur * MICROS_PER_EUR as f64).round() as i64,
+                        amount_micros,
                     }
                 }
                 Record::ServerCreated {

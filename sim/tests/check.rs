@@ -96,8 +96,9 @@ fn compare_writes_a_table_with_both_scenarios_and_overlaid_plots() {
 fn check_passes_on_a_fresh_baseline_and_results_do_not_depend_on_threads() {
     let folder = scenario_folder("fresh");
     let (one, two) = (folder.with_file_name("one"), folder.with_file_name("two"));
-    let output = check(&folder, &one, &["--update-baselines", "--threads", "1"]);
+    let output = check(&folder, &one, &["--update-baselines", "--jobs", "1"]);
     assert!(output.status.success(), "{}", text(&output));
+    // `--threads`, the old name, still works.
     let output = check(&folder, &two, &["--update-baselines", "--threads", "2"]);
     assert!(output.status.success(), "{}", text(&output));
     for name in ["small-dedicated.json", "small-dedicated-3.json"] {

@@ -241,14 +241,7 @@ fn the_front_is_the_undominated_set_and_the_recommendation_meets_expect() {
         .unwrap()
         .replace("start_wait_p95_s = { max = 65 }", "start_wait_p95_s = { max = 30 }")
         .replace("margin_eur = { min = -100 }", "");
-    let configs = sweep::configurations(
-        &text,
-        Path::new("small.toml"),
-        &[sweep::parse_param("seed=0..9:1").unwrap()],
-        None,
-        0,
-    )
-    .unwrap();
+    let configs = ten_seeds(&text);
     let outcomes = points.iter().map(|p| outcome(p[0], p[1], p[2] as u64)).collect();
     let result = SweepResult::new(configs, outcomes);
     assert_eq!(result.front, vec![0, 1, 2, 7, 8]);
@@ -268,14 +261,7 @@ fn the_front_is_the_undominated_set_and_the_recommendation_meets_expect() {
 
     // Nothing meets the bounds: no recommendation, and the snippet says so.
     let strict = text.replace("start_wait_p95_s = { max = 30 }", "start_wait_p95_s = { max = 1 }");
-    let configs = sweep::configurations(
-        &strict,
-        Path::new("small.toml"),
-        &[sweep::parse_param("seed=0..9:1").unwrap()],
-        None,
-        0,
-    )
-    .unwrap();
+    let configs = ten_seeds(&strict);
     let outcomes = points.iter().map(|p| outcome(p[0], p[1], p[2] as u64)).collect();
     let result = SweepResult::new(configs, outcomes);
     assert_eq!(result.recommended, None);
@@ -284,4 +270,16 @@ fn the_front_is_the_undominated_set_and_the_recommendation_meets_expect() {
             .to_recommended_toml(Path::new("small.toml"))
             .contains("nothing to recommend")
     );
+}
+
+/// The configurations of scenario text `text` with seeds 0 to 9.
+fn ten_seeds(text: &str) -> Vec<sweep::Configuration> {
+    sweep::configurations(
+        text,
+        Path::new("small.toml"),
+        &[sweep::parse_param("seed=0..9:1").unwrap()],
+        None,
+        0,
+    )
+    .unwrap()
 }

@@ -6,11 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use payperplay_core::prewarm::{BilledTo, PrewarmConfig};
+use payperplay_core::testkit::cloud_catalog;
 use payperplay_core::{
-    Catalog, Command, CommandKind, Core, CoreConfig, Event, FailureKind, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR,
-    MS_PER_MINUTE, NodeId, PolicyConfig, PredictiveConfig, ReactiveConfig, ScaleDownConfig, ScaleDownRule,
-    ScheduleWindow, ScheduledConfig, ServerId, ServerState, ServerType, SpareConfig, StartOutcome, Timestamp, UserId,
-    Weekday,
+    Command, CommandKind, Core, CoreConfig, Event, FailureKind, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR,
+    MS_PER_MINUTE, NodeId, Outputs, PolicyConfig, PredictiveConfig, ReactiveConfig, ScaleDownConfig, ScaleDownRule,
+    ScheduleWindow, ScheduledConfig, ServerId, ServerState, SpareConfig, StartOutcome, Timestamp, UserId, Weekday,
 };
 use proptest::prelude::*;
 
@@ -56,13 +56,6 @@ fn op() -> impl Strategy<Value = Op> {
 /// scale-down with a spare pool and a forecast, 2 billing-aware scale-down with a
 /// scheduled minimum. Pre-warm is on (platform-paid) in all of them.
 fn config(variant: usize) -> CoreConfig {
-    let server_type = |name: &str, gb: u32, price: u64| ServerType {
-        name: name.into(),
-        ram_mib: gb * 1024,
-        vcpu: 8,
-        price_micros_per_hour: price,
-        monthly_cap_micros: price * 600,
-    };
     let base = PolicyConfig {
         max_cloud_nodes: 2,
         ..PolicyConfig::default()
@@ -102,11 +95,7 @@ fn config(variant: usize) -> CoreConfig {
         },
     };
     let mut config = CoreConfig {
-        catalog: Catalog {
-            server_types: vec![server_type("cpx42", 16, 40_000), server_type("cpx62", 32, 75_000)],
-            locations: vec!["fsn1".into(), "nbg1".into()],
-            expected_provision_ms: 2 * MS_PER_MINUTE,
-        },
+        catalog: cloud_catalog(),
         policy,
         prewarm: PrewarmConfig {
             enabled: true,
@@ -128,6 +117,8 @@ fn config(variant: usize) -> CoreConfig {
 struct Harness {
     core: Core,
     now: Timestamp,
+    /// The core's outputs, drained after every input (buffers reused).
+    outputs: Outputs,
     /// Commands waiting for a result.
     pending: Vec<Command>,
     ledger: BTreeMap<UserId, i64>,
@@ -153,6 +144,7 @@ impl Harness {
         let mut h = Harness {
             core: Core::new(config(variant)),
             now: Timestamp(1_700_000_000_000),
+            outputs: Outputs::default(),
             pending: Vec::new(),
             ledger: BTreeMap::new(),
             ram_ledger: BTreeMap::new(),
@@ -221,7 +213,9 @@ impl Harness {
     }
 
     fn drain(&mut self) {
-        while let Some(command) = self.core.poll_command() {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.core.drain_into(&mut outputs);
+        for command in outputs.commands.drain(..) {
             match &command.kind {
                 CommandKind::PostLedgerEntry { entry } => {
                     *self.ledger.entry(entry.user_id).or_default() += entry.amount_micros;
@@ -239,7 +233,7 @@ impl Harness {
                 CommandKind::ArchiveWorld { .. } | CommandKind::DeleteWorld { .. } | CommandKind::SendEmail { .. } => {}
             }
         }
-        while let Some(event) = self.core.poll_event() {
+        for event in outputs.events.drain(..) {
             match event {
                 Event::PrewarmStarted {
                     server_id,
@@ -299,10 +293,18 @@ impl Harness {
                 _ => {}
             }
         }
+        self.outputs = outputs;
     }
 
     fn check(&self) {
         self.core.check_invariants().unwrap();
+        // What the core still awaits was issued exactly so, and not answered yet.
+        for awaited in self.core.awaited_commands() {
+            assert!(
+                self.pending.contains(&awaited),
+                "the core awaits {awaited:?}, which is not outstanding as issued"
+            );
+        }
         for (&node_id, &held) in &self.held_by_node {
             if let Some(node) = self.core.node(node_id) {
                 assert!(

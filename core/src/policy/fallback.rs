@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Catalog, ReserveConfig};
 use crate::io::FailureKind;
-use crate::types::{LocationIdx, MS_PER_MINUTE, ServerTypeIdx, Timestamp};
+use crate::types::{LocationIdx, MS_PER_MINUTE, Timestamp, VmTypeIdx};
 
 /// `[core.policy.fallback]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ fn exponential(base_ms: u64, max_ms: u64, n: u32) -> u64 {
 /// The provider's recent refusals. Bounded: one entry per (type, location).
 #[derive(Debug, Clone, Default)]
 pub struct ProviderHealth {
-    backoff: BTreeMap<(ServerTypeIdx, LocationIdx), Backoff>,
+    backoff: BTreeMap<(VmTypeIdx, LocationIdx), Backoff>,
     rate_limited_until: Option<Timestamp>,
     consecutive_rate_limits: u32,
 }
@@ -77,7 +77,7 @@ impl ProviderHealth {
         &mut self,
         config: &FallbackConfig,
         kind: FailureKind,
-        wanted: (ServerTypeIdx, LocationIdx),
+        wanted: (VmTypeIdx, LocationIdx),
         now: Timestamp,
     ) {
         match kind {
@@ -109,7 +109,7 @@ impl ProviderHealth {
         }
     }
 
-    pub fn on_success(&mut self, ordered: (ServerTypeIdx, LocationIdx)) {
+    pub fn on_success(&mut self, ordered: (VmTypeIdx, LocationIdx)) {
         self.consecutive_rate_limits = 0;
         if let Some(entry) = self.backoff.get_mut(&ordered) {
             entry.consecutive_failures = 0;
@@ -121,7 +121,7 @@ impl ProviderHealth {
         self.rate_limited_until.is_some_and(|until| now < until)
     }
 
-    pub fn available(&self, which: (ServerTypeIdx, LocationIdx), now: Timestamp) -> bool {
+    pub fn available(&self, which: (VmTypeIdx, LocationIdx), now: Timestamp) -> bool {
         self.backoff.get(&which).is_none_or(|b| now >= b.until)
     }
 
@@ -132,13 +132,13 @@ impl ProviderHealth {
         catalog: &Catalog,
         reserve: &ReserveConfig,
         locations: &[LocationIdx],
-        wanted: (ServerTypeIdx, LocationIdx),
+        wanted: (VmTypeIdx, LocationIdx),
         now: Timestamp,
-    ) -> Option<(ServerTypeIdx, LocationIdx)> {
+    ) -> Option<(VmTypeIdx, LocationIdx)> {
         if self.available(wanted, now) {
             return Some(wanted);
         }
-        let usable = |t: ServerTypeIdx| {
+        let usable = |t: VmTypeIdx| {
             let ram = catalog.server_types[t.0 as usize].ram_mib;
             ram - reserve.reserve_mib(ram, false)
         };
@@ -149,7 +149,7 @@ impl ProviderHealth {
                 return Some((wanted.0, location));
             }
             let cheapest = (0..catalog.server_types.len())
-                .map(|i| ServerTypeIdx(i as u16))
+                .map(|i| VmTypeIdx(i as u16))
                 .filter(|&t| usable(t) >= need && self.available((t, location), now))
                 .min_by_key(|&t| (catalog.server_types[t.0 as usize].price_micros_per_hour, t));
             if let Some(t) = cheapest {
@@ -163,10 +163,10 @@ impl ProviderHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerType;
+    use crate::config::VmType;
 
     fn catalog() -> Catalog {
-        let t = |name: &str, gb: u32, price: u64| ServerType {
+        let t = |name: &str, gb: u32, price: u64| VmType {
             name: name.into(),
             ram_mib: gb * 1024,
             vcpu: 2,
@@ -192,10 +192,10 @@ mod tests {
         let locations = [LocationIdx(0), LocationIdx(1)];
         let mut health = ProviderHealth::default();
         let now = Timestamp(1_000_000);
-        let wanted = (ServerTypeIdx(1), LocationIdx(0));
+        let wanted = (VmTypeIdx(1), LocationIdx(0));
         assert_eq!(health.choose(&catalog, &reserve, &locations, wanted, now), Some(wanted));
         health.on_failure(&config, FailureKind::ResourceUnavailable, wanted, now);
-        let big_fsn1 = (ServerTypeIdx(2), LocationIdx(0));
+        let big_fsn1 = (VmTypeIdx(2), LocationIdx(0));
         assert_eq!(
             health.choose(&catalog, &reserve, &locations, wanted, now),
             Some(big_fsn1)
@@ -204,13 +204,13 @@ mod tests {
         health.on_failure(
             &config,
             FailureKind::ResourceUnavailable,
-            (ServerTypeIdx(3), LocationIdx(0)),
+            (VmTypeIdx(3), LocationIdx(0)),
             now,
         );
         // The wanted type in the next location beats a larger type.
         assert_eq!(
             health.choose(&catalog, &reserve, &locations, wanted, now),
-            Some((ServerTypeIdx(1), LocationIdx(1)))
+            Some((VmTypeIdx(1), LocationIdx(1)))
         );
         // After the back-off the wanted one is used again.
         let later = now.plus_ms(config.sold_out_backoff_ms);
@@ -225,7 +225,7 @@ mod tests {
         let config = FallbackConfig::default();
         let mut health = ProviderHealth::default();
         let now = Timestamp(0);
-        let wanted = (ServerTypeIdx(0), LocationIdx(0));
+        let wanted = (VmTypeIdx(0), LocationIdx(0));
         health.on_failure(&config, FailureKind::RateLimited, wanted, now);
         assert!(health.rate_limited(now.plus_ms(MS_PER_MINUTE - 1)));
         assert!(!health.rate_limited(now.plus_ms(MS_PER_MINUTE)));

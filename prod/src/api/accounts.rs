@@ -139,9 +139,12 @@ async fn register(
     state.mail_wakeup.notify_one();
     match state
         .runtime
-        .submit(Input::RegisterUser {
-            user_id: UserId(user.id as u64),
-        })
+        .submit(
+            Input::RegisterUser {
+                user_id: UserId(user.id as u64),
+            },
+            |_| (),
+        )
         .await
     {
         Ok(()) => {}

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use payperplay_core::{Input, NodeKind, NodeState, ServerState, UserId};
+use payperplay_core::{Input, ServerState, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -14,6 +14,7 @@ use super::extract::{Json, Path, Query};
 use crate::api::accounts::UserView;
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
+use crate::runtime::node_record;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -103,16 +104,15 @@ async fn credit_user(
     }
     state.store.user_by_id(id).await?;
     let user_id = UserId(id as u64);
-    state
-        .runtime
-        .submit(Input::TopUp {
-            user_id,
-            amount_micros: request.amount_micros,
-        })
-        .await?;
     let booked = state
         .runtime
-        .query(move |core| core.balance_micros(user_id))
+        .submit(
+            Input::TopUp {
+                user_id,
+                amount_micros: request.amount_micros,
+            },
+            move |core| core.balance_micros(user_id),
+        )
         .await?
         .ok_or(ApiError::NotFound { what: "user" })?;
     tracing::info!(
@@ -159,42 +159,21 @@ async fn list_nodes(State(state): State<AppState>, _admin: Admin) -> Result<axum
     let nodes = state
         .runtime
         .query(|core| {
-            let catalog = &core.config().catalog;
             core.nodes()
-                .map(|node| {
-                    let (kind, name) = match &node.kind {
-                        NodeKind::Dedicated { name, .. } => ("dedicated", name.clone()),
-                        NodeKind::Cloud { server_type, .. } => (
-                            "cloud",
-                            format!(
-                                "node-{}-{}",
-                                node.id,
-                                catalog
-                                    .server_types
-                                    .get(server_type.0 as usize)
-                                    .map_or("unknown", |t| t.name.as_str())
-                            ),
-                        ),
-                    };
-                    NodeView {
+                .filter_map(|node| {
+                    let record = node_record(core, node.id)?;
+                    Some(NodeView {
                         id: node.id.0,
-                        kind: kind.to_string(),
-                        name,
+                        kind: record.kind.to_string(),
+                        name: record.name,
                         is_system: node.is_system,
-                        state: match node.state {
-                            NodeState::Provisioning => "provisioning",
-                            NodeState::Ready => "ready",
-                            NodeState::Draining => "draining",
-                            NodeState::Deleting => "deleting",
-                            NodeState::Lost => "lost",
-                        }
-                        .to_string(),
+                        state: record.state.state_text().to_string(),
                         capacity_mib: node.capacity_mib,
                         reserve_mib: node.reserve_mib,
                         allocated_mib: node.allocated_mib,
                         n_servers: node.n_servers,
                         created_at_ms: node.created_at.0,
-                    }
+                    })
                 })
                 .collect::<Vec<_>>()
         })

@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use payperplay_core::{Core, Input, ServerId, ServerState, UserId};
+use payperplay_core::{Core, Input, RejectReason, Rejection, ServerId, ServerState, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -102,23 +102,43 @@ fn status_of(core: &Core, server_id: ServerId) -> Option<StatusView> {
 }
 
 async fn status(state: &AppState, server_id: i64) -> Result<StatusView, ApiError> {
-    state
+    let status = state
         .runtime
         .query(move |core| status_of(core, ServerId(server_id as u64)))
-        .await?
-        .ok_or_else(|| ApiError::Unavailable("server not yet known to the runtime".to_string()))
+        .await?;
+    known_status(status)
 }
 
-async fn view(state: &AppState, row: ServerRow) -> Result<ServerView, ApiError> {
-    let status = status(state, row.id).await?;
-    Ok(ServerView {
+fn known_status(status: Option<StatusView>) -> Result<StatusView, ApiError> {
+    status.ok_or_else(|| ApiError::Unavailable("server not yet known to the runtime".to_string()))
+}
+
+fn server_view(row: ServerRow, status: StatusView) -> ServerView {
+    ServerView {
         id: row.id,
         name: row.name,
         ram_mib: row.ram_mib,
         created_at_ms: row.created_at_ms,
         updated_at_ms: row.updated_at_ms,
         status,
-    })
+    }
+}
+
+/// The server's view with its status asked of the core.
+async fn view(state: &AppState, row: ServerRow) -> Result<ServerView, ApiError> {
+    let status = status(state, row.id).await?;
+    Ok(server_view(row, status))
+}
+
+/// Submits `input` about the server in `row`; answers with the server's view as the
+/// core has it right after handling the input (one round trip to the runtime).
+async fn submit_for_view(state: &AppState, input: Input, row: ServerRow) -> Result<ServerView, ApiError> {
+    let server_id = ServerId(row.id as u64);
+    let status = state
+        .runtime
+        .submit(input, move |core| status_of(core, server_id))
+        .await?;
+    Ok(server_view(row, known_status(status)?))
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {
@@ -191,16 +211,20 @@ async fn create_server(
         .store
         .insert_server(principal.user_id, &name, request.ram_mib, state.clock.now())
         .await?;
+    let server_id = ServerId(row.id as u64);
     let submitted = state
         .runtime
-        .submit(Input::CreateServer {
-            server_id: ServerId(row.id as u64),
-            owner: UserId(principal.user_id as u64),
-            ram_mib: request.ram_mib,
-        })
+        .submit(
+            Input::CreateServer {
+                server_id,
+                owner: UserId(principal.user_id as u64),
+                ram_mib: request.ram_mib,
+            },
+            move |core| status_of(core, server_id),
+        )
         .await;
-    match submitted {
-        Ok(()) => {}
+    let status = match submitted {
+        Ok(status) => known_status(status)?,
         Err(error @ (RuntimeError::Rejected(_) | RuntimeError::Busy | RuntimeError::Store(_))) => {
             // The core refused it or never saw it (not journaled): the row must not stay.
             state.store.remove_uncreated_server(row.id).await?;
@@ -208,8 +232,8 @@ async fn create_server(
         }
         // Journaled or not, reconciliation at the next runtime start creates it.
         Err(error) => return Err(error.into()),
-    }
-    Ok((StatusCode::CREATED, axum::Json(view(&state, row).await?)))
+    };
+    Ok((StatusCode::CREATED, axum::Json(server_view(row, status))))
 }
 
 /// List your servers (deleted ones never appear).
@@ -231,16 +255,7 @@ async fn list_servers(
     let views = rows
         .into_iter()
         .zip(statuses)
-        .filter_map(|(row, status)| {
-            Some(ServerView {
-                status: status?,
-                id: row.id,
-                name: row.name,
-                ram_mib: row.ram_mib,
-                created_at_ms: row.created_at_ms,
-                updated_at_ms: row.updated_at_ms,
-            })
-        })
+        .filter_map(|(row, status)| Some(server_view(row, status?)))
         .collect();
     Ok(axum::Json(views))
 }
@@ -297,17 +312,18 @@ async fn update_server(
     }
     // Ownership first: another user's server is a 404 before anything changes.
     let row = state.store.server(principal.user_id, id).await?;
-    if let Some(ram_mib) = request.ram_mib
-        && ram_mib as i32 != row.ram_mib
-    {
-        state
-            .runtime
-            .submit(Input::UpdateServerTier {
-                server_id: ServerId(id as u64),
-                ram_mib,
-            })
-            .await?;
-    }
+    let server_id = ServerId(id as u64);
+    let status_after_tier_change = match request.ram_mib {
+        Some(ram_mib) if ram_mib as i32 != row.ram_mib => Some(
+            state
+                .runtime
+                .submit(Input::UpdateServerTier { server_id, ram_mib }, move |core| {
+                    status_of(core, server_id)
+                })
+                .await?,
+        ),
+        _ => None,
+    };
     let row = state
         .store
         .update_server(
@@ -318,7 +334,10 @@ async fn update_server(
             state.clock.now(),
         )
         .await?;
-    Ok(axum::Json(view(&state, row).await?))
+    match status_after_tier_change {
+        Some(status) => Ok(axum::Json(server_view(row, known_status(status)?))),
+        None => Ok(axum::Json(view(&state, row).await?)),
+    }
 }
 
 /// Delete a server: it is stopped if needed, its world deleted, and it disappears
@@ -345,12 +364,20 @@ async fn delete_server(
         .await?;
     match state
         .runtime
-        .submit(Input::DeleteServer {
-            server_id: ServerId(id as u64),
-        })
+        .submit(
+            Input::DeleteServer {
+                server_id: ServerId(id as u64),
+            },
+            |_| (),
+        )
         .await
     {
-        Ok(()) | Err(RuntimeError::Rejected(_)) => {}
+        Ok(()) => {}
+        // The core never had it (its create was not journaled) or deleted it already:
+        // the row is marked deleted, which is all there is to do.
+        Err(RuntimeError::Rejected(Rejection {
+            reason: RejectReason::UnknownServer | RejectReason::ServerDeleted,
+        })) => {}
         Err(error) => tracing::warn!(server_id = id, %error, "delete left for reconciliation"),
     }
     Ok(StatusCode::NO_CONTENT)
@@ -376,13 +403,13 @@ async fn start_server(
 ) -> Result<(StatusCode, axum::Json<ServerView>), ApiError> {
     let row = state.store.server(principal.user_id, id).await?;
     require_verified(&principal)?;
-    state
-        .runtime
-        .submit(Input::StartServer {
-            server_id: ServerId(id as u64),
-        })
-        .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(view(&state, row).await?)))
+    let input = Input::StartServer {
+        server_id: ServerId(id as u64),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(submit_for_view(&state, input, row).await?),
+    ))
 }
 
 /// Stop a server (a queued start is cancelled).
@@ -402,13 +429,13 @@ async fn stop_server(
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, axum::Json<ServerView>), ApiError> {
     let row = state.store.server(principal.user_id, id).await?;
-    state
-        .runtime
-        .submit(Input::StopServer {
-            server_id: ServerId(id as u64),
-        })
-        .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(view(&state, row).await?)))
+    let input = Input::StopServer {
+        server_id: ServerId(id as u64),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(submit_for_view(&state, input, row).await?),
+    ))
 }
 
 /// The state of a server, with queue position and estimated wait while queued.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::common::{START, TestApp, eventually, test_config};
 use axum::http::{Method, StatusCode};
-use payperplay_core::{Catalog, PolicyConfig, ServerType};
+use payperplay_core::{Catalog, PolicyConfig, VmType};
 use payperplay_prod::clock::ManualClock;
 use payperplay_prod::drivers::{Drivers, FakeCloud, FakeContainers};
 use sqlx::PgPool;
@@ -15,7 +15,7 @@ use sqlx::PgPool;
 async fn a_queued_start_runs_on_a_cloud_node_ordered_for_it(pool: PgPool) {
     let mut config = test_config();
     config.core.catalog = Catalog {
-        server_types: vec![ServerType {
+        server_types: vec![VmType {
             name: "cpx32".to_string(),
             ram_mib: 8192,
             vcpu: 4,
@@ -71,5 +71,14 @@ async fn a_queued_start_runs_on_a_cloud_node_ordered_for_it(pool: PgPool) {
         .await
         .unwrap();
     assert!(provider_ref.unwrap().contains("cpx32"));
+    // The runtime wrote the node's state as the core has it (a checked column).
+    let (state, removal, name): (String, Option<String>, String) =
+        sqlx::query_as("SELECT state, removal, name FROM nodes WHERE kind = 'cloud'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), removal), ("ready", None));
+    assert_eq!(name, format!("ppp-node-{}-cpx32-fsn1", nodes[1]["id"]));
+    assert_eq!(nodes[1]["name"], name, "the API and the table name the node alike");
     app.stop().await;
 }

@@ -42,8 +42,8 @@ pub fn test_config() -> Config {
         monthly_cost_micros: 0,
         is_system: false,
     }];
-    config.runtime.fake_boot_ms = 50;
-    config.runtime.fake_provision_ms = 100;
+    config.drivers.fake_boot_ms = 50;
+    config.drivers.fake_provision_ms = 100;
     config.runtime.command_retry_backoff_ms = 10;
     config.smtp.port = 1; // nothing listens: mail stays queued unless a test sets a sink
     config.smtp.retry_backoff_ms = 50;
@@ -98,8 +98,8 @@ impl TestApp {
     pub async fn restart(mut self) -> TestApp {
         self.services.take().expect("running").stop().await;
         let drivers = Drivers {
-            cloud: Arc::new(FakeCloud::new(self.config.runtime.fake_provision_ms)),
-            containers: Arc::new(FakeContainers::new(self.config.runtime.fake_boot_ms)),
+            cloud: Arc::new(FakeCloud::new(self.config.drivers.fake_provision_ms)),
+            containers: Arc::new(FakeContainers::new(self.config.drivers.fake_boot_ms)),
         };
         TestApp::start_full(self.pool.clone(), self.config.clone(), self.clock.clone(), drivers).await
     }

@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode};
 use payperplay_core::{CommandId, NodeId, ServerId};
 use payperplay_prod::clock::ManualClock;
 use payperplay_prod::drivers::{
-    BoxFuture, ContainerRuntime, DriverError, Drivers, FakeCloud, FakeContainers, ObservationSink,
+    BoxFuture, ContainerDriver, DriverError, Drivers, FakeCloud, FakeContainers, ObservationSink,
 };
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,7 +20,7 @@ struct PanicsOnce {
     starts: AtomicU32,
 }
 
-impl ContainerRuntime for PanicsOnce {
+impl ContainerDriver for PanicsOnce {
     fn start_container(
         &self,
         command_id: CommandId,

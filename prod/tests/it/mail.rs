@@ -232,10 +232,13 @@ async fn zero_balance_stop_mail_arrives(pool: PgPool) {
         .as_ref()
         .unwrap()
         .handle
-        .submit(payperplay_core::Input::PlayerCount {
-            server_id: payperplay_core::ServerId(id as u64),
-            players: 3,
-        })
+        .submit(
+            payperplay_core::Input::PlayerCount {
+                server_id: payperplay_core::ServerId(id as u64),
+                players: 3,
+            },
+            |_| (),
+        )
         .await
         .unwrap();
     app.clock.advance_ms(2 * 3_600_000);

@@ -9,6 +9,8 @@ mod cloud;
 mod common;
 mod faults;
 mod mail;
+mod nodes;
 mod recovery;
 mod schemathesis;
 mod servers;
+mod submit;

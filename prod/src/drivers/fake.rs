@@ -1,97 +1,14 @@
-//! Driver traits: how the runtime carries out the core's commands against the world.
-//! The real Docker, SSH and Hetzner drivers come later; here the container runtime
-//! and the cloud provider are in-process fakes with the same shape. Every driver
-//! call is idempotent by the command's id (the real ones key on deterministic names
-//! and labels), because a command may be carried out again after a restart.
+//! In-process fakes of the drivers (the real Docker, SSH and Hetzner drivers replace
+//! them): a cloud whose VMs are ready after a delay, a container engine whose servers
+//! "boot" after a delay. Tests read their state to see what was carried out.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use payperplay_core::{CommandId, Input, NodeId, ServerId};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DriverError {
-    /// Worth retrying (network, rate limit, 5xx).
-    #[error("transient: {0}")]
-    Transient(String),
-    /// Retrying will not help (invalid input, resource sold out).
-    #[error("permanent: {0}")]
-    Permanent(String),
-}
-
-/// Where drivers report what they observe later (a server booted, a container died).
-/// Passed per call, so no driver holds a reference back into the runtime.
-#[derive(Clone)]
-pub struct ObservationSink {
-    tx: tokio::sync::mpsc::Sender<Input>,
-}
-
-impl ObservationSink {
-    pub fn new(tx: tokio::sync::mpsc::Sender<Input>) -> Self {
-        ObservationSink { tx }
-    }
-
-    /// Waits while the runtime is busy; drops the observation if it is gone.
-    pub async fn observe(&self, input: Input) {
-        if self.tx.send(input).await.is_err() {
-            tracing::warn!("runtime gone, observation dropped");
-        }
-    }
-}
-
-/// What the cloud provider must be able to do (Hetzner Cloud later).
-pub trait CloudProvider: Send + Sync + 'static {
-    /// Creates the VM for `node_id` (deterministic name, labels) and returns when it is
-    /// ready to take containers. "Already exists" counts as success.
-    fn create_node<'a>(
-        &'a self,
-        command_id: CommandId,
-        node_id: NodeId,
-        server_type: &'a str,
-        location: &'a str,
-    ) -> BoxFuture<'a, Result<String, DriverError>>;
-
-    /// Deletes the VM of `node_id`. "Already deleted" counts as success.
-    fn delete_node(&self, command_id: CommandId, node_id: NodeId) -> BoxFuture<'_, Result<(), DriverError>>;
-}
-
-/// What a container engine on a node must be able to do (Docker over SSH later).
-pub trait ContainerRuntime: Send + Sync + 'static {
-    /// Starts the server's container; returns once it runs. Reports
-    /// `Input::ServerBooted` through `sink` when Minecraft accepts players.
-    fn start_container(
-        &self,
-        command_id: CommandId,
-        server_id: ServerId,
-        node_id: NodeId,
-        ram_mib: u32,
-        restore_world: bool,
-        sink: ObservationSink,
-    ) -> BoxFuture<'_, Result<(), DriverError>>;
-
-    /// Stops the container with the world saved; returns once it has exited.
-    fn stop_container(
-        &self,
-        command_id: CommandId,
-        server_id: ServerId,
-        node_id: NodeId,
-    ) -> BoxFuture<'_, Result<(), DriverError>>;
-
-    fn archive_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
-
-    fn delete_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
-}
-
-#[derive(Clone)]
-pub struct Drivers {
-    pub cloud: Arc<dyn CloudProvider>,
-    pub containers: Arc<dyn ContainerRuntime>,
-}
+use super::{BoxFuture, CloudProvider, ContainerDriver, DriverError, ObservationSink};
 
 /// In-process fake of a cloud provider: VMs are ready after `provision_ms`.
 #[derive(Debug, Default)]
@@ -117,7 +34,7 @@ impl CloudProvider for FakeCloud {
         &'a self,
         _command_id: CommandId,
         node_id: NodeId,
-        server_type: &'a str,
+        vm_type: &'a str,
         location: &'a str,
     ) -> BoxFuture<'a, Result<String, DriverError>> {
         Box::pin(async move {
@@ -129,7 +46,7 @@ impl CloudProvider for FakeCloud {
                 }
             }
             tokio::time::sleep(Duration::from_millis(self.provision_ms)).await;
-            let reference = format!("fake-{server_type}-{location}-node-{node_id}");
+            let reference = format!("fake-{vm_type}-{location}-node-{node_id}");
             self.vms
                 .lock()
                 .expect("not poisoned")
@@ -153,7 +70,7 @@ pub struct FakeContainers {
     pub boot_ms: u64,
     /// server id → node id of running containers.
     pub running: Mutex<BTreeMap<ServerId, NodeId>>,
-    pub archived: Mutex<std::collections::BTreeSet<ServerId>>,
+    pub archived: Mutex<BTreeSet<ServerId>>,
 }
 
 impl FakeContainers {
@@ -165,7 +82,7 @@ impl FakeContainers {
     }
 }
 
-impl ContainerRuntime for FakeContainers {
+impl ContainerDriver for FakeContainers {
     fn start_container(
         &self,
         _command_id: CommandId,

@@ -1,0 +1,117 @@
+//! Driver traits: how the runtime's executor carries out the core's commands against
+//! the world. [`CloudProvider`] orders and deletes VMs, [`ContainerDriver`] runs
+//! servers' containers on nodes. The real Docker, SSH and Hetzner drivers come later;
+//! [`fake`] holds in-process fakes with the same shape. Every driver call is
+//! idempotent by the command's id (the real ones key on deterministic names and
+//! labels), because a command may be carried out again after a restart.
+
+pub mod fake;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use payperplay_core::{Catalog, CommandId, Input, LocationIdx, NodeId, ServerId, VmTypeIdx};
+
+pub use fake::{FakeCloud, FakeContainers};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DriverError {
+    /// Worth retrying (network, rate limit, 5xx).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying will not help (invalid input, resource sold out).
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Where drivers report what they observe later (a server booted, a container died).
+/// Passed per call, so no driver holds a reference back into the runtime.
+#[derive(Clone)]
+pub struct ObservationSink {
+    tx: tokio::sync::mpsc::Sender<Input>,
+}
+
+impl ObservationSink {
+    pub fn new(tx: tokio::sync::mpsc::Sender<Input>) -> Self {
+        ObservationSink { tx }
+    }
+
+    /// Waits while the runtime is busy; drops the observation if it is gone.
+    pub async fn observe(&self, input: Input) {
+        if self.tx.send(input).await.is_err() {
+            tracing::warn!("runtime gone, observation dropped");
+        }
+    }
+}
+
+/// What the cloud provider must be able to do (Hetzner Cloud later).
+pub trait CloudProvider: Send + Sync + 'static {
+    /// Creates the VM for `node_id` (deterministic name, labels) and returns when it is
+    /// ready to take containers. "Already exists" counts as success.
+    fn create_node<'a>(
+        &'a self,
+        command_id: CommandId,
+        node_id: NodeId,
+        vm_type: &'a str,
+        location: &'a str,
+    ) -> BoxFuture<'a, Result<String, DriverError>>;
+
+    /// Deletes the VM of `node_id`. "Already deleted" counts as success.
+    fn delete_node(&self, command_id: CommandId, node_id: NodeId) -> BoxFuture<'_, Result<(), DriverError>>;
+}
+
+/// What a container engine on a node must be able to do (Docker over SSH later).
+pub trait ContainerDriver: Send + Sync + 'static {
+    /// Starts the server's container; returns once it runs. Reports
+    /// `Input::ServerBooted` through `sink` when Minecraft accepts players.
+    fn start_container(
+        &self,
+        command_id: CommandId,
+        server_id: ServerId,
+        node_id: NodeId,
+        ram_mib: u32,
+        restore_world: bool,
+        sink: ObservationSink,
+    ) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Stops the container with the world saved; returns once it has exited.
+    fn stop_container(
+        &self,
+        command_id: CommandId,
+        server_id: ServerId,
+        node_id: NodeId,
+    ) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    fn archive_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    fn delete_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
+}
+
+#[derive(Clone)]
+pub struct Drivers {
+    pub cloud: Arc<dyn CloudProvider>,
+    pub containers: Arc<dyn ContainerDriver>,
+}
+
+/// The name of a VM type of the catalog by its index (the core calls VM types
+/// "server types" in `Catalog::server_types`).
+pub fn vm_type_name(catalog: &Catalog, vm_type: VmTypeIdx) -> Option<&str> {
+    catalog.server_types.get(vm_type.0 as usize).map(|t| t.name.as_str())
+}
+
+pub fn location_name(catalog: &Catalog, location: LocationIdx) -> Option<&str> {
+    catalog.locations.get(location.0 as usize).map(String::as_str)
+}
+
+/// The name of a cloud node's VM: derived from its node id, so a repeated order finds
+/// the VM instead of making a second one, and operators can read its type and place.
+pub fn cloud_node_name(catalog: &Catalog, node_id: NodeId, vm_type: VmTypeIdx, location: LocationIdx) -> String {
+    format!(
+        "ppp-node-{node_id}-{}-{}",
+        vm_type_name(catalog, vm_type).unwrap_or("unknown"),
+        location_name(catalog, location).unwrap_or("unknown")
+    )
+}

@@ -1,0 +1,175 @@
+//! The executor: carries out one command against the drivers (or the store, for
+//! ledger entries and mail) in a task of its own, with retries and backoff; a
+//! panicking driver fails the attempt. The outcome goes into the command log and,
+//! when the core waits for it, back to the runtime as an input.
+
+use std::time::Duration;
+
+use payperplay_core::{Command, CommandId, CommandKind, Email, FailureKind, Input, UserId};
+
+use super::RuntimeDeps;
+use crate::drivers::{DriverError, ObservationSink, cloud_node_name, location_name, vm_type_name};
+use crate::email;
+use crate::store::{NewEmail, StoreError};
+
+/// Carries out one command with retries, records the outcome in the command log and
+/// reports it to the core when the core waits for it.
+#[derive(Clone)]
+pub(super) struct Executor {
+    pub(super) deps: RuntimeDeps,
+    pub(super) sink: ObservationSink,
+    pub(super) catalog: payperplay_core::Catalog,
+}
+
+impl Executor {
+    pub(super) async fn run(self, command: Command) {
+        let attempts_max = self.deps.runtime_config.command_attempts_max;
+        let mut attempts = 0u32;
+        let outcome = loop {
+            attempts += 1;
+            // Each attempt runs in its own task: a driver that panics fails this
+            // attempt (and is retried) instead of losing the command.
+            let attempt = {
+                let executor = self.clone();
+                let command = command.clone();
+                tokio::spawn(async move { executor.perform(&command).await })
+            };
+            let result = match attempt.await {
+                Ok(result) => result,
+                Err(join_error) => {
+                    metrics::counter!("payperplay_driver_panics_total").increment(1);
+                    Err(DriverError::Transient(format!("driver task ended: {join_error}")))
+                }
+            };
+            match result {
+                Ok(()) => break Ok(()),
+                Err(DriverError::Transient(reason)) if attempts < attempts_max => {
+                    let backoff_ms = self
+                        .deps
+                        .runtime_config
+                        .command_retry_backoff_ms
+                        .saturating_mul(1 << (attempts - 1).min(16));
+                    tracing::warn!(command_id = %command.id, attempts, %reason, backoff_ms, "command failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                }
+                Err(error) => break Err(error.to_string()),
+            }
+        };
+        let now = self.deps.clock.now();
+        let error = outcome.as_ref().err().map(String::as_str);
+        if let Err(store_error) = self
+            .deps
+            .store
+            .finish_command(command.id.0 as i64, outcome.is_ok(), attempts, error, now)
+            .await
+        {
+            tracing::error!(command_id = %command.id, %store_error, "command outcome not recorded");
+        }
+        if let Err(reason) = &outcome {
+            tracing::error!(command_id = %command.id, kind = command.kind.name(), %reason, "command failed");
+        }
+        if command.kind.awaits_result() {
+            let input = match outcome {
+                Ok(()) => Input::CommandSucceeded { command_id: command.id },
+                Err(reason) => Input::CommandFailed {
+                    command_id: command.id,
+                    reason,
+                    kind: FailureKind::Other,
+                },
+            };
+            self.sink.observe(input).await;
+        }
+    }
+
+    async fn perform(&self, command: &Command) -> Result<(), DriverError> {
+        let drivers = &self.deps.drivers;
+        match &command.kind {
+            CommandKind::ProvisionNode {
+                node_id,
+                server_type: vm_type,
+                location,
+            } => {
+                let vm_type_name = vm_type_name(&self.catalog, *vm_type)
+                    .ok_or_else(|| DriverError::Permanent(format!("VM type {} not in the catalog", vm_type.0)))?;
+                let location_name = location_name(&self.catalog, *location)
+                    .ok_or_else(|| DriverError::Permanent(format!("location {} not in the catalog", location.0)))?;
+                let provider_ref = drivers
+                    .cloud
+                    .create_node(command.id, *node_id, vm_type_name, location_name)
+                    .await?;
+                let name = cloud_node_name(&self.catalog, *node_id, *vm_type, *location);
+                self.deps
+                    .store
+                    .set_node_provider_ref(*node_id, &name, &provider_ref, self.deps.clock.now())
+                    .await
+                    .map_err(transient)
+            }
+            CommandKind::DeleteNode { node_id } => drivers.cloud.delete_node(command.id, *node_id).await,
+            CommandKind::StartContainer {
+                server_id,
+                node_id,
+                ram_mib,
+                restore_world,
+            } => {
+                drivers
+                    .containers
+                    .start_container(
+                        command.id,
+                        *server_id,
+                        *node_id,
+                        *ram_mib,
+                        *restore_world,
+                        self.sink.clone(),
+                    )
+                    .await
+            }
+            CommandKind::StopContainer { server_id, node_id, .. } => {
+                drivers
+                    .containers
+                    .stop_container(command.id, *server_id, *node_id)
+                    .await
+            }
+            CommandKind::ArchiveWorld { server_id } => drivers.containers.archive_world(command.id, *server_id).await,
+            CommandKind::DeleteWorld { server_id } => drivers.containers.delete_world(command.id, *server_id).await,
+            CommandKind::PostLedgerEntry { entry } => {
+                let posted = self
+                    .deps
+                    .store
+                    .post_ledger_entry(Some(command.id.0 as i64), entry, self.deps.clock.now())
+                    .await
+                    .map_err(transient)?;
+                if posted {
+                    metrics::counter!("payperplay_ledger_entries_total").increment(1);
+                }
+                Ok(())
+            }
+            CommandKind::SendEmail { user_id, email } => self.queue_mail(command.id, *user_id, email).await,
+        }
+    }
+
+    async fn queue_mail(&self, command_id: CommandId, user_id: UserId, mail: &Email) -> Result<(), DriverError> {
+        let user = self.deps.store.user_by_id(user_id.0 as i64).await.map_err(transient)?;
+        let (kind, subject, body) = email::render_core_mail(mail, &self.deps.public_base_url);
+        self.deps
+            .store
+            .enqueue_email(
+                &NewEmail {
+                    user_id: user.id,
+                    command_id: Some(command_id.0 as i64),
+                    kind,
+                    recipient: &user.email,
+                    subject: &subject,
+                    body: &body,
+                },
+                self.deps.clock.now(),
+            )
+            .await
+            .map_err(transient)?;
+        self.deps.mail_wakeup.notify_one();
+        Ok(())
+    }
+}
+
+fn transient(error: StoreError) -> DriverError {
+    DriverError::Transient(error.to_string())
+}
