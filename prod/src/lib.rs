@@ -17,6 +17,7 @@ pub mod config;
 pub mod drivers;
 pub mod email;
 pub mod error;
+pub mod router;
 pub mod runtime;
 pub mod store;
 pub mod supervise;
