@@ -44,6 +44,8 @@ pub struct AppState {
     pub principals: Arc<crate::auth::PrincipalCache>,
     /// Where players connect (server views show each server's address).
     pub router: Arc<payperplay_router::RouterConfig>,
+    /// The nodes' engines (status in the admin nodes view), when containers are real.
+    pub fleet: Option<Arc<crate::drivers::NodeFleet>>,
 }
 
 pub struct RateLimits {
@@ -62,6 +64,12 @@ impl RateLimits {
 }
 
 impl AppState {
+    /// Shows the nodes' engine status in the admin nodes view.
+    pub fn with_fleet(mut self, fleet: Arc<crate::drivers::NodeFleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
     pub fn new(
         config: &Config,
         store: Store,
@@ -80,6 +88,7 @@ impl AppState {
             mail_wakeup,
             principals: Arc::new(crate::auth::PrincipalCache::default()),
             router: Arc::new(config.router.clone()),
+            fleet: None,
             scaling_config: Arc::new(serde_json::json!({
                 "policy": config.core.policy,
                 "catalog": config.core.catalog,

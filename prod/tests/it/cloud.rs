@@ -1,14 +1,16 @@
 //! The reactive policy orders a cloud VM through the (fake) cloud provider when the
-//! fleet is full; the queued start runs once the VM is ready. Exercises the
+//! fleet is full; the queued start runs once the VM is ready (containers from the
+//! test double: the fake VMs have no engine). Exercises the
 //! ProvisionNode command path end to end: core → runtime → driver → result input.
 
 use std::sync::Arc;
 
 use crate::common::{START, TestApp, eventually, test_config};
+use crate::doubles::FakeContainers;
 use axum::http::{Method, StatusCode};
 use payperplay_core::{Catalog, PolicyConfig, VmType};
 use payperplay_prod::clock::ManualClock;
-use payperplay_prod::drivers::{Drivers, FakeCloud, FakeContainers};
+use payperplay_prod::drivers::{Drivers, FakeCloud};
 use sqlx::PgPool;
 
 #[sqlx::test(migrations = "../migrations")]
@@ -29,7 +31,9 @@ async fn a_queued_start_runs_on_a_cloud_node_ordered_for_it(pool: PgPool) {
     let cloud = Arc::new(FakeCloud::new(50));
     let drivers = Drivers {
         cloud: cloud.clone(),
+        // The cloud fake's VMs have no engine: containers are the test double here.
         containers: Arc::new(FakeContainers::new(50)),
+        fleet: None,
     };
     let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
     let (admin, _) = app.admin().await;

@@ -7,6 +7,8 @@ mod accounts;
 mod admin_billing;
 mod cloud;
 mod common;
+mod containers;
+mod doubles;
 mod faults;
 mod mail;
 mod nodes;

@@ -145,7 +145,7 @@ async fn a_second_runtime_on_the_same_database_is_refused(pool: PgPool) {
         &config,
         payperplay_prod::store::Store::new(pool),
         clock,
-        payperplay_prod::fake_drivers(&config),
+        crate::common::real_drivers(&config, &app.pool),
     )
     .await;
     let error = second.err().expect("second runtime refused").to_string();

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{START, TestApp, eventually, test_config};
-use payperplay_core::{CommandId, Input, NodeId, ServerId};
+use payperplay_core::{CommandId, Input, ServerId};
 use payperplay_mcproto::frame::{PACKET_BYTES_MAX, read_frame};
 use payperplay_mcproto::packets::{Handshake, LoginStart, NextState, ids, login_disconnect_reason};
 use payperplay_prod::clock::ManualClock;
-use payperplay_prod::drivers::{BoxFuture, ContainerDriver, DriverError, Drivers, FakeCloud, ObservationSink};
+use payperplay_prod::drivers::{BoxFuture, ContainerDriver, DriverError, Drivers, FakeCloud, NodeRef, ObservationSink};
 use payperplay_prod::router::PlatformBackend;
 use payperplay_router::{RouterConfig, RouterHandle};
 use sqlx::PgPool;
@@ -86,7 +86,7 @@ impl ContainerDriver for ProcessContainers {
         &self,
         _command_id: CommandId,
         server_id: ServerId,
-        _node_id: NodeId,
+        _node: NodeRef,
         _ram_mib: u32,
         _restore_world: bool,
         sink: ObservationSink,
@@ -126,7 +126,7 @@ impl ContainerDriver for ProcessContainers {
         &self,
         _command_id: CommandId,
         server_id: ServerId,
-        _node_id: NodeId,
+        _node: NodeRef,
     ) -> BoxFuture<'_, Result<(), DriverError>> {
         Box::pin(async move {
             if let Some((mut child, _)) = self.games.lock().unwrap().remove(&server_id) {
@@ -157,6 +157,7 @@ async fn start(pool: PgPool) -> (TestApp, Arc<ProcessContainers>, RouterHandle) 
     let drivers = Drivers {
         cloud: Arc::new(FakeCloud::new(config.drivers.fake_provision_ms)),
         containers: containers.clone(),
+        fleet: None,
     };
     let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
     let backend = PlatformBackend::new(
