@@ -44,6 +44,9 @@ pub struct Config {
     /// Dedicated machines added to the fleet on the first start.
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// The players' front door (the hostname router with wake-on-join).
+    #[serde(default)]
+    pub router: payperplay_router::RouterConfig,
     /// The servers' containers on the nodes' Docker engines and the observers that
     /// watch them.
     #[serde(default)]
@@ -462,6 +465,12 @@ impl Config {
             self.http.listen = listen.parse().map_err(|_| ConfigError::Env {
                 name: "PAYPERPLAY_LISTEN",
                 message: "expected an address like 127.0.0.1:8080".to_string(),
+            })?;
+        }
+        if let Some(listen) = lookup("PAYPERPLAY_ROUTER_LISTEN") {
+            self.router.listen = listen.parse().map_err(|_| ConfigError::Env {
+                name: "PAYPERPLAY_ROUTER_LISTEN",
+                message: "expected an address like 0.0.0.0:25565".to_string(),
             })?;
         }
         if let Some(url) = lookup("PAYPERPLAY_PUBLIC_BASE_URL") {

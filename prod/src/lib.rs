@@ -20,6 +20,7 @@ pub mod drivers;
 pub mod email;
 pub mod error;
 pub mod observers;
+pub mod router;
 pub mod runtime;
 pub mod store;
 pub mod supervise;

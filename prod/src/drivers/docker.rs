@@ -363,6 +363,10 @@ impl DockerContainers {
 }
 
 impl ContainerDriver for DockerContainers {
+    fn game_address(&self, server_id: ServerId) -> Option<SocketAddr> {
+        self.fleet.tracked(server_id).map(|container| container.game_address)
+    }
+
     fn start_container(
         &self,
         command_id: CommandId,

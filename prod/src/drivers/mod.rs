@@ -99,6 +99,13 @@ pub trait ContainerDriver: Send + Sync + 'static {
     fn archive_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
 
     fn delete_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Where the server's game port answers while its container runs (the player
+    /// router connects players there); `None` when unknown (the in-process fake has none).
+    fn game_address(&self, server_id: ServerId) -> Option<std::net::SocketAddr> {
+        let _ = server_id;
+        None
+    }
 }
 
 #[derive(Clone)]

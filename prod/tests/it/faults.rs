@@ -104,10 +104,16 @@ async fn serve_answers_ready_and_stops_cleanly_on_sigterm(pool: PgPool) {
         .local_addr()
         .unwrap()
         .port();
+    let router_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
         .arg("serve")
         .env("PAYPERPLAY_DATABASE_URL", &url)
         .env("PAYPERPLAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PAYPERPLAY_ROUTER_LISTEN", format!("127.0.0.1:{router_port}"))
         .env("PAYPERPLAY_SMTP_PORT", "1")
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
@@ -121,6 +127,15 @@ async fn serve_answers_ready_and_stops_cleanly_on_sigterm(pool: PgPool) {
     assert_eq!(http_get_status(port, "/v1/health/live").await, Some(200));
     assert_eq!(http_get_status(port, "/v1/openapi.json").await, Some(200));
     assert_eq!(http_get_status(port, "/metrics").await, Some(200));
+    // The player router runs inside serve.
+    let unknown = payperplay_mcproto::status_ping(
+        std::net::SocketAddr::from(([127, 0, 0, 1], router_port)),
+        "nobody.play.localhost",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the player router answers");
+    assert_eq!(unknown.motd, "No server at nobody.play.localhost: check the address");
     let pid = child.id().expect("running").to_string();
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -13,6 +13,7 @@ mod faults;
 mod mail;
 mod nodes;
 mod recovery;
+mod router;
 mod schemathesis;
 mod servers;
 mod submit;
