@@ -346,6 +346,8 @@ pub struct ScenarioCheck {
     pub changes: Vec<Change>,
     pub errors: Vec<CheckError>,
     pub notes: Vec<String>,
+    /// The scenario's legal but surprising settings (they do not fail the check).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -424,6 +426,9 @@ impl CheckReport {
             );
             for error in &s.errors {
                 let _ = writeln!(w, "  error: {error}");
+            }
+            for warning in &s.warnings {
+                let _ = writeln!(w, "  warning: {warning}");
             }
             for failure in &s.expect_failures {
                 let _ = writeln!(w, "  expectation failed: {failure}");
@@ -620,6 +625,7 @@ pub fn check(path: &Path, baselines: &Path, config: CheckConfig, out: Option<&Pa
             changes: Vec::new(),
             errors: Vec::new(),
             notes: Vec::new(),
+            warnings: outcome.warnings.clone(),
         };
         if let Some(out) = out {
             let dir = out.join(crate::report::file_stem(&scenario.name));

@@ -221,6 +221,9 @@ fn run(
     }
     let expect = scenario.expect.clone();
     eprintln!("running {} (seed {})", scenario.name, scenario.seed);
+    for warning in &scenario.warnings {
+        eprintln!("warning: {warning}");
+    }
     let mut simulation = Simulation::new(scenario);
     let bar = if quiet {
         ProgressBar::hidden()

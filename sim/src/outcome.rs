@@ -41,6 +41,31 @@ pub struct Outcome {
     pub prewarm: Prewarm,
     pub incidents: Incidents,
     pub sim: SimCounters,
+    /// Per RAM tier of `core.tiers_gb` (smallest first): starts, waits, abandonment
+    /// and revenue. A list, so its figures are not `[expect]` metrics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_tier: Vec<TierOutcome>,
+    /// Legal but surprising settings of the scenario (`file:line: field: why`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The outcome of one RAM tier.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TierOutcome {
+    pub gb: u32,
+    /// Servers of this tier created before the end of the run.
+    pub servers: u64,
+    pub starts_requested: u64,
+    /// Starts counted in `start_wait` unfinished (pending at the end or withdrawn).
+    pub starts_censored: u64,
+    /// Request to running, censored starts included (as the overall `start_wait`).
+    pub start_wait: Percentiles,
+    pub sessions: u64,
+    pub sessions_abandoned: u64,
+    pub sessions_abandoned_pct: f64,
+    /// RAM-time billed to servers of this tier.
+    pub revenue_ram_eur: f64,
 }
 
 /// What the platform asked of the cloud provider and how it answered.
@@ -348,6 +373,13 @@ impl Outcome {
             "{:.1} simulated hours, {} sessions, {} start requests.\n",
             self.simulated_hours, self.sessions.total, self.starts.requested
         );
+        if !self.warnings.is_empty() {
+            let _ = writeln!(w, "## Warnings\n");
+            for warning in &self.warnings {
+                let _ = writeln!(w, "- {warning}");
+            }
+            let _ = writeln!(w);
+        }
         let _ = writeln!(w, "## Money\n");
         let _ = writeln!(w, "| | EUR |\n|---|---:|");
         let _ = writeln!(w, "| revenue (RAM-time) | {:.2} |", self.revenue.ram_eur);
@@ -380,6 +412,30 @@ impl Outcome {
             "SLO: {} of {} starts ({:.2}%) took longer than {:.0} s.\n",
             self.slo.misses, self.start_wait.count, self.slo.miss_pct, self.slo.threshold_s
         );
+        if !self.by_tier.is_empty() {
+            let _ = writeln!(w, "## By tier\n");
+            let _ = writeln!(
+                w,
+                "| tier | servers | starts | start wait p50 / p95 / p99 s | sessions | abandoned | revenue (RAM) EUR |\n|---|---:|---:|---:|---:|---:|---:|"
+            );
+            for t in &self.by_tier {
+                let _ = writeln!(
+                    w,
+                    "| {} GB | {} | {} | {:.1} / {:.1} / {:.1} | {} | {} ({:.2}%) | {:.2} |",
+                    t.gb,
+                    t.servers,
+                    t.starts_requested,
+                    t.start_wait.p50_s,
+                    t.start_wait.p95_s,
+                    t.start_wait.p99_s,
+                    t.sessions,
+                    t.sessions_abandoned,
+                    t.sessions_abandoned_pct,
+                    t.revenue_ram_eur
+                );
+            }
+            let _ = writeln!(w);
+        }
         let _ = writeln!(w, "## Fleet\n");
         let _ = writeln!(w, "| metric | value |\n|---|---:|");
         let rows: [(&str, String); 15] = [

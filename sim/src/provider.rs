@@ -181,7 +181,7 @@ impl Provider {
         let rl = &cloud.rate_limit;
         let bucket = rl.enabled.then(|| Bucket {
             capacity: rl.requests_per_hour as u64,
-            refill_ms: ((rl.refill_seconds * 1000.0).round() as u64).max(1),
+            refill_ms: ((rl.refill_seconds() * 1000.0).round() as u64).max(1),
             tokens: rl.requests_per_hour as u64,
             last: start,
         });

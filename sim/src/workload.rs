@@ -100,6 +100,15 @@ pub struct Generator {
     /// Today's habitual sessions, latest first (popped from the back).
     habit_day: Vec<(Timestamp, WorkEvent)>,
     habit_next_day: Timestamp,
+    /// Servers that exist so far (all servers without growth).
+    n_servers_now: u32,
+    /// Servers at the start: the session rate scales with `n_servers_now` over this.
+    n_servers_initial: u32,
+    /// `[workload.growth]`: the users still to come with their servers, latest first.
+    growth: Vec<(Timestamp, WorkEvent)>,
+    /// Popularity skew: cumulative Zipf weights over the choice pool (the servers, or
+    /// the irregulars with habits) in creation order; empty: uniform choice.
+    popularity_cdf: Vec<f64>,
 }
 
 impl Generator {
@@ -115,10 +124,30 @@ impl Generator {
         let mut regulars = Vec::new();
         let mut irregulars = Vec::new();
         let mut n_servers = 0u32;
-        for user in 0..g.users {
-            setup.push(WorkEvent::RegisterUser { user });
+        // The users at the start, then those growth adds (their join times evenly
+        // spaced over the run), drawn from the same streams in the same way.
+        let n_growth_users = g.growth.as_ref().map_or(0, |growth| {
+            let months = scenario.duration_ms as f64 / (30 * MS_PER_DAY) as f64;
+            (growth.users_per_month * months).floor() as u32
+        });
+        let mut growth = Vec::new();
+        let mut growth_times = Vec::new();
+        let n_servers_initial = g.users * g.servers_per_user;
+        for user in 0..g.users + n_growth_users {
+            let joins_at = if user < g.users {
+                None
+            } else {
+                let k = (user - g.users + 1) as f64;
+                let per_user_ms = scenario.duration_ms as f64 / n_growth_users as f64;
+                Some(start.plus_ms(((k * per_user_ms).round() as u64).min(scenario.duration_ms)))
+            };
+            let events = match joins_at {
+                None => &mut setup,
+                Some(_) => &mut growth,
+            };
+            events.push(WorkEvent::RegisterUser { user });
             if g.initial_balance_micros > 0 {
-                setup.push(WorkEvent::TopUp {
+                events.push(WorkEvent::TopUp {
                     user,
                     amount_micros: g.initial_balance_micros,
                 });
@@ -133,17 +162,18 @@ impl Generator {
                         pick < 0.0
                     })
                     .unwrap_or(g.tiers.last().expect("validated: tiers not empty"));
-                let regular = g
-                    .habits
-                    .as_ref()
-                    .is_some_and(|h| rng_habits.random::<f64>() * 100.0 < h.servers_pct);
+                // Owners who join later have no habit (pre-warm learns the first ones).
+                let regular = joins_at.is_none()
+                    && g.habits
+                        .as_ref()
+                        .is_some_and(|h| rng_habits.random::<f64>() * 100.0 < h.servers_pct);
                 if let (true, Some(h)) = (regular, g.habits.as_ref()) {
                     let minute = rng_habits.random_range(h.from_minute..=h.to_minute);
                     regulars.push((n_servers, minute));
                 } else {
                     irregulars.push(n_servers);
                 }
-                setup.push(WorkEvent::CreateServer {
+                events.push(WorkEvent::CreateServer {
                     server: n_servers,
                     owner: user,
                     ram_mib: tier.gb * 1024,
@@ -151,18 +181,42 @@ impl Generator {
                 });
                 n_servers += 1;
             }
+            if let Some(at) = joins_at {
+                growth_times.resize(events.len(), at);
+            }
         }
+        // Reversed so that the next one is popped from the back.
+        let mut growth: Vec<(Timestamp, WorkEvent)> = growth_times.into_iter().zip(growth).collect();
+        growth.reverse();
+        let growth_factor_max = n_servers as f64 / n_servers_initial.max(1) as f64;
         // Surges may overlap: their product bounds the rate.
         let surge_max: f64 = g.surges.iter().map(|s| s.factor.max(1.0)).product();
         let rate_max_per_ms = g.sessions_per_hour
             * g.daily_profile.iter().cloned().fold(0.0, f64::max)
             * g.weekly_profile.iter().cloned().fold(0.0, f64::max)
             * surge_max
+            * growth_factor_max
             / MS_PER_HOUR as f64;
         let week_rates_per_hour = std::array::from_fn(|i| {
             let (hour, weekday) = (i % 24, (i / 24 + 3) % 7);
             g.sessions_per_hour * g.daily_profile[hour] * g.weekly_profile[weekday]
         });
+        let pool_len = if g.habits.is_some() {
+            irregulars.len()
+        } else {
+            n_servers as usize
+        };
+        let popularity_cdf = if g.popularity_zipf > 0.0 {
+            let mut total = 0.0;
+            (1..=pool_len)
+                .map(|rank| {
+                    total += (rank as f64).powf(-g.popularity_zipf);
+                    total
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut generator = Generator {
             spec: g.clone(),
             start,
@@ -181,6 +235,10 @@ impl Generator {
             regulars,
             habit_day: Vec::new(),
             habit_next_day: start,
+            n_servers_now: n_servers_initial,
+            n_servers_initial,
+            growth,
+            popularity_cdf,
         };
         generator.next_poisson = generator.draw_poisson();
         (setup, generator)
@@ -204,6 +262,11 @@ impl Generator {
         rate * surge / MS_PER_HOUR as f64
     }
 
+    /// The rate's growth factor: servers now over servers at the start.
+    fn growth_factor(&self) -> f64 {
+        self.n_servers_now as f64 / self.n_servers_initial.max(1) as f64
+    }
+
     fn draw_poisson(&mut self) -> Option<(Timestamp, WorkEvent)> {
         loop {
             let u: f64 = self.rng_arrivals.random();
@@ -213,14 +276,40 @@ impl Generator {
                 return None;
             }
             let accept: f64 = self.rng_arrivals.random();
-            if accept * self.rate_max_per_ms <= self.rate_at(self.t) {
+            let rate = if self.growth.is_empty() && self.n_servers_now == self.n_servers_initial {
+                self.rate_at(self.t)
+            } else {
+                self.rate_at(self.t) * self.growth_factor()
+            };
+            if accept * self.rate_max_per_ms <= rate {
                 break;
             }
         }
-        let server = if self.irregulars.is_empty() {
-            self.rng_choice.random_range(0..self.n_servers)
+        // The pool: servers created so far (with habits, the irregular ones among them).
+        let pool_len = if self.irregulars.is_empty() {
+            self.n_servers_now as usize
         } else {
-            self.irregulars[self.rng_choice.random_range(0..self.irregulars.len())]
+            self.irregulars.partition_point(|&server| server < self.n_servers_now)
+        };
+        let server = if self.popularity_cdf.is_empty() {
+            // Uniform; the draws keep their types (u32 for servers, usize for the
+            // irregulars), so a scenario without the new knobs draws as before.
+            if self.irregulars.is_empty() {
+                self.rng_choice.random_range(0..self.n_servers_now)
+            } else {
+                self.irregulars[self.rng_choice.random_range(0..pool_len)]
+            }
+        } else {
+            let total = self.popularity_cdf[pool_len - 1];
+            let u = self.rng_choice.random::<f64>() * total;
+            let position = self.popularity_cdf[..pool_len]
+                .partition_point(|&c| c <= u)
+                .min(pool_len - 1);
+            if self.irregulars.is_empty() {
+                position as u32
+            } else {
+                self.irregulars[position]
+            }
         };
         let length_ms = self
             .spec
@@ -287,6 +376,17 @@ impl Generator {
             if self.habit_next_day <= self.end && habit.is_none() && poisson.is_none_or(|t| t >= self.habit_next_day) {
                 self.plan_habit_day();
                 continue;
+            }
+            // New users and their servers come before anything at the same instant.
+            if let Some(&(at, event)) = self.growth.last()
+                && poisson.is_none_or(|t| at <= t)
+                && habit.is_none_or(|t| at <= t)
+            {
+                self.growth.pop();
+                if let WorkEvent::CreateServer { .. } = event {
+                    self.n_servers_now += 1;
+                }
+                return Some((at, event));
             }
             return match (poisson, habit) {
                 (None, None) => None,

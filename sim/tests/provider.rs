@@ -303,3 +303,18 @@ duration = "3days"
     let md = o.to_markdown(&Default::default());
     assert!(md.contains("fallbacks"), "{md}");
 }
+
+#[test]
+fn requests_per_hour_alone_sets_the_sustained_rate() {
+    // 30 requests an hour and nothing else: the bucket refills one request every
+    // 120 s (it used to refill one a second whatever requests_per_hour said).
+    let s = scenario("[fleet.cloud.rate_limit]\nrequests_per_hour = 30\npoll_seconds = 5\n");
+    assert_eq!(s.fleet.cloud.rate_limit.refill_seconds(), 120.0);
+    let outcome = simulate(s);
+    assert!(outcome.provider.rate_limited > 0, "{:?}", outcome.provider);
+    assert_eq!(outcome.starts.rejected, 0);
+    every_start_ends(&outcome);
+    // An explicit refill still wins.
+    let fast = scenario("[fleet.cloud.rate_limit]\nrequests_per_hour = 30\nrefill_seconds = 1\n");
+    assert_eq!(fast.fleet.cloud.rate_limit.refill_seconds(), 1.0);
+}

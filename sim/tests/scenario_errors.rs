@@ -172,3 +172,155 @@ fn errors_in_an_extended_scenario_name_the_file_that_sets_the_field() {
         .to_string();
     assert!(error.contains("extends itself"), "{error}");
 }
+
+/// A small autoscaled scenario: one dedicated machine, one 16 GB VM type, tiers up
+/// to 8 GB. `policy` lines go into `[core.policy]`, `extra` tables are appended.
+fn cloud_scenario(policy: &str, extra: &str) -> String {
+    format!(
+        r#"name = "cloud"
+duration = "1day"
+[core]
+tiers_gb = [2, 4, 8]
+[core.policy]
+evaluate_every = "30s"
+{policy}
+[core.policy.reactive]
+scale_up_free_mib_below = 0
+[core.catalog]
+locations = ["fsn1"]
+[[core.catalog.server_types]]
+name = "cpx42"
+ram_gb = 16
+vcpu = 8
+hourly_eur = 0.04
+monthly_eur = 24.99
+[[fleet.dedicated]]
+name = "ax"
+ram_gb = 64
+monthly_eur = 40
+[workload]
+users = 20
+sessions_per_hour = 5
+tiers = [{{ gb = 4, weight = 1 }}]
+{extra}
+"#
+    )
+}
+
+fn warnings_of(text: &str) -> Vec<String> {
+    parse(text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn a_clean_scenario_has_no_warnings() {
+    assert_eq!(warnings_of(&cloud_scenario("", "")), Vec::<String>::new());
+    assert_eq!(warnings_of(GOOD), Vec::<String>::new());
+}
+
+#[test]
+fn a_billing_margin_below_the_evaluation_interval_is_a_warning_naming_the_field() {
+    let text = cloud_scenario(
+        "",
+        "[core.policy.scale_down]\nrule = \"billing_hour\"\nbilling_margin = \"10s\"\n",
+    );
+    let warnings = warnings_of(&text);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let line = line_of(&text, "billing_margin");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "bad.toml:{line}: core.policy.scale_down.billing_margin: 10 s is shorter"
+        )),
+        "{warnings:?}"
+    );
+    let fine = cloud_scenario(
+        "",
+        "[core.policy.scale_down]\nrule = \"billing_hour\"\nbilling_margin = \"2m\"\n",
+    );
+    assert!(warnings_of(&fine).is_empty());
+}
+
+#[test]
+fn min_cloud_nodes_above_max_provision_per_eval_is_a_warning() {
+    let text = cloud_scenario("min_cloud_nodes = 12\nmax_provision_per_eval = 5", "");
+    let warnings = warnings_of(&text);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("core.policy.min_cloud_nodes: 12 is more than max_provision_per_eval (5)"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("over 3 evaluations"), "{warnings:?}");
+}
+
+#[test]
+fn a_tier_no_vm_type_holds_warns_when_a_dedicated_machine_does_and_is_an_error_when_nothing_does() {
+    // cpx42 has 16 GB, 15 GiB usable after the 1 GiB reserve: a 16 GB tier does not fit.
+    let text = cloud_scenario("", "")
+        .replace("tiers_gb = [2, 4, 8]", "tiers_gb = [2, 4, 16]")
+        .replace(
+            "tiers = [{ gb = 4, weight = 1 }]",
+            "tiers = [{ gb = 4, weight = 1 }, { gb = 16, weight = 1 }]",
+        );
+    let warnings = warnings_of(&text);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("core.tiers_gb.2: 16 GB fits no VM type of core.catalog"),
+        "{warnings:?}"
+    );
+    let nothing_holds = text.replace("ram_gb = 64", "ram_gb = 8");
+    let error = parse(&nothing_holds).unwrap_err();
+    assert_eq!(error.field(), Some("core.tiers_gb.2"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("16 GB (a tier of workload.tiers) fits no node"),
+        "{error}"
+    );
+    // Offered but not in the workload's mix: nothing to say.
+    let unused = cloud_scenario("", "").replace("tiers_gb = [2, 4, 8]", "tiers_gb = [2, 4, 16]");
+    assert!(warnings_of(&unused).is_empty());
+}
+
+#[test]
+fn a_policy_table_without_a_policy_is_a_warning_in_the_file_that_writes_it() {
+    let text = cloud_scenario("", "").replace("[core.policy.reactive]\nscale_up_free_mib_below = 0\n", "");
+    let warnings = warnings_of(&text);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let line = line_of(&text, "[core.policy]");
+    assert!(
+        warnings[0].starts_with(&format!("bad.toml:{line}: core.policy: sets no policy table")),
+        "{warnings:?}"
+    );
+    // A static scenario that inherits a parent's [core.policy] says nothing of its own.
+    let child = "extends = \"parent.toml\"\nname = \"static\"\n";
+    let s = load_chain(&[("static-child.toml", child), ("parent.toml", &text)]).expect("valid");
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+}
+
+#[test]
+fn warnings_reach_the_outcome_and_its_json() {
+    let text = cloud_scenario("min_cloud_nodes = 2\nmax_provision_per_eval = 1", "")
+        .replace("duration = \"1day\"", "duration = \"2h\"");
+    let outcome = payperplay_sim::simulate(parse(&text).expect("valid"));
+    assert_eq!(outcome.warnings.len(), 1, "{:?}", outcome.warnings);
+    assert!(outcome.warnings[0].contains("core.policy.min_cloud_nodes"));
+    let json: serde_json::Value = serde_json::from_str(&outcome.to_json()).expect("json");
+    assert_eq!(json["warnings"][0].as_str(), Some(outcome.warnings[0].as_str()));
+    assert!(outcome.to_markdown(&Default::default()).contains("## Warnings"));
+    // A scenario without warnings keeps its JSON as before (no empty list).
+    let quiet = payperplay_sim::simulate(
+        parse(&cloud_scenario("", "").replace("duration = \"1day\"", "duration = \"2h\"")).expect("valid"),
+    );
+    assert!(!quiet.to_json().contains("\"warnings\""));
+}
+
+#[test]
+fn predictive_history_lengths_are_checked() {
+    let text = cloud_scenario("", "[core.policy.predictive]\nhistory_weeks = 0\n");
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.field(), Some("core.policy.predictive.history_weeks"), "{error}");
+}

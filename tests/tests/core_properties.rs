@@ -541,8 +541,7 @@ fn no_start_is_stranded_behind_huge_requests(tiers_gb: &[u32], stops: &[usize]) 
         }
         d.stop(running[stop % running.len()]);
         d.boot_all();
-        // Not yet checked after a stop: a shrunk case leaves a 2 GB start queued
-        // beside 2 GB free (open, see the report of issue 13 part A).
+        settled(&d)?;
     }
     if !stops.is_empty() {
         d.advance(0);
@@ -558,6 +557,19 @@ proptest! {
     ) {
         no_start_is_stranded_behind_huge_requests(&tiers_gb, &stops)?;
     }
+}
+
+/// The property's shrunk failure (seed in `core_properties.proptest-regressions`).
+const STOP_CASE_TIERS_GB: [u32; 18] = [4, 4, 4, 4, 48, 2, 2, 4, 2, 4, 4, 4, 2, 2, 4, 4, 4, 2];
+const STOP_CASE_STOPS: [usize; 1] = [358_911_688_851_820_802];
+
+/// The shrunk case of the property above that a stop used to leave stranded: the
+/// pass after the stop placed requests from a window full of ones that fit the freed
+/// space, and a 2 GB start behind that window was not looked at again although a node
+/// still had 2 GB free.
+#[test]
+fn a_small_start_beyond_the_window_is_placed_after_a_stop_frees_ram() {
+    no_start_is_stranded_behind_huge_requests(&STOP_CASE_TIERS_GB, &STOP_CASE_STOPS).expect("placed");
 }
 
 /// The case from the issue, fixed: five 48 GB requests ahead of a 2 GB one.

@@ -56,17 +56,35 @@ impl Core {
     /// nothing else is placed there, so the node only empties until the head fits.
     /// Backfill goes on elsewhere. When no ready node could ever hold the head, nothing
     /// overtakes it at all until one appears (the policy orders it).
+    ///
+    /// A pass that places requests shrinks the free space its window was chosen
+    /// for: a request beyond a full window may fit where the window's larger ones no
+    /// longer do. So passes repeat while the last one placed something and its window
+    /// was cut short by `scan_max` (each pass places at least one request, so there
+    /// are at most as many passes as placements).
     pub(super) fn dispatch(&mut self) {
+        loop {
+            let (n_placed, cut_short) = self.dispatch_pass();
+            if n_placed == 0 || !cut_short {
+                return;
+            }
+        }
+    }
+
+    /// One pass of `dispatch`: returns how many requests it placed and whether more
+    /// requests could fit than its window held.
+    fn dispatch_pass(&mut self) -> (usize, bool) {
         let max_free = self.free_dedicated.max_free_mib().max(self.free_cloud.max_free_mib());
         if self.queue.smallest_mib().is_none_or(|smallest| smallest > max_free) {
             // Nothing queued, or nothing queued fits anywhere.
-            return;
+            return (0, false);
         }
         let scan_max = self.config.queue.scan_max as usize;
         let head_bypass_ms_max = self.config.queue.head_bypass_ms_max;
         let mut candidates = std::mem::take(&mut self.dispatch_buffer);
         candidates.clear();
-        let n_could_fit = self.queue.count_up_to(max_free).min(scan_max);
+        let n_fitting = self.queue.count_up_to(max_free);
+        let n_could_fit = n_fitting.min(scan_max);
         let mut n_seen = 0;
         for (position, (_, entry)) in self.queue.iter().enumerate() {
             if n_seen == n_could_fit {
@@ -80,6 +98,7 @@ impl Core {
         }
         let mut claimed: Option<NodeId> = None;
         let mut head_seen = false;
+        let mut n_placed = 0;
         for entry in &candidates {
             let max_free = self.free_dedicated.max_free_mib().max(self.free_cloud.max_free_mib());
             if entry.ram_mib <= max_free
@@ -87,6 +106,7 @@ impl Core {
             {
                 self.dequeue(entry.server_id);
                 self.place(entry.server_id, node_id);
+                n_placed += 1;
                 continue;
             }
             if !head_seen {
@@ -100,6 +120,7 @@ impl Core {
             }
         }
         self.dispatch_buffer = candidates;
+        (n_placed, n_fitting > scan_max)
     }
 
     /// Place a request just added to the tail, if the rules let it start now.

@@ -198,7 +198,17 @@ impl CompositePolicy {
         if (headroom_low || n_cloud_after < self.min_cloud_nodes)
             && let Some(t) = choose_type(view.catalog, view.type_usable_mib, self.preferred, 0)
         {
-            let n_new = self.min_cloud_nodes.saturating_sub(n_cloud_after).max(1).min(room);
+            // The minimum is reached over several evaluations when it exceeds the
+            // per-evaluation bound, like every other order.
+            let budget = self
+                .max_provision_per_eval
+                .saturating_sub(decision.provision.len() as u32);
+            let n_new = self
+                .min_cloud_nodes
+                .saturating_sub(n_cloud_after)
+                .max(1)
+                .min(room.saturating_sub(decision.provision.len() as u32))
+                .min(budget);
             decision.provision.extend((0..n_new).map(|_| (t, self.location)));
         }
     }

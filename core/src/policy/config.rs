@@ -159,6 +159,9 @@ impl PolicyConfig {
         if let Some(scheduled) = &self.scheduled {
             scheduled.validate()?;
         }
+        if let Some(predictive) = &self.predictive {
+            predictive.validate()?;
+        }
         Ok(())
     }
 }

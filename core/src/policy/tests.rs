@@ -289,3 +289,26 @@ fn reactive_alone_orders_for_low_headroom_and_the_queue_and_deletes_a_vm_empty_f
         vec![a]
     );
 }
+
+#[test]
+fn min_cloud_nodes_is_reached_within_max_provision_per_eval_per_evaluation() {
+    let mut fleet = Fleet::new();
+    let config = PolicyConfig {
+        reactive: Some(ReactiveConfig::default()),
+        min_cloud_nodes: 5,
+        max_provision_per_eval: 2,
+        ..PolicyConfig::default()
+    };
+    let mut p = policy(config, &fleet);
+    let first = fleet.evaluate(&mut p, T0, Trigger::Tick);
+    assert_eq!(first.provision.len(), 2, "at most max_provision_per_eval at once");
+    fleet.vm(T0, 0, NodeState::Provisioning);
+    fleet.vm(T0, 0, NodeState::Provisioning);
+    let second = fleet.evaluate(&mut p, T0.plus_ms(30_000), Trigger::Tick);
+    assert_eq!(second.provision.len(), 2);
+    for _ in 0..2 {
+        fleet.vm(T0, 0, NodeState::Provisioning);
+    }
+    let third = fleet.evaluate(&mut p, T0.plus_ms(60_000), Trigger::Tick);
+    assert_eq!(third.provision.len(), 1, "the fifth node completes the minimum");
+}

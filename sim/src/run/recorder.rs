@@ -87,6 +87,20 @@ pub(super) struct Recorder {
     pub(super) cloud_cost_by_type: Vec<u64>,
     /// The time series of the measured period.
     pub(super) timeline: CompressedTimeline,
+    /// Per tier, indexed like `core.tiers_mib`.
+    pub(super) by_tier: Vec<TierRecorder>,
+}
+
+/// The per-tier counters (see `outcome::TierOutcome`).
+#[derive(Default)]
+pub(super) struct TierRecorder {
+    pub(super) servers: u64,
+    pub(super) starts_requested: u64,
+    pub(super) starts_censored: u64,
+    pub(super) start_wait: LatencyRecorder,
+    pub(super) sessions: u64,
+    pub(super) sessions_abandoned: u64,
+    pub(super) revenue_ram_micros: i64,
 }
 
 impl Recorder {
@@ -97,6 +111,7 @@ impl Recorder {
     /// SLO. Dropping such starts would let a run that strands starts look faster.
     pub(super) fn record_unfinished_start(
         &mut self,
+        tier: usize,
         requested_at: Timestamp,
         placed_at: Option<Timestamp>,
         now: Timestamp,
@@ -107,6 +122,9 @@ impl Recorder {
         let wait = now.since(requested_at);
         let capacity = placed_at.unwrap_or(now).since(requested_at);
         self.start_wait.record(wait);
+        let by_tier = &mut self.by_tier[tier];
+        by_tier.start_wait.record(wait);
+        by_tier.starts_censored += 1;
         self.capacity_wait.record(capacity);
         if let Some(placed_at) = placed_at {
             self.boot_wait.record(now.since(placed_at));
@@ -159,6 +177,12 @@ impl Recorder {
             cloud_node_ms: 0,
             cloud_cost_by_type: vec![0; scenario.core.catalog.server_types.len()],
             timeline: CompressedTimeline::new(measure_from, scenario.duration_ms.saturating_sub(scenario.warmup_ms)),
+            by_tier: scenario
+                .core
+                .tiers_mib
+                .iter()
+                .map(|_| TierRecorder::default())
+                .collect(),
         }
     }
 }
@@ -236,6 +260,7 @@ impl Simulation {
                 if reason == StopReason::NodeLost && measuring {
                     // The core queued it to start elsewhere: a start request of its own.
                     self.recorder.starts_requested += 1;
+                    self.recorder.by_tier[server.tier as usize].starts_requested += 1;
                     self.recorder.servers_restarted += 1;
                     self.recorder.sessions_interrupted += u64::from(server.players > 0);
                 }
@@ -290,6 +315,7 @@ impl Simulation {
             let wait = self.now.since(requested_at);
             let capacity = placed_at.since(requested_at);
             rec.start_wait.record(wait);
+            rec.by_tier[server.tier as usize].start_wait.record(wait);
             rec.capacity_wait.record(capacity);
             rec.boot_wait.record(self.now.since(placed_at));
             if capacity > 0 {
@@ -327,16 +353,23 @@ impl Simulation {
     /// censored at the end of the run.
     fn censor_unfinished_starts(&mut self) {
         let end = self.end;
-        let unfinished: Vec<(Timestamp, Option<Timestamp>)> = self
+        let unfinished: Vec<(usize, Timestamp, Option<Timestamp>)> = self
             .core
             .servers()
             .filter(|(_, s)| matches!(s.state, ServerState::Queued | ServerState::Starting))
-            .filter_map(|(_, s)| s.start.as_ref())
-            .filter(|start| !start.prewarm)
-            .map(|start| (start.requested_at, start.placed_at))
+            .filter_map(|(id, s)| Some((id, s.start.as_ref()?)))
+            .filter(|(_, start)| !start.prewarm)
+            .map(|(id, start)| {
+                (
+                    self.servers[server_idx(id)].tier as usize,
+                    start.requested_at,
+                    start.placed_at,
+                )
+            })
             .collect();
-        for (requested_at, placed_at) in unfinished {
-            self.recorder.record_unfinished_start(requested_at, placed_at, end);
+        for (tier, requested_at, placed_at) in unfinished {
+            self.recorder
+                .record_unfinished_start(tier, requested_at, placed_at, end);
         }
     }
 
@@ -443,7 +476,30 @@ impl Simulation {
                 events: self.events_processed,
                 core_inputs: self.core_inputs,
             },
+            by_tier: self.by_tier_outcomes(),
+            warnings: self.scenario.warnings.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    fn by_tier_outcomes(&self) -> Vec<outcome::TierOutcome> {
+        let eur = |micros: i64| micros as f64 / MICROS_PER_EUR as f64;
+        self.scenario
+            .core
+            .tiers_mib
+            .iter()
+            .zip(&self.recorder.by_tier)
+            .map(|(&ram_mib, t)| outcome::TierOutcome {
+                gb: ram_mib / 1024,
+                servers: t.servers,
+                starts_requested: t.starts_requested,
+                starts_censored: t.starts_censored,
+                start_wait: t.start_wait.percentiles(),
+                sessions: t.sessions,
+                sessions_abandoned: t.sessions_abandoned,
+                sessions_abandoned_pct: outcome::round3(100.0 * t.sessions_abandoned as f64 / t.sessions.max(1) as f64),
+                revenue_ram_eur: outcome::round6(eur(t.revenue_ram_micros)),
+            })
+            .collect()
     }
 
     /// Starts still queued or starting when the run ended.

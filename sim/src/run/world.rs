@@ -29,6 +29,8 @@ pub(super) struct SimServer {
     pub(super) waiting: Vec<(u32, u64, Timestamp)>,
     /// The owner plays at a regular time (join waits are reported separately).
     pub(super) regular: bool,
+    /// Index of its RAM tier in `core.tiers_mib` (per-tier outcomes).
+    pub(super) tier: u8,
     /// The start in progress is the core's pre-warm, not a user's request: it is left
     /// out of the start-wait figures (the players' side is in the join waits).
     pub(super) prewarm: bool,
@@ -187,7 +189,17 @@ impl Simulation {
                 ram_mib,
                 regular,
             } => {
-                self.servers[server as usize].regular = regular;
+                let tier = self
+                    .scenario
+                    .core
+                    .tiers_mib
+                    .iter()
+                    .position(|&t| t == ram_mib)
+                    .expect("tiers are validated when the scenario or trace is read");
+                let sim_server = &mut self.servers[server as usize];
+                sim_server.regular = regular;
+                sim_server.tier = tier as u8;
+                self.recorder.by_tier[tier].servers += 1;
                 // Tiers are validated when the scenario or trace is read.
                 let input = Input::CreateServer {
                     server_id: server_id(server as usize),
@@ -228,6 +240,7 @@ impl Simulation {
     fn request_start(&mut self, server_idx: usize) {
         if self.measuring() {
             self.recorder.starts_requested += 1;
+            self.recorder.by_tier[self.servers[server_idx].tier as usize].starts_requested += 1;
             let ram_mib = self
                 .core
                 .server(server_id(server_idx))
@@ -261,6 +274,7 @@ impl Simulation {
         let measuring = self.measuring();
         if measuring {
             self.recorder.sessions += 1;
+            self.recorder.by_tier[self.servers[server_idx].tier as usize].sessions += 1;
         }
         let server_id = server_id(server_idx);
         let state = self.core.server(server_id).expect("sim servers exist").state;
@@ -342,13 +356,16 @@ impl Simulation {
             let micros = ram_mib as u128 * length_ms as u128 * price / (1024 * payperplay_core::MS_PER_HOUR as u128);
             self.recorder.sessions_abandoned += 1;
             self.recorder.abandoned_revenue_micros += micros as u64;
+            self.recorder.by_tier[self.servers[server_idx].tier as usize].sessions_abandoned += 1;
         }
         if nobody_waits && state == ServerState::Queued && !self.servers[server_idx].prewarm {
             if self.measuring()
                 && let Some(start) = server.start.as_ref()
             {
                 let (requested_at, placed_at) = (start.requested_at, start.placed_at);
-                self.recorder.record_unfinished_start(requested_at, placed_at, self.now);
+                let tier = self.servers[server_idx].tier as usize;
+                self.recorder
+                    .record_unfinished_start(tier, requested_at, placed_at, self.now);
             }
             // A stop is accepted in every state; from the queue it withdraws the start.
             if let Err(rejection) = self.input(Input::StopServer { server_id }) {
@@ -446,7 +463,13 @@ impl Simulation {
             CommandKind::PostLedgerEntry { entry } => {
                 if self.measuring() {
                     match entry.kind {
-                        LedgerKind::RamTime => self.recorder.revenue_ram_micros -= entry.amount_micros,
+                        LedgerKind::RamTime => {
+                            self.recorder.revenue_ram_micros -= entry.amount_micros;
+                            if let Some(server_id) = entry.server_id {
+                                let tier = self.servers[server_idx(server_id)].tier as usize;
+                                self.recorder.by_tier[tier].revenue_ram_micros -= entry.amount_micros;
+                            }
+                        }
                         LedgerKind::Storage | LedgerKind::ArchiveStorage => {
                             self.recorder.revenue_storage_micros -= entry.amount_micros
                         }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Scenario, ScenarioError, WorkloadKind};
+use super::{Scenario, ScenarioError, ScenarioWarning, WorkloadKind};
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
@@ -33,7 +33,7 @@ impl Scenario {
         if table.contains_key("extends") {
             return Scenario::parse_extended(table, text, file);
         }
-        let scenario: Scenario = toml::from_str(text).map_err(&syntax)?;
+        let mut scenario: Scenario = toml::from_str(text).map_err(&syntax)?;
         scenario.validate().map_err(|(field, message)| {
             let offset = located.offset_of(&field).unwrap_or(0);
             let (line, column) = located.line_column(offset);
@@ -45,6 +45,12 @@ impl Scenario {
                 message,
             }
         })?;
+        let sources = [(file.to_path_buf(), text.to_string())];
+        scenario.warnings = scenario
+            .lint(&table)
+            .into_iter()
+            .map(|(field, message)| Scenario::warning_in(&sources, field, message))
+            .collect();
         scenario.load_trace(file)
     }
 
@@ -52,6 +58,7 @@ impl Scenario {
     /// and point errors at whichever file sets the offending field.
     fn parse_extended(table: toml::Table, text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
         let mut sources = vec![(file.to_path_buf(), text.to_string())];
+        let own = table.clone();
         let mut merged = table;
         let mut seen = vec![file.to_path_buf()];
         while let Some(parent) = merged.remove("extends") {
@@ -90,7 +97,7 @@ impl Scenario {
             merged = parent_table;
             sources.push((path, parent_text));
         }
-        let scenario: Scenario = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+        let mut scenario: Scenario = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
             // `a.b[0].c` as the other errors write it: `a.b.0.c`.
             let field = e.path().to_string().replace('[', ".").replace(']', "");
             let message = e.inner().message().trim().to_string();
@@ -99,7 +106,31 @@ impl Scenario {
         scenario
             .validate()
             .map_err(|(field, message)| Scenario::error_in(&sources, &field, message))?;
+        scenario.warnings = scenario
+            .lint(&own)
+            .into_iter()
+            .map(|(field, message)| Scenario::warning_in(&sources, field, message))
+            .collect();
         scenario.load_trace(file)
+    }
+
+    /// A warning at `field`, located like an error.
+    fn warning_in(sources: &[(PathBuf, String)], field: String, message: String) -> ScenarioWarning {
+        match Scenario::error_in(sources, &field, message) {
+            ScenarioError::Invalid {
+                file,
+                line,
+                field,
+                message,
+                ..
+            } => ScenarioWarning {
+                file,
+                line,
+                field,
+                message,
+            },
+            ScenarioError::Io { .. } | ScenarioError::Trace(_) => unreachable!("error_in makes Invalid"),
+        }
     }
 
     /// An error at `field`, located in the first of `sources` (child first) that sets it.

@@ -54,6 +54,32 @@ pub struct Scenario {
     /// The loaded trace when `workload.kind = "trace"` (or `run --trace`).
     #[serde(skip)]
     pub trace: Option<std::sync::Arc<crate::trace::Trace>>,
+    /// Legal but surprising settings found when loading (the run's outcome repeats
+    /// them in its `warnings`).
+    #[serde(skip)]
+    pub warnings: Vec<ScenarioWarning>,
+}
+
+/// A legal but surprising setting: which file, where, which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioWarning {
+    pub file: PathBuf,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ScenarioWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.field,
+            self.message
+        )
+    }
 }
 
 fn default_seed() -> u64 {
@@ -189,13 +215,15 @@ pub struct DatedPrice {
 }
 
 /// Hetzner's API rate limit: a bucket of `requests_per_hour` that refills one request
-/// per `refill_seconds`. Orders, deletions and action polls all take a request.
+/// per `refill_seconds` (by default the rate `requests_per_hour` sets). Orders, deletions and action polls all take a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimit {
     pub enabled: bool,
     pub requests_per_hour: u32,
-    pub refill_seconds: f64,
+    /// One request back per this many seconds; default `3600 / requests_per_hour`, so
+    /// `requests_per_hour` alone sets the sustained rate too.
+    pub refill_seconds: Option<f64>,
     /// How often the shell polls a create action until the VM is ready.
     pub poll_seconds: f64,
 }
@@ -205,9 +233,17 @@ impl Default for RateLimit {
         RateLimit {
             enabled: true,
             requests_per_hour: 3600,
-            refill_seconds: 1.0,
+            refill_seconds: None,
             poll_seconds: 10.0,
         }
+    }
+}
+
+impl RateLimit {
+    /// Seconds between refills: `refill_seconds`, else `3600 / requests_per_hour`.
+    pub fn refill_seconds(&self) -> f64 {
+        self.refill_seconds
+            .unwrap_or(3600.0 / self.requests_per_hour.max(1) as f64)
     }
 }
 
@@ -295,6 +331,24 @@ pub struct Workload {
     /// How long a waiting session stays before it gives up (seconds).
     #[serde(default = "crate::workload::default_patience_seconds")]
     pub patience_seconds: Dist,
+    /// Popularity skew: a session picks the server of rank k (1 = the first created)
+    /// with weight `1 / k^popularity_zipf`; 0: uniformly (the default).
+    #[serde(default)]
+    pub popularity_zipf: f64,
+    /// Users (and their servers) added during the run; `None`: a fixed population.
+    #[serde(default)]
+    pub growth: Option<Growth>,
+}
+
+/// Workload growth: new users arrive evenly over the run, each with
+/// `servers_per_user` servers of the tier mix and `initial_balance_eur`, and the
+/// session rate grows with the number of servers (`sessions_per_hour` is the rate of
+/// the initial servers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Growth {
+    /// New users per 30 days.
+    pub users_per_month: f64,
 }
 
 fn yes() -> bool {

@@ -1,6 +1,11 @@
 //! The semantic checks of a scenario that serde cannot make.
 
+use payperplay_core::MS_PER_DAY;
+
 use super::{Scenario, WorkloadKind, parse_date};
+
+/// The most users `[workload.growth]` may add over a run.
+pub const GROWTH_USERS_MAX: u64 = 1_000_000;
 
 impl Scenario {
     /// Semantic checks serde cannot make. Returns the dotted field path and why.
@@ -77,6 +82,33 @@ impl Scenario {
                 );
             }
         }
+        let cloud_scales = policy.autoscales() && has_cloud && policy.max_cloud_nodes > 0;
+        let g_kind_generator = self.workload.kind == WorkloadKind::Generator;
+        for (i, &tier_mib) in core.tiers_mib.iter().enumerate() {
+            let fits_cloud = cloud_scales
+                && core
+                    .catalog
+                    .server_types
+                    .iter()
+                    .any(|t| t.ram_mib - core.reserve.reserve_mib(t.ram_mib, false) >= tier_mib);
+            // Only a tier the generated workload uses is an error; one merely offered
+            // is a warning (see `lint`).
+            let used = g_kind_generator && self.workload.tiers.iter().any(|t| t.gb * 1024 == tier_mib);
+            if used && !fits_cloud && !self.tier_fits_dedicated(tier_mib) {
+                return err(
+                    &format!("core.tiers_gb.{i}"),
+                    format!(
+                        "{} GB (a tier of workload.tiers) fits no node: no dedicated node{} holds it after the system reserve",
+                        tier_mib / 1024,
+                        if cloud_scales {
+                            " and no VM type of core.catalog"
+                        } else {
+                            " (and the cloud does not scale)"
+                        }
+                    ),
+                );
+            }
+        }
         let cloud = &self.fleet.cloud;
         let type_known = |name: &str| core.catalog.server_types.iter().any(|t| t.name == name);
         for (key, dist) in &cloud.provisioning_by_type {
@@ -140,7 +172,7 @@ impl Scenario {
         }
         let rl = &cloud.rate_limit;
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        if rl.enabled && (rl.requests_per_hour == 0 || !positive(rl.refill_seconds) || !positive(rl.poll_seconds)) {
+        if rl.enabled && (rl.requests_per_hour == 0 || !positive(rl.refill_seconds()) || !positive(rl.poll_seconds)) {
             return err(
                 "fleet.cloud.rate_limit",
                 "requests_per_hour, refill_seconds and poll_seconds must be positive".into(),
@@ -168,6 +200,30 @@ impl Scenario {
                 return err(
                     &format!("workload.surges.{i}.factor"),
                     "must be a non-negative number".into(),
+                );
+            }
+        }
+        if !(g.popularity_zipf.is_finite() && (0.0..=10.0).contains(&g.popularity_zipf)) {
+            return err("workload.popularity_zipf", "must be a number between 0 and 10".into());
+        }
+        if let Some(growth) = &g.growth {
+            if !(growth.users_per_month.is_finite() && growth.users_per_month >= 0.0) {
+                return err(
+                    "workload.growth.users_per_month",
+                    "must be a non-negative number".into(),
+                );
+            }
+            if g.kind == WorkloadKind::Trace {
+                return err(
+                    "workload.growth",
+                    "applies to the generator only, not to a trace".into(),
+                );
+            }
+            let months = self.duration_ms as f64 / (30 * MS_PER_DAY) as f64;
+            if growth.users_per_month * months > GROWTH_USERS_MAX as f64 {
+                return err(
+                    "workload.growth.users_per_month",
+                    format!("adds more than {GROWTH_USERS_MAX} users over the run"),
                 );
             }
         }
@@ -254,5 +310,106 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+impl Scenario {
+    /// Legal but surprising settings: the dotted field path and why, for the run's
+    /// warnings. `own` is the loaded file's own table (before `extends` merges its
+    /// parents in): a parent's `[core.policy]` is not this file's mistake.
+    pub(super) fn lint(&self, own: &toml::Table) -> Vec<(String, String)> {
+        let mut warnings = Vec::new();
+        let core = &self.core;
+        let policy = &core.policy;
+        let has_cloud = !core.catalog.server_types.is_empty();
+        let own_policy = own
+            .get("core")
+            .and_then(|c| c.get("policy"))
+            .is_some_and(|p| p.is_table());
+        if own_policy && !policy.autoscales() {
+            warnings.push((
+                "core.policy".to_string(),
+                "sets no policy table ([core.policy.reactive], .spare, .predictive, .scheduled or \
+                 .scale_down): no VM is ever ordered or deleted, the fleet is static"
+                    .to_string(),
+            ));
+        }
+        if policy.autoscales() && has_cloud {
+            if let Some(scale_down) = &policy.scale_down
+                && scale_down.rule == payperplay_core::policy::ScaleDownRule::BillingHour
+                && scale_down.billing_margin_ms < policy.evaluate_every_ms
+            {
+                warnings.push((
+                    "core.policy.scale_down.billing_margin".to_string(),
+                    format!(
+                        "{} s is shorter than core.policy.evaluate_every ({} s): most evaluations miss the \
+                         last minutes of a VM's paid hour, so empty VMs are rarely deleted",
+                        scale_down.billing_margin_ms / 1000,
+                        policy.evaluate_every_ms / 1000
+                    ),
+                ));
+            }
+            if policy.min_cloud_nodes > policy.max_provision_per_eval {
+                warnings.push((
+                    "core.policy.min_cloud_nodes".to_string(),
+                    format!(
+                        "{} is more than max_provision_per_eval ({}): the minimum is reached over {} evaluations",
+                        policy.min_cloud_nodes,
+                        policy.max_provision_per_eval,
+                        policy.min_cloud_nodes.div_ceil(policy.max_provision_per_eval.max(1))
+                    ),
+                ));
+            }
+        }
+        let cloud_scales = policy.autoscales() && has_cloud && policy.max_cloud_nodes > 0;
+        let largest_type_mib = core
+            .catalog
+            .server_types
+            .iter()
+            .map(|t| t.ram_mib - core.reserve.reserve_mib(t.ram_mib, false))
+            .max()
+            .filter(|_| cloud_scales)
+            .unwrap_or(0);
+        // A trace may create servers of any offered tier; a generator only of its mix.
+        let used = |tier_mib: u32| {
+            self.workload.kind == WorkloadKind::Trace || self.workload.tiers.iter().any(|t| t.gb * 1024 == tier_mib)
+        };
+        for (i, &tier_mib) in core.tiers_mib.iter().enumerate().filter(|&(_, &t)| used(t)) {
+            let fits_dedicated = self.tier_fits_dedicated(tier_mib);
+            if tier_mib > largest_type_mib && !fits_dedicated {
+                warnings.push((
+                    format!("core.tiers_gb.{i}"),
+                    format!(
+                        "{} GB fits no node (no dedicated node{} holds it after the reserve): a start of it \
+                         is rejected",
+                        tier_mib / 1024,
+                        if cloud_scales {
+                            " and no VM type of core.catalog"
+                        } else {
+                            ", and the cloud does not scale,"
+                        }
+                    ),
+                ));
+            } else if cloud_scales && tier_mib > largest_type_mib {
+                warnings.push((
+                    format!("core.tiers_gb.{i}"),
+                    format!(
+                        "{} GB fits no VM type of core.catalog (the largest holds {} MiB after the \
+                         reserve): its starts wait for dedicated capacity and never scale the cloud",
+                        tier_mib / 1024,
+                        largest_type_mib
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// Whether some dedicated node holds a server of this tier after its reserve.
+    pub(super) fn tier_fits_dedicated(&self, tier_mib: u32) -> bool {
+        self.fleet
+            .dedicated
+            .iter()
+            .any(|d| d.ram_mib - self.core.reserve.reserve_mib(d.ram_mib, d.is_system) >= tier_mib)
     }
 }
