@@ -115,7 +115,14 @@ impl Services {
                 async move {
                     let runtime = match recovered {
                         Some(runtime) => runtime,
-                        None => Runtime::recover(deps, handle, store::LockWait::Forever).await?,
+                        // A standby waits for the lock until shutdown.
+                        None => {
+                            let mut stopping = shutdown.clone();
+                            tokio::select! {
+                                recovered = Runtime::recover(deps, handle, store::LockWait::Forever) => recovered?,
+                                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+                            }
+                        }
                     };
                     runtime.run(inbox, shutdown).await
                 }

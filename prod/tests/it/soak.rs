@@ -36,7 +36,10 @@ impl Rng {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,7 +73,10 @@ fn spawn(url: &str, config_path: &std::path::Path, port: u16, router_port: u16) 
 
 async fn kill_9(serve: &mut Serve) {
     let pid = serve.child.id().expect("running").to_string();
-    let _ = tokio::process::Command::new("kill").args(["-KILL", &pid]).status().await;
+    let _ = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .await;
     let _ = serve.child.wait().await;
 }
 
@@ -79,18 +85,22 @@ async fn restart_database(pool: &PgPool, database: &str) {
         let pg_ctl = std::env::var("PAYPERPLAY_PG_CTL").expect("PAYPERPLAY_PG_CTL");
         let data = std::env::var("PAYPERPLAY_PG_DATA").expect("PAYPERPLAY_PG_DATA");
         let status = tokio::process::Command::new("runuser")
-            .args(["-u", "postgres", "--", &pg_ctl, "-D", &data, "-w", "-m", "fast", "restart"])
+            .args([
+                "-u", "postgres", "--", &pg_ctl, "-D", &data, "-w", "-m", "fast", "restart",
+            ])
             .stdout(std::process::Stdio::null())
             .status()
             .await
             .unwrap();
         assert!(status.success(), "pg_ctl restart");
     } else {
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-            .bind(database)
-            .execute(pool)
-            .await
-            .unwrap();
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(database)
+        .execute(pool)
+        .await
+        .unwrap();
     }
 }
 
@@ -100,7 +110,10 @@ fn remove_containers(platform: &str) {
     let filter = format!("label=payperplay.platform={platform}");
     for (list, remove) in [
         (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
-        (vec!["volume", "ls", "-q", "--filter", &filter], vec!["volume", "rm", "-f"]),
+        (
+            vec!["volume", "ls", "-q", "--filter", &filter],
+            vec!["volume", "rm", "-f"],
+        ),
     ] {
         let output = std::process::Command::new("docker")
             .arg("-H")
@@ -133,7 +146,9 @@ async fn soak_mixed_load_with_kills_and_database_restarts_loses_no_money_and_end
     let seed = env_u64("PAYPERPLAY_SOAK_SEED", clock_seed);
     let soak_s = env_u64("PAYPERPLAY_SOAK_S", 40);
     let restarts = env_u64("PAYPERPLAY_SOAK_RESTARTS", 2);
-    eprintln!("soak: seed {seed} (PAYPERPLAY_SOAK_SEED={seed} repeats it), {soak_s} s, {restarts} restarts of each kind");
+    eprintln!(
+        "soak: seed {seed} (PAYPERPLAY_SOAK_SEED={seed} repeats it), {soak_s} s, {restarts} restarts of each kind"
+    );
     let mut rng = Rng(seed);
 
     let database: String = sqlx::query_scalar("SELECT current_database()")
@@ -260,10 +275,7 @@ socket_path = "{socket}"
         n_requests += 1;
         if let Some((status, answer)) = http(port, method, &path, Some(&token), body.as_ref()).await {
             n_answered += 1;
-            assert!(
-                status != 500,
-                "seed {seed}: {method} {path} answered 500: {answer}"
-            );
+            assert!(status != 500, "seed {seed}: {method} {path} answered 500: {answer}");
             if path == "/v1/servers" && method == "POST" && status == 201 {
                 servers.push((user_idx, answer["id"].as_i64().unwrap()));
             }
@@ -325,7 +337,10 @@ socket_path = "{socket}"
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(mismatched.is_empty(), "seed {seed}: balances differ from ledgers: {mismatched:?}");
+    assert!(
+        mismatched.is_empty(),
+        "seed {seed}: balances differ from ledgers: {mismatched:?}"
+    );
     // The core agrees with the ledger after the last restart's check.
     let (_, alarms) = http(port, "GET", "/v1/admin/alarms", Some(&admin), None).await.unwrap();
     let money_alarms: Vec<&Value> = alarms
