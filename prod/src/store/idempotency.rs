@@ -19,6 +19,16 @@ pub enum IdempotencyClaim {
     InFlight { claimed_at_ms: i64 },
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredKey {
+    method: String,
+    path: String,
+    request_sha256: Vec<u8>,
+    status: Option<i32>,
+    response: Option<Vec<u8>>,
+    claimed_at_ms: i64,
+}
+
 impl Store {
     /// Claims `key` in `scope` for this request (method, path, SHA-256 of the body).
     pub async fn claim_idempotency_key(
@@ -45,14 +55,7 @@ impl Store {
         if inserted.rows_affected() == 1 {
             return Ok(IdempotencyClaim::New);
         }
-        let (stored_method, stored_path, stored_sha256, status, body, claimed_at_ms): (
-            String,
-            String,
-            Vec<u8>,
-            Option<i32>,
-            Option<Vec<u8>>,
-            i64,
-        ) = sqlx::query_as(
+        let stored: StoredKey = sqlx::query_as(
             "SELECT method, path, request_sha256, status, response, claimed_at_ms
              FROM idempotency_keys WHERE scope = $1 AND key = $2",
         )
@@ -60,6 +63,14 @@ impl Store {
         .bind(key)
         .fetch_one(&self.pool)
         .await?;
+        let StoredKey {
+            method: stored_method,
+            path: stored_path,
+            request_sha256: stored_sha256,
+            status,
+            response: body,
+            claimed_at_ms,
+        } = stored;
         if stored_method != method || stored_path != path || stored_sha256 != request_sha256 {
             return Ok(IdempotencyClaim::Mismatch);
         }

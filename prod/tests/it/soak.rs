@@ -228,7 +228,7 @@ socket_path = "{socket}"
     let mut servers: Vec<(usize, i64)> = Vec::new();
     let mut n_requests = 0u64;
     let mut n_answered = 0u64;
-    let started = std::time::Instant::now();
+    let started = payperplay_prod::clock::Stopwatch::start();
     while started.elapsed() < Duration::from_secs(soak_s) {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if let Some(&(at_ms, fault)) = faults.peek()
