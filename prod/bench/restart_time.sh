@@ -9,7 +9,9 @@
 # journal of N inputs with SQL (1 000 users registered, then top-ups and timeouts
 # alternating) and a command log that already holds every command the replay issues,
 # then starts `serve` three times and prints each time to ready and the replay time it
-# logged. There are no snapshots yet: this is the time without one.
+# logged. There are no snapshots yet: this is the time without one. Measured on the
+# 2-core dev machine under load (other builds running): 2.9 to 4.4 s to ready for
+# 1,000,000 inputs (cheap ones: registrations, top-ups, timeouts).
 set -euo pipefail
 
 n_inputs="${1:-1000000}"
@@ -70,7 +72,7 @@ for run in 1 2 3; do
         sleep 0.05
     done
     ready_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
-    replay="$(grep -o 'elapsed_ms=[0-9]*' "$work_dir/serve.log" | head -n1 || true)"
+    replay="$(sed 's/\x1b\[[0-9;]*m//g' "$work_dir/serve.log" | grep -o 'elapsed_ms=[0-9]*' | head -n1 || true)"
     echo "run $run: ready after ${ready_ms} ms (replay: ${replay:-?})"
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 done
