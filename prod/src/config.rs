@@ -54,6 +54,39 @@ pub struct Config {
     /// Keys that seal secrets at rest (RCON passwords).
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// How long finished records are kept before the pruner deletes them.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// Pruning of finished records (the journal itself is kept whole: it is what a
+/// restart replays and `export-trace` reads). 0 keeps a kind forever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the pruner runs.
+    pub interval_ms: u64,
+    /// Succeeded commands, after they finished (the newest command is always kept).
+    pub commands_keep_ms: u64,
+    /// Sent and failed mail (bodies included), after it was queued.
+    pub outbox_keep_ms: u64,
+    /// Sessions and verification codes, after they expired or were used or revoked.
+    pub sessions_keep_ms: u64,
+    /// Stored answers to `Idempotency-Key` requests, after they were claimed.
+    pub idempotency_keys_keep_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        const DAY_MS: u64 = 24 * 3_600_000;
+        RetentionConfig {
+            interval_ms: 3_600_000,
+            commands_keep_ms: 30 * DAY_MS,
+            outbox_keep_ms: 30 * DAY_MS,
+            sessions_keep_ms: 7 * DAY_MS,
+            idempotency_keys_keep_ms: 7 * DAY_MS,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,8 +226,13 @@ pub struct RuntimeConfig {
     pub command_attempts_max: u32,
     pub command_retry_backoff_ms: u64,
     /// How long a starting runtime waits for another runtime's journal lock (one
-    /// owner of the core per database) before giving up.
+    /// owner of the core per database) before standing by (the API answers 503 and
+    /// the runtime leads as soon as the other lets the lock go).
     pub journal_lock_wait_ms: u64,
+    /// Tests only (not read from files): called with each input before the core
+    /// handles it, to inject a panic.
+    #[serde(skip)]
+    pub input_hook: Option<crate::runtime::InputHook>,
     /// Older files set the fake drivers' delays here; `Config::from_toml` moves them
     /// to `[drivers]`.
     fake_boot_ms: Option<u64>,
@@ -208,6 +246,7 @@ impl Default for RuntimeConfig {
             command_attempts_max: 3,
             command_retry_backoff_ms: 1_000,
             journal_lock_wait_ms: 10_000,
+            input_hook: None,
             fake_boot_ms: None,
             fake_provision_ms: None,
         }

@@ -41,6 +41,16 @@ pub enum ApiError {
     RateLimited,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The input was taken up (journaled) but its answer was lost: it takes effect when
+    /// the runtime recovers. The message says how to find out.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// An `Idempotency-Key` reused with another request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// The first request with this `Idempotency-Key` is still being handled.
+    #[error("{0}")]
+    IdempotencyKeyInFlight(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -80,7 +90,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Rejected { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyKeyInFlight(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +129,15 @@ impl ApiError {
                 None,
                 "service temporarily unavailable".to_string(),
             ),
+            ApiError::OutcomeUnknown(message) => ("outcome_unknown".to_string(), None, message.clone()),
+            ApiError::IdempotencyKeyReused(message) => (
+                "idempotency_key_reused".to_string(),
+                Some("Idempotency-Key".to_string()),
+                message.clone(),
+            ),
+            ApiError::IdempotencyKeyInFlight(message) => {
+                ("idempotency_key_in_flight".to_string(), None, message.clone())
+            }
             ApiError::Internal(_) => ("internal".to_string(), None, "internal error".to_string()),
         };
         ErrorDetail { code, message, field }
@@ -151,6 +172,7 @@ impl From<StoreError> for ApiError {
             },
             StoreError::NotFound(what) => ApiError::NotFound { what },
             StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            error @ (StoreError::Fenced { .. } | StoreError::JournalLocked) => ApiError::Unavailable(error.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -162,6 +184,15 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Rejected(rejection) => rejection.into(),
             RuntimeError::Busy => ApiError::Unavailable("runtime input queue is full".to_string()),
             RuntimeError::Stopped => ApiError::Unavailable("runtime is not running".to_string()),
+            RuntimeError::Recovering => ApiError::Unavailable("runtime is recovering: retry shortly".to_string()),
+            RuntimeError::Expired => ApiError::Unavailable("runtime too busy: the request was not handled".to_string()),
+            RuntimeError::OutcomeUnknown { seq, .. } => ApiError::OutcomeUnknown(format!(
+                "the request was taken up{} but its answer was lost; a journaled input takes effect when the \
+                 runtime recovers: check the resource (or repeat the request with the same Idempotency-Key) \
+                 before retrying",
+                seq.map_or(String::new(), |seq| format!(" (journal {seq})"))
+            )),
+            error @ RuntimeError::Quarantined { .. } => ApiError::Internal(error.to_string()),
             RuntimeError::Store(error) => error.into(),
         }
     }

@@ -83,7 +83,15 @@ impl Services {
             fleet: config.fleet.clone(),
             public_base_url: config.http.public_base_url.clone(),
         };
-        let recovered = Runtime::recover(deps.clone(), handle.clone()).await?;
+        // Leads at once when the journal lock is free (or freed within the configured
+        // wait); otherwise stands by: the API answers 503 until this runtime leads.
+        let lock_wait = store::LockWait::UpToMs(config.runtime.journal_lock_wait_ms);
+        let recovered = match Runtime::recover(deps.clone(), handle.clone(), lock_wait).await {
+            Ok(runtime) => Some(runtime),
+            Err(runtime::RuntimeError::Store(StoreError::JournalLocked)) => None,
+            Err(runtime::RuntimeError::Store(error)) => return Err(error.into()),
+            Err(error) => return Err(StoreError::Unavailable(error.to_string()).into()),
+        };
         let mailer = Arc::new(Mailer::new(
             &config.smtp,
             store.clone(),
@@ -92,7 +100,7 @@ impl Services {
         )?);
 
         let mut tasks = Vec::new();
-        let mut first = Some(recovered);
+        let mut first = recovered;
         let runtime_handle = handle.clone();
         let runtime_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(supervise::supervise(
@@ -107,7 +115,14 @@ impl Services {
                 async move {
                     let runtime = match recovered {
                         Some(runtime) => runtime,
-                        None => Runtime::recover(deps, handle).await?,
+                        // A standby waits for the lock until shutdown.
+                        None => {
+                            let mut stopping = shutdown.clone();
+                            tokio::select! {
+                                recovered = Runtime::recover(deps, handle, store::LockWait::Forever) => recovered?,
+                                _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+                            }
+                        }
                     };
                     runtime.run(inbox, shutdown).await
                 }
@@ -116,6 +131,20 @@ impl Services {
         if let Some(fleet) = &fleet {
             tasks.extend(observers::spawn(fleet.clone(), handle.clone(), shutdown_rx.clone()));
         }
+        let pruner = (
+            store.clone(),
+            clock.clone(),
+            config.retention.clone(),
+            shutdown_rx.clone(),
+        );
+        tasks.push(tokio::spawn(supervise::supervise(
+            "pruner",
+            shutdown_rx.clone(),
+            move || {
+                let (store, clock, retention, shutdown) = pruner.clone();
+                store::run_pruner(store, clock, retention, shutdown)
+            },
+        )));
         let mailer_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(supervise::supervise("mailer", shutdown_rx, move || {
             let mailer = mailer.clone();

@@ -436,6 +436,13 @@ impl Core {
         }
     }
 
+    /// Ids up to `id_max` are taken (a shell that skipped a quarantined input on replay
+    /// has commands recorded under ids this core did not issue): the next command gets
+    /// a larger id. Never moves the counter back.
+    pub fn reserve_command_ids_through(&mut self, id_max: CommandId) {
+        self.next_command_id = self.next_command_id.max(id_max.0 + 1);
+    }
+
     fn push_command(&mut self, kind: CommandKind) -> CommandId {
         let id = CommandId(self.next_command_id);
         self.next_command_id += 1;

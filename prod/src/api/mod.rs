@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::config::{AuthConfig, Config};
 use crate::error::{ApiError, ErrorBody};
 use crate::runtime::RuntimeHandle;
-use crate::store::Store;
+use crate::store::{IdempotencyClaim, Store};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -163,8 +163,46 @@ fn add_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
             add("413", "Request body too large");
             add("429", "Rate limited");
             add("500", "Internal error (a bug; details are logged, not sent)");
-            add("503", "Database or runtime temporarily unavailable");
+            add(
+                "503",
+                "Database or runtime temporarily unavailable (`Retry-After` says when to retry); \
+                 `outcome_unknown` when the request was taken up but its answer was lost",
+            );
         }
+    }
+    for (name, path) in openapi.paths.paths.iter_mut() {
+        if IDEMPOTENCY_EXEMPT_PATHS.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(operation) = path.post.as_mut() else { continue };
+        operation
+            .responses
+            .responses
+            .entry("422".to_string())
+            .or_insert_with(|| error("`Idempotency-Key` already used for another request (another path or body)"));
+        operation
+            .responses
+            .responses
+            .entry("409".to_string())
+            .or_insert_with(|| {
+                error("Conflict; or the first request with this `Idempotency-Key` is still being handled")
+            });
+        let header = utoipa::openapi::path::ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(utoipa::openapi::path::ParameterIn::Header)
+            .required(utoipa::openapi::Required::False)
+            .description(Some(
+                "Makes the POST idempotent: the same key with the same body gets the first answer again \
+                 (`Idempotent-Replayed: true`); with another body a 422. Up to 255 characters.",
+            ))
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(IDEMPOTENCY_KEY_LEN_MAX)),
+            ))
+            .build();
+        operation.parameters.get_or_insert_with(Vec::new).push(header);
     }
 }
 
@@ -192,6 +230,15 @@ pub fn app(state: AppState, body_limit_bytes: usize) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(track_metrics))
+        .layer(middleware::from_fn_with_state(
+            IdempotencyState {
+                store: state.store.clone(),
+                clock: state.clock.clone(),
+                body_limit_bytes,
+            },
+            idempotent_posts,
+        ))
+        .layer(middleware::from_fn(bound_and_advise_retry))
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .with_state(state)
 }
@@ -222,6 +269,156 @@ async fn method_not_allowed() -> Response {
         },
     };
     (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(error)).into_response()
+}
+
+/// The header naming a POST's idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+/// A first request still unanswered this long after it claimed its key was lost with
+/// its process: a repeat is told the outcome is unknown.
+const IDEMPOTENCY_IN_FLIGHT_MS_MAX: u64 = REQUEST_TIMEOUT_MS + 5_000;
+/// Routes whose answers carry a secret (a session or API token): never stored, so an
+/// `Idempotency-Key` is ignored there (a repeat logs in again or makes another token).
+const IDEMPOTENCY_EXEMPT_PATHS: &[&str] = &["/v1/accounts/login", "/v1/accounts/tokens"];
+
+#[derive(Clone)]
+struct IdempotencyState {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    body_limit_bytes: usize,
+}
+
+/// `Idempotency-Key` on POST: the first answer to a request is stored in Postgres; the
+/// same key with the same request (path and body) gets it again (with
+/// `Idempotent-Replayed: true`), with another request a 422. A request that certainly
+/// had no effect (a 503 other than `outcome_unknown`, a 429) lets its key go, so
+/// repeating it handles it then.
+async fn idempotent_posts(State(state): State<IdempotencyState>, request: Request, next: Next) -> Response {
+    use sha2::Digest;
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let Some(key) = request.headers().get(IDEMPOTENCY_KEY_HEADER) else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path().to_string();
+    if IDEMPOTENCY_EXEMPT_PATHS.contains(&path.as_str()) {
+        return next.run(request).await;
+    }
+    let key = match key.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_LEN_MAX => key.to_string(),
+        _ => {
+            return ApiError::invalid_field(
+                "Idempotency-Key",
+                format!("must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters"),
+            )
+            .into_response();
+        }
+    };
+    let scope = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map_or("anonymous".to_string(), |value| {
+            hex::encode(sha2::Sha256::digest(value.as_bytes()))
+        });
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, state.body_limit_bytes).await else {
+        return ApiError::PayloadTooLarge.into_response();
+    };
+    let request_sha256 = sha2::Sha256::digest(&bytes);
+    let now = state.clock.now();
+    let claim = state
+        .store
+        .claim_idempotency_key(&scope, &key, "POST", &path, &request_sha256, now)
+        .await;
+    match claim {
+        Err(error) => return ApiError::from(error).into_response(),
+        Ok(IdempotencyClaim::New) => {}
+        Ok(IdempotencyClaim::Mismatch) => {
+            return ApiError::IdempotencyKeyReused(
+                "Idempotency-Key: already used for another request (another path or body)".to_string(),
+            )
+            .into_response();
+        }
+        Ok(IdempotencyClaim::Replay { status, body }) => {
+            let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+            let mut response = (status, body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            );
+            headers.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+            return response;
+        }
+        Ok(IdempotencyClaim::InFlight { claimed_at_ms }) => {
+            let age_ms = crate::clock::to_db(now).saturating_sub(claimed_at_ms);
+            return if age_ms > IDEMPOTENCY_IN_FLIGHT_MS_MAX as i64 {
+                ApiError::OutcomeUnknown(
+                    "the first request with this Idempotency-Key was taken up but never answered: \
+                     check the resource before retrying with a new key"
+                        .to_string(),
+                )
+            } else {
+                ApiError::IdempotencyKeyInFlight(
+                    "the first request with this Idempotency-Key is still being handled: repeat it shortly".to_string(),
+                )
+            }
+            .into_response();
+        }
+    }
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let status = parts.status;
+    let outcome_unknown = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|body| body["error"]["code"] == "outcome_unknown");
+    let no_effect = (status == axum::http::StatusCode::SERVICE_UNAVAILABLE && !outcome_unknown)
+        || status == axum::http::StatusCode::TOO_MANY_REQUESTS;
+    let stored = if no_effect {
+        state.store.release_idempotency_key(&scope, &key).await
+    } else {
+        state
+            .store
+            .finish_idempotency_key(&scope, &key, status.as_u16(), &bytes, state.clock.now())
+            .await
+    };
+    if let Err(error) = stored {
+        tracing::error!(%error, "idempotency key answer not stored");
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// The longest any request may take: longer than the runtime's own bounds (a
+/// request waits at most 2 s for room in its channel and 10 s for its answer), so it
+/// only cuts what is stuck elsewhere (a database that does not answer).
+pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
+
+/// Bounds every request by [`REQUEST_TIMEOUT_MS`] (then a 503 naming the timeout)
+/// and adds `Retry-After` to every 503 (recovering, standby, busy, database down).
+async fn bound_and_advise_retry(request: Request, next: Next) -> Response {
+    let mut response =
+        match tokio::time::timeout(std::time::Duration::from_millis(REQUEST_TIMEOUT_MS), next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                metrics::counter!("payperplay_http_request_timeouts_total").increment(1);
+                ApiError::OutcomeUnknown(format!(
+                    "the request timed out after {REQUEST_TIMEOUT_MS} ms: check the resource before retrying"
+                ))
+                .into_response()
+            }
+        };
+    if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE
+        && !response.headers().contains_key(axum::http::header::RETRY_AFTER)
+    {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(health::RETRY_AFTER_S),
+        );
+    }
+    response
 }
 
 async fn track_metrics(request: Request, next: Next) -> Response {

@@ -1,13 +1,19 @@
 //! The executor: carries out one command against the drivers (or the store, for
 //! ledger entries and mail) in a task of its own, with retries and backoff; a
-//! panicking driver fails the attempt. The outcome goes into the command log and,
-//! when the core waits for it, back to the runtime as an input.
+//! panicking driver fails the attempt. Commands the core waits for get
+//! `command_attempts_max` attempts and their failure goes back to the core; ledger,
+//! mail and world commands (fire-and-forget for the core: money and worlds) are
+//! retried until they succeed, with capped backoff and an alarm once they have failed
+//! `command_attempts_max` times. A runtime that lost its leadership stops retrying
+//! (its successor re-issues what is unfinished). The outcome goes into the command log
+//! and, when the core waits for it, back to the runtime as an input.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use payperplay_core::{Command, CommandId, CommandKind, Email, FailureKind, Input, NodeId, UserId};
 
-use super::RuntimeDeps;
+use super::{AlarmKind, Alarms, RuntimeDeps};
 use crate::drivers::{DriverError, NodeRef, ObservationSink, cloud_node_name, location_name, vm_type_name};
 use crate::email;
 use crate::store::{NewEmail, StoreError};
@@ -21,13 +27,27 @@ pub(super) struct Executor {
     pub(super) catalog: payperplay_core::Catalog,
     /// The name of a container command's node, resolved from the core at dispatch.
     pub(super) node_name: Option<String>,
+    pub(super) alarms: Arc<Alarms>,
+    /// The RAM a ledger command bills (for its usage row).
+    pub(super) ram_mib_billed: Option<u32>,
 }
+
+/// The longest wait between two attempts of a command retried until it succeeds.
+const RETRY_BACKOFF_MS_MAX: u64 = 60_000;
 
 impl Executor {
     pub(super) async fn run(self, command: Command) {
         let attempts_max = self.deps.runtime_config.command_attempts_max;
+        // What the core does not wait for (ledger entries, mail, worlds) is never
+        // given up on.
+        let until_success = !command.kind.awaits_result();
+        let alarm_subject = format!("command {}", command.id);
         let mut attempts = 0u32;
         let outcome = loop {
+            if self.deps.store.is_deposed() {
+                tracing::warn!(command_id = %command.id, "no longer leading: the next leader carries this command out");
+                return;
+            }
             attempts += 1;
             // Each attempt runs in its own task: a driver that panics fails this
             // attempt (and is retried) instead of losing the command.
@@ -43,20 +63,38 @@ impl Executor {
                     Err(DriverError::Transient(format!("driver task ended: {join_error}")))
                 }
             };
-            match result {
+            let reason = match result {
                 Ok(()) => break Ok(()),
-                Err(DriverError::Transient(reason)) if attempts < attempts_max => {
-                    let backoff_ms = self
-                        .deps
-                        .runtime_config
-                        .command_retry_backoff_ms
-                        .saturating_mul(1 << (attempts - 1).min(16));
-                    tracing::warn!(command_id = %command.id, attempts, %reason, backoff_ms, "command failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                Err(DriverError::Transient(reason)) if attempts < attempts_max => reason,
+                Err(error) if until_success => {
+                    let reason = error.to_string();
+                    if attempts >= attempts_max {
+                        self.alarms.raise(
+                            AlarmKind::CommandRetrying,
+                            alarm_subject.clone(),
+                            format!(
+                                "{} failed {attempts} times, still retrying: {reason}",
+                                command.kind.name()
+                            ),
+                        );
+                    }
+                    reason
                 }
                 Err(error) => break Err(error.to_string()),
+            };
+            if self.deps.store.is_deposed() {
+                continue;
             }
+            let backoff_ms = self
+                .deps
+                .runtime_config
+                .command_retry_backoff_ms
+                .saturating_mul(1 << (attempts - 1).min(16))
+                .min(RETRY_BACKOFF_MS_MAX);
+            tracing::warn!(command_id = %command.id, attempts, %reason, backoff_ms, "command failed, retrying");
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
         };
+        self.alarms.clear(AlarmKind::CommandRetrying, &alarm_subject);
         let now = self.deps.clock.now();
         let error = outcome.as_ref().err().map(String::as_str);
         if let Err(store_error) = self
@@ -137,7 +175,12 @@ impl Executor {
                 let posted = self
                     .deps
                     .store
-                    .post_ledger_entry(Some(command.id.0 as i64), entry, self.deps.clock.now())
+                    .post_ledger_entry_billed(
+                        Some(command.id.0 as i64),
+                        entry,
+                        self.ram_mib_billed,
+                        self.deps.clock.now(),
+                    )
                     .await
                     .map_err(transient)?;
                 if posted {

@@ -1,21 +1,35 @@
 //! How the API and the drivers talk to the runtime: `RuntimeHandle` sends requests
 //! (inputs to journal and handle, read-only queries) over a bounded channel into the
-//! runtime task and waits for the answer; observations from drivers go over a second
-//! channel. The receiving ends (`Inbox`) outlive a crashed runtime task, so its
-//! successor takes over without the API noticing more than a short 503.
+//! runtime task and waits for the answer, never without a bound; observations from
+//! drivers go over a second channel. The receiving ends (`Inbox`) outlive a crashed
+//! runtime task, so its successor takes over without the API noticing more than a
+//! short 503. While the runtime recovers (or stands by for another's journal lock),
+//! requests are refused at once with `Recovering`, not queued.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use payperplay_core::{Core, Input};
+use serde::Serialize;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
+use utoipa::ToSchema;
 
 use super::RuntimeError;
+use super::alarms::Alarms;
 use crate::drivers::ObservationSink;
 
 /// How long an API request waits for room in the input channel.
 const SUBMIT_WAIT_MS_MAX: u64 = 2_000;
+/// A request still in the channel this long after it was sent is dropped by the
+/// runtime unhandled (its caller has been told `Busy`): nothing queued before a crash
+/// is carried out minutes later.
+pub(super) const REQUEST_TTL_MS: u64 = 5_000;
+/// How long a caller waits for the runtime's answer once its request is in the
+/// channel. Longer than `REQUEST_TTL_MS`: at this point a request was either dropped
+/// unhandled or taken up, and then its outcome is unknown to the caller.
+const ANSWER_WAIT_MS_MAX: u64 = 10_000;
 
 /// Called in the runtime task once an input is handled: with the core when the core
 /// accepted the input, with the reason when it did not.
@@ -23,8 +37,15 @@ pub(super) type AnswerFn = Box<dyn FnOnce(Result<&Core, RuntimeError>) + Send>;
 pub(super) type QueryFn = Box<dyn FnOnce(&Core) + Send>;
 
 pub(super) enum Request {
-    Input { input: Input, answer: AnswerFn },
-    Query(QueryFn),
+    Input {
+        input: Input,
+        answer: AnswerFn,
+        expires_at: Instant,
+    },
+    Query {
+        query: QueryFn,
+        expires_at: Instant,
+    },
 }
 
 /// The receiving ends of the runtime's channels.
@@ -33,12 +54,65 @@ pub struct Inbox {
     pub(super) observations: mpsc::Receiver<Input>,
 }
 
+/// Where the runtime is between start and ready (readiness reports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryPhase {
+    /// Waiting for the journal lock (another runtime leads).
+    Standby,
+    /// Replaying the journal.
+    Replaying,
+    /// Re-issuing unfinished commands and reconciling.
+    Reconciling,
+    /// Taking inputs.
+    Ready,
+}
+
+/// Recovery progress, shared between the runtime and readiness.
+#[derive(Debug, Default)]
+pub struct RecoveryProgress {
+    phase: AtomicU8,
+    /// Journal rows replayed so far, and the journal's last sequence number.
+    pub(super) replayed: AtomicI64,
+    pub(super) journal_len: AtomicI64,
+}
+
+/// A snapshot of [`RecoveryProgress`].
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecoveryView {
+    pub phase: RecoveryPhase,
+    pub replayed_inputs: i64,
+    pub journal_inputs: i64,
+}
+
+impl RecoveryProgress {
+    pub(super) fn set_phase(&self, phase: RecoveryPhase) {
+        self.phase.store(phase as u8, Ordering::SeqCst);
+    }
+
+    pub fn view(&self) -> RecoveryView {
+        let phase = match self.phase.load(Ordering::SeqCst) {
+            0 => RecoveryPhase::Standby,
+            1 => RecoveryPhase::Replaying,
+            2 => RecoveryPhase::Reconciling,
+            _ => RecoveryPhase::Ready,
+        };
+        RecoveryView {
+            phase,
+            replayed_inputs: self.replayed.load(Ordering::SeqCst),
+            journal_inputs: self.journal_len.load(Ordering::SeqCst),
+        }
+    }
+}
+
 /// How the API and drivers talk to the runtime.
 #[derive(Clone)]
 pub struct RuntimeHandle {
     requests: mpsc::Sender<Request>,
     observations: mpsc::Sender<Input>,
     pub(super) ready: Arc<AtomicBool>,
+    pub(super) progress: Arc<RecoveryProgress>,
+    pub(super) alarms: Arc<Alarms>,
 }
 
 pub fn channel(capacity: usize) -> (RuntimeHandle, Arc<Mutex<Inbox>>) {
@@ -49,6 +123,8 @@ pub fn channel(capacity: usize) -> (RuntimeHandle, Arc<Mutex<Inbox>>) {
             requests: requests_tx,
             observations: observations_tx,
             ready: Arc::new(AtomicBool::new(false)),
+            progress: Arc::default(),
+            alarms: Arc::default(),
         },
         Arc::new(Mutex::new(Inbox { requests, observations })),
     )
@@ -59,7 +135,9 @@ impl RuntimeHandle {
     /// the core in the runtime task right after the input is handled and its commands
     /// are recorded, and its value is returned: the view the API answers with, in the
     /// same round trip. A refused input is `RuntimeError::Rejected` (`answer` does not
-    /// run).
+    /// run). Bounded: `Recovering` at once while the runtime is not ready, `Busy` when
+    /// the channel stays full, `OutcomeUnknown` when the runtime took the input up but
+    /// did not answer in time.
     pub async fn submit<R: Send + 'static>(
         &self,
         input: Input,
@@ -69,8 +147,20 @@ impl RuntimeHandle {
         let answer: AnswerFn = Box::new(move |verdict| {
             let _ = reply.send(verdict.map(answer));
         });
-        self.send(Request::Input { input, answer }).await?;
-        answered.await.map_err(|_| RuntimeError::Stopped)?
+        self.send(Request::Input {
+            input,
+            answer,
+            expires_at: Instant::now() + Duration::from_millis(REQUEST_TTL_MS),
+        })
+        .await?;
+        match tokio::time::timeout(Duration::from_millis(ANSWER_WAIT_MS_MAX), answered).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(_)) => Err(RuntimeError::Stopped),
+            Err(_) => Err(RuntimeError::OutcomeUnknown {
+                seq: None,
+                reason: format!("no answer within {ANSWER_WAIT_MS_MAX} ms"),
+            }),
+        }
     }
 
     /// Runs `f` against the core inside the runtime task and returns its answer.
@@ -82,11 +172,22 @@ impl RuntimeHandle {
         let query: QueryFn = Box::new(move |core| {
             let _ = reply.send(f(core));
         });
-        self.send(Request::Query(query)).await?;
-        answered.await.map_err(|_| RuntimeError::Stopped)
+        self.send(Request::Query {
+            query,
+            expires_at: Instant::now() + Duration::from_millis(REQUEST_TTL_MS),
+        })
+        .await?;
+        match tokio::time::timeout(Duration::from_millis(ANSWER_WAIT_MS_MAX), answered).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(RuntimeError::Stopped),
+            Err(_) => Err(RuntimeError::Busy),
+        }
     }
 
     async fn send(&self, request: Request) -> Result<(), RuntimeError> {
+        if !self.is_ready() {
+            return Err(RuntimeError::Recovering);
+        }
         self.requests
             .send_timeout(request, Duration::from_millis(SUBMIT_WAIT_MS_MAX))
             .await
@@ -103,5 +204,15 @@ impl RuntimeHandle {
     /// True once the journal is replayed and the loop takes inputs.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Where recovery is (standby, replaying with how far, reconciling, ready).
+    pub fn recovery(&self) -> RecoveryView {
+        self.progress.view()
+    }
+
+    /// The active alarms.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
     }
 }

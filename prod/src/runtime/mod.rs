@@ -4,13 +4,20 @@
 //! in the command log and carried out by drivers in their own tasks, whose results
 //! come back as inputs. On start the core is rebuilt by replaying the journal.
 //!
-//! - `handle.rs`: [`RuntimeHandle`] (`submit`, `query`) and the channels.
-//! - `recovery.rs`: [`Runtime::recover`]: journal lock, replay, re-issue of unfinished
-//!   commands, reconciliation with the database and the configured fleet.
-//! - `run.rs`: the loop: journal → handle → record and dispatch commands → observe
-//!   events (metrics, the nodes table); timeouts.
-//! - `executor.rs`: carries out one command against the drivers, with retries.
+//! - `handle.rs`: [`RuntimeHandle`] (`submit`, `query`, bounded waits), the channels
+//!   and recovery progress.
+//! - `recovery.rs`: [`Runtime::recover`]: journal lock and leadership epoch (a standby
+//!   waits for it), replay (skipping quarantined inputs), re-issue of unfinished
+//!   commands, reconciliation with the database and the configured fleet, the balance
+//!   check.
+//! - `run.rs`: the loop: journal → handle (a panic quarantines the input) → record and
+//!   dispatch commands → observe events (metrics, the nodes table); timeouts; the
+//!   lock and balance checks.
+//! - `executor.rs`: carries out one command against the drivers, with retries (ledger,
+//!   mail and world commands until they succeed).
+//! - `alarms.rs`: what an operator must look at.
 
+mod alarms;
 mod executor;
 mod handle;
 mod recovery;
@@ -18,7 +25,7 @@ mod run;
 
 use std::sync::Arc;
 
-use payperplay_core::{Core, CoreConfig, Rejection};
+use payperplay_core::{Core, CoreConfig, Input, Rejection};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -26,7 +33,31 @@ use crate::config::{FleetConfig, RuntimeConfig};
 use crate::drivers::Drivers;
 use crate::store::{JournalLock, Store, StoreError};
 
-pub use handle::{Inbox, RuntimeHandle, channel};
+/// Handles `input` with a panic guard: a panic in the core (or in the test hook) is
+/// caught and returned as its message. After a panic the core must be thrown away.
+pub(crate) fn handle_guarded(
+    core: &mut Core,
+    hook: Option<&InputHook>,
+    now: payperplay_core::Timestamp,
+    input: Input,
+) -> Result<Result<(), Rejection>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if let Some(hook) = hook {
+            (hook.0)(&input);
+        }
+        core.handle(now, input)
+    }))
+    .map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|message| message.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic without a message".to_string())
+    })
+}
+
+pub use alarms::{Alarm, AlarmKind, Alarms};
+pub use handle::{Inbox, RecoveryPhase, RecoveryView, RuntimeHandle, channel};
 pub use run::node_record;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +68,27 @@ pub enum RuntimeError {
     Busy,
     #[error("runtime is not running")]
     Stopped,
+    #[error("runtime is recovering (or standing by for another's journal lock)")]
+    Recovering,
+    #[error("request expired in the runtime's queue, not handled")]
+    Expired,
+    #[error("outcome unknown: the input {} was taken up, then: {reason}", seq.map_or("".to_string(), |seq| format!("(journal {seq})")))]
+    OutcomeUnknown { seq: Option<i64>, reason: String },
+    #[error("input {seq} made the core panic and is quarantined: {message}")]
+    Quarantined { seq: i64, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Called with each input before the core handles it, inside the runtime's panic
+/// guard: tests inject a panic with it (a poisoned input). `None` in production.
+#[derive(Clone)]
+pub struct InputHook(pub Arc<dyn Fn(&Input) + Send + Sync>);
+
+impl std::fmt::Debug for InputHook {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("InputHook")
+    }
 }
 
 /// What the runtime needs from the outside, passed in explicitly.
@@ -61,6 +111,7 @@ pub struct Runtime {
     deps: RuntimeDeps,
     handle: RuntimeHandle,
     next_seq: i64,
-    /// Held while the runtime lives: one owner of the core per database.
-    _journal_lock: JournalLock,
+    /// Held while the runtime lives: one owner of the core per database. Checked
+    /// periodically; its epoch fences the store's writes.
+    journal_lock: JournalLock,
 }

@@ -1,17 +1,23 @@
-//! Start-up: the journal lock, the replay that rebuilds the core, the re-issue of
-//! commands that were not finished before the stop, and reconciliation of users,
-//! servers and dedicated nodes between the database, the configuration and the core.
+//! Start-up: the journal lock and leadership epoch (a standby waits here for the
+//! leader to go), the replay that rebuilds the core (skipping quarantined inputs, and
+//! quarantining one that panics), the re-issue of commands that were not finished
+//! before the stop, reconciliation of users, servers and dedicated nodes between the
+//! database, the configuration and the core, and the balance check.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use payperplay_core::{Command, Core, Input, NodeKind, ServerId, Timestamp, UserId};
 
-use super::{Runtime, RuntimeDeps, RuntimeHandle};
-use crate::store::StoreError;
+use super::handle::RecoveryPhase;
+use super::{AlarmKind, Runtime, RuntimeDeps, RuntimeError, RuntimeHandle, handle_guarded};
+use crate::store::{LockWait, StoreError};
 
 /// Journal rows read per query while replaying.
 const REPLAY_PAGE_ROWS: i64 = 5_000;
+/// A replay that meets a panicking input quarantines it and starts again from the
+/// beginning (the core it was building is not to be trusted); this many times at most.
+const REPLAY_RESTARTS_MAX: u32 = 16;
 
 /// What the replay found to carry out again.
 struct Replayed {
@@ -23,45 +29,120 @@ struct Replayed {
     unrecorded: Vec<Command>,
 }
 
+enum ReplayError {
+    Store(StoreError),
+    Panicked { seq: i64, message: String },
+}
+
+impl From<StoreError> for ReplayError {
+    fn from(error: StoreError) -> Self {
+        ReplayError::Store(error)
+    }
+}
+
 impl Runtime {
-    /// Rebuilds the core from the journal, re-issues commands that were not finished,
-    /// adds configured dedicated nodes that the core does not know, and reconciles
-    /// users and servers between the database and the core.
-    pub async fn recover(deps: RuntimeDeps, handle: RuntimeHandle) -> Result<Runtime, StoreError> {
+    /// Takes the journal lock (waiting as `wait` says: a standby waits until the
+    /// leader goes) and a new leadership epoch, rebuilds the core from the journal,
+    /// re-issues commands that were not finished, adds configured dedicated nodes that
+    /// the core does not know, reconciles users and servers between the database and
+    /// the core, and checks every balance against its ledger.
+    pub async fn recover(deps: RuntimeDeps, handle: RuntimeHandle, wait: LockWait) -> Result<Runtime, RuntimeError> {
         handle.ready.store(false, Ordering::SeqCst);
-        let journal_lock = deps
-            .store
-            .lock_journal(deps.runtime_config.journal_lock_wait_ms)
-            .await?;
-        let replayed = replay(&deps).await?;
+        handle.progress.set_phase(RecoveryPhase::Standby);
+        let holder = format!("pid {}", std::process::id());
+        let journal_lock = deps.store.lock_journal(wait, &holder, deps.clock.now()).await?;
+        let mut deps = deps;
+        deps.store = deps.store.fenced(journal_lock.epoch);
+        handle.progress.set_phase(RecoveryPhase::Replaying);
+        let replayed = replay(&deps, &handle).await?;
+        handle.progress.set_phase(RecoveryPhase::Reconciling);
         let now = deps.clock.now();
         deps.store
-            .record_runtime_start(replayed.next_seq, &serde_json::to_value(&deps.core_config)?, now)
+            .record_runtime_start(
+                replayed.next_seq,
+                &serde_json::to_value(&deps.core_config).map_err(StoreError::from)?,
+                now,
+            )
             .await?;
         let mut runtime = Runtime {
             core: replayed.core,
             deps,
             handle,
             next_seq: replayed.next_seq,
-            _journal_lock: journal_lock,
+            journal_lock,
         };
-        // Fire-and-forget commands recorded but not finished before the stop.
-        for command in runtime.deps.store.pending_commands().await? {
+        // Fire-and-forget commands recorded but not finished before the stop, and
+        // ledger, mail and world commands that failed: carried out until they succeed.
+        for (command, ram_mib_billed) in runtime.deps.store.pending_commands().await? {
             if !command.kind.awaits_result() {
-                runtime.dispatch(command);
+                runtime.dispatch(command, ram_mib_billed);
             }
         }
         for command in replayed.unrecorded.into_iter().chain(replayed.awaited) {
-            runtime.record_and_dispatch(command, now).await?;
+            match runtime.record_and_dispatch(command, now).await {
+                Ok(()) => {}
+                // Only after a quarantined input was skipped can the replay issue a
+                // command under an id recorded for another: not carried out, an alarm.
+                Err(StoreError::CommandIdCollision { command_id, what }) => runtime.handle.alarms.raise(
+                    AlarmKind::QuarantinedInput,
+                    format!("command {command_id}"),
+                    format!("replay issued another {what} under this recorded id: not carried out"),
+                ),
+                Err(error) => return Err(error.into()),
+            }
         }
         runtime.reconcile().await?;
+        runtime.check_balances().await?;
+        // Requests may be sent from now on: the loop takes them up when it starts.
+        runtime.handle.progress.set_phase(RecoveryPhase::Ready);
+        runtime.handle.ready.store(true, Ordering::SeqCst);
         Ok(runtime)
+    }
+
+    /// Checks every user's balance against their ledger: the database's balance must
+    /// equal the sum of the user's entries, and the core's must equal that sum plus
+    /// the entries the core issued that are not posted yet. A mismatch is an alarm
+    /// naming the user; a balance that agrees again clears it.
+    pub(super) async fn check_balances(&mut self) -> Result<(), StoreError> {
+        let audits = self.deps.store.balance_audit().await?;
+        let mut mismatched = Vec::new();
+        for audit in audits {
+            let core_micros = self
+                .core
+                .user(UserId(audit.user_id as u64))
+                .map(|user| user.balance_micros);
+            let expected_core_micros = audit.ledger_micros + audit.unposted_micros;
+            let mut problems = Vec::new();
+            if audit.balance_micros != audit.ledger_micros {
+                problems.push(format!(
+                    "stored balance {} but ledger sum {}",
+                    audit.balance_micros, audit.ledger_micros
+                ));
+            }
+            if let Some(core_micros) = core_micros
+                && core_micros != expected_core_micros
+            {
+                problems.push(format!(
+                    "core balance {core_micros} but ledger sum {} plus {} not yet posted",
+                    audit.ledger_micros, audit.unposted_micros
+                ));
+            }
+            if !problems.is_empty() {
+                let subject = format!("user {}", audit.user_id);
+                self.handle
+                    .alarms
+                    .raise(AlarmKind::BalanceMismatch, subject.clone(), problems.join("; "));
+                mismatched.push(subject);
+            }
+        }
+        self.handle.alarms.retain(AlarmKind::BalanceMismatch, &mismatched);
+        Ok(())
     }
 
     /// Brings the core in line with the database and the configured fleet: users and
     /// live servers it does not know are added, servers deleted in the database are
     /// deleted, configured dedicated nodes it does not have are added.
-    async fn reconcile(&mut self) -> Result<(), StoreError> {
+    async fn reconcile(&mut self) -> Result<(), RuntimeError> {
         let mut inputs = Vec::new();
         for user_id in self.deps.store.all_user_ids().await? {
             if self.core.user(UserId(user_id as u64)).is_none() {
@@ -110,23 +191,68 @@ impl Runtime {
     }
 }
 
-/// Replays the whole journal into a new core.
-async fn replay(deps: &RuntimeDeps) -> Result<Replayed, StoreError> {
+/// Replays the whole journal into a new core, skipping quarantined inputs (each an
+/// alarm). An input that panics is quarantined and the replay starts again.
+async fn replay(deps: &RuntimeDeps, handle: &RuntimeHandle) -> Result<Replayed, RuntimeError> {
+    for _ in 0..=REPLAY_RESTARTS_MAX {
+        let quarantined = deps.store.quarantined().await?;
+        for row in &quarantined {
+            handle.alarms.raise(
+                AlarmKind::QuarantinedInput,
+                format!("journal {}", row.seq),
+                format!("skipped on replay: {}", row.error),
+            );
+        }
+        let skipped: BTreeSet<i64> = quarantined.iter().map(|row| row.seq).collect();
+        match replay_once(deps, handle, &skipped).await {
+            Ok(replayed) => return Ok(replayed),
+            Err(ReplayError::Store(error)) => return Err(error.into()),
+            Err(ReplayError::Panicked { seq, message }) => {
+                tracing::error!(seq, %message, "replayed input made the core panic: quarantined, replaying again");
+                metrics::counter!("payperplay_quarantined_inputs_total").increment(1);
+                deps.store.quarantine(seq, &message, deps.clock.now()).await?;
+            }
+        }
+    }
+    Err(RuntimeError::Store(StoreError::Unavailable(format!(
+        "the replay met more than {REPLAY_RESTARTS_MAX} panicking inputs"
+    ))))
+}
+
+async fn replay_once(
+    deps: &RuntimeDeps,
+    handle: &RuntimeHandle,
+    skipped: &BTreeSet<i64>,
+) -> Result<Replayed, ReplayError> {
     let started = crate::clock::Stopwatch::start();
     let mut core = Core::new(deps.core_config.clone());
     let recorded_command_id_max = deps.store.command_id_max().await?;
+    handle
+        .progress
+        .journal_len
+        .store(deps.store.journal_seq_max().await?, Ordering::SeqCst);
+    handle.progress.replayed.store(0, Ordering::SeqCst);
+    let hook = deps.runtime_config.input_hook.as_ref();
     let mut unrecorded: Vec<Command> = Vec::new();
     let mut last_seq = 0i64;
     let mut n_replayed = 0u64;
     deps.store
-        .for_each_journal_row(REPLAY_PAGE_ROWS, |row| -> Result<(), StoreError> {
+        .for_each_journal_row(REPLAY_PAGE_ROWS, |row| -> Result<(), ReplayError> {
             assert_eq!(row.seq, last_seq + 1, "journal has no gaps");
             last_seq = row.seq;
-            let input: Input = serde_json::from_value(row.input)?;
+            handle.progress.replayed.store(row.seq, Ordering::SeqCst);
+            if skipped.contains(&row.seq) {
+                return Ok(());
+            }
+            let input: Input = serde_json::from_value(row.input).map_err(StoreError::from)?;
             // A rejected input was rejected when it was journaled too: replaying it
             // changes nothing, so the verdict is not needed here.
-            if let Err(rejection) = core.handle(Timestamp(row.at_ms as u64), input) {
-                tracing::trace!(seq = row.seq, %rejection, "replayed input rejected, as before");
+            match handle_guarded(&mut core, hook, Timestamp(row.at_ms as u64), input) {
+                Ok(Ok(())) => {}
+                Ok(Err(rejection)) => {
+                    tracing::trace!(seq = row.seq, %rejection, "replayed input rejected, as before");
+                }
+                Err(message) => return Err(ReplayError::Panicked { seq: row.seq, message }),
             }
             core.drain(
                 |command| {
@@ -147,6 +273,9 @@ async fn replay(deps: &RuntimeDeps) -> Result<Replayed, StoreError> {
         "journal replayed"
     );
     metrics::counter!("payperplay_journal_replayed_inputs_total").increment(n_replayed);
+    // New commands get ids the command log has not seen (they differ from the
+    // replayed ones only when a quarantined input was skipped).
+    core.reserve_command_ids_through(payperplay_core::CommandId(recorded_command_id_max));
     let awaited = core.awaited_commands();
     Ok(Replayed {
         core,

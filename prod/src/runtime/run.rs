@@ -11,14 +11,19 @@ use payperplay_core::{Command, CommandKind, Core, Event, Input, NodeId, NodeKind
 use tokio::sync::{Mutex, watch};
 
 use super::executor::Executor;
-use super::handle::{Inbox, Request};
-use super::{Runtime, RuntimeError};
+use super::handle::{Inbox, RecoveryPhase, Request};
+use super::{AlarmKind, Runtime, RuntimeError, handle_guarded};
 use crate::drivers::cloud_node_name;
 use crate::store::{NodeRecord, NodeRecordState, StoreError};
 
 /// How long the loop sleeps at most before looking at the clock again (so a clock
 /// moved by hand in tests, or a timer armed for later, is noticed).
 const TIMER_RECHECK_MS_MAX: u64 = 1_000;
+/// How often the loop checks that it still holds the journal lock and its epoch (a
+/// runtime that lost them stops leading; its writes are fenced in any case).
+const LOCK_CHECK_MS: u64 = 1_000;
+/// How often every balance is checked against its ledger while running.
+const BALANCE_CHECK_MS: u64 = 60_000;
 
 /// The nodes table's row for a node the core knows (kind, name, flag, state).
 pub fn node_record(core: &Core, node_id: NodeId) -> Option<NodeRecord> {
@@ -40,27 +45,49 @@ pub fn node_record(core: &Core, node_id: NodeId) -> Option<NodeRecord> {
 }
 
 impl Runtime {
-    /// The loop. Returns `Ok` on shutdown; an error (database gone, another runtime
-    /// writing the journal) ends the task and its supervisor restarts it, which
-    /// replays the journal again.
+    /// The loop. Returns `Ok` on shutdown; an error (database gone, the journal lock
+    /// lost to another runtime, an input that made the core panic) ends the task and
+    /// its supervisor restarts it, which replays the journal again (or stands by).
     pub async fn run(
         mut self,
         inbox: Arc<Mutex<Inbox>>,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), RuntimeError> {
         let mut inbox = inbox.lock().await;
+        self.handle.progress.set_phase(RecoveryPhase::Ready);
         self.handle.ready.store(true, Ordering::SeqCst);
-        tracing::info!(next_seq = self.next_seq, "runtime ready");
+        tracing::info!(
+            next_seq = self.next_seq,
+            epoch = self.journal_lock.epoch,
+            "runtime ready"
+        );
         let result = self.run_loop(&mut inbox, &mut shutdown).await;
         self.handle.ready.store(false, Ordering::SeqCst);
+        self.handle.progress.set_phase(RecoveryPhase::Standby);
+        if let Err(error) = &result {
+            tracing::error!(%error, "runtime stops leading");
+        }
         result
     }
 
-    async fn run_loop(&mut self, inbox: &mut Inbox, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+    async fn run_loop(&mut self, inbox: &mut Inbox, shutdown: &mut watch::Receiver<bool>) -> Result<(), RuntimeError> {
+        let mut lock_check = tokio::time::interval(Duration::from_millis(LOCK_CHECK_MS));
+        lock_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut balance_check = tokio::time::interval(Duration::from_millis(BALANCE_CHECK_MS));
+        balance_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first ticks are immediate: recovery has just done both.
+        lock_check.tick().await;
+        balance_check.tick().await;
         loop {
             if *shutdown.borrow() {
                 tracing::info!("runtime stopping");
                 return Ok(());
+            }
+            if self.deps.store.is_deposed() {
+                return Err(StoreError::Fenced {
+                    ours: self.journal_lock.epoch,
+                }
+                .into());
             }
             let now = self.deps.clock.now();
             if let Some(at) = self.core.poll_timeout()
@@ -77,18 +104,26 @@ impl Runtime {
                 .map_or(TIMER_RECHECK_MS_MAX, |at| at.since(now).min(TIMER_RECHECK_MS_MAX));
             tokio::select! {
                 _ = shutdown.changed() => {}
+                _ = lock_check.tick() => self.journal_lock.check().await?,
+                _ = balance_check.tick() => self.check_balances().await?,
                 request = inbox.requests.recv() => match request {
-                    Some(Request::Input { input, answer }) => match self.journal_and_handle(input).await {
+                    Some(Request::Input { answer, expires_at, .. }) if expires_at <= tokio::time::Instant::now() => {
+                        metrics::counter!("payperplay_runtime_requests_expired_total").increment(1);
+                        answer(Err(RuntimeError::Expired));
+                    }
+                    Some(Request::Input { input, answer, .. }) => match self.journal_and_handle(input).await {
                         Ok(Ok(())) => answer(Ok(&self.core)),
                         Ok(Err(rejection)) => answer(Err(RuntimeError::Rejected(rejection))),
                         Err(error) => {
-                            answer(Err(RuntimeError::Store(StoreError::Unavailable(
-                                "journal append failed".to_string(),
-                            ))));
-                            return Err(error);
+                            let (told, kept) = split_error(error);
+                            answer(Err(told));
+                            return Err(kept);
                         }
                     },
-                    Some(Request::Query(query)) => query(&self.core),
+                    Some(Request::Query { expires_at, .. }) if expires_at <= tokio::time::Instant::now() => {
+                        metrics::counter!("payperplay_runtime_requests_expired_total").increment(1);
+                    }
+                    Some(Request::Query { query, .. }) => query(&self.core),
                     None => return Ok(()),
                 },
                 observation = inbox.observations.recv() => match observation {
@@ -104,21 +139,46 @@ impl Runtime {
         }
     }
 
-    /// Appends `input` to the journal, handles it, carries out what follows.
-    pub(super) async fn journal_and_handle(&mut self, input: Input) -> Result<Result<(), Rejection>, StoreError> {
+    /// Appends `input` to the journal, handles it (a panic quarantines it), carries
+    /// out what follows. Errors: `Store` when the append failed (nothing happened),
+    /// `OutcomeUnknown` when the input was journaled but what follows failed (the
+    /// next recovery replays it), `Quarantined` when the core panicked on it.
+    pub(super) async fn journal_and_handle(&mut self, input: Input) -> Result<Result<(), Rejection>, RuntimeError> {
         let now = self.deps.clock.now();
         let seq = self.next_seq;
         self.deps
             .store
-            .append_journal(seq, now, &serde_json::to_value(&input)?)
+            .append_journal(seq, now, &serde_json::to_value(&input).map_err(StoreError::from)?)
             .await?;
         self.next_seq += 1;
-        let result = self.core.handle(now, input);
+        let hook = self.deps.runtime_config.input_hook.clone();
+        let result = match handle_guarded(&mut self.core, hook.as_ref(), now, input) {
+            Ok(result) => result,
+            Err(message) => {
+                tracing::error!(seq, %message, "input made the core panic: quarantined");
+                metrics::counter!("payperplay_quarantined_inputs_total").increment(1);
+                self.handle.alarms.raise(
+                    AlarmKind::QuarantinedInput,
+                    format!("journal {seq}"),
+                    format!("the core panicked: {message}"),
+                );
+                if let Err(error) = self.deps.store.quarantine(seq, &message, now).await {
+                    // The next recovery quarantines it when the replay panics on it.
+                    tracing::error!(seq, %error, "quarantine not recorded");
+                }
+                return Err(RuntimeError::Quarantined { seq, message });
+            }
+        };
         metrics::counter!("payperplay_core_inputs_total").increment(1);
         if result.is_err() {
             metrics::counter!("payperplay_core_rejections_total").increment(1);
         }
-        self.after_handle(now).await?;
+        if let Err(error) = self.after_handle(now).await {
+            return Err(RuntimeError::OutcomeUnknown {
+                seq: Some(seq),
+                reason: error.to_string(),
+            });
+        }
         Ok(result)
     }
 
@@ -134,16 +194,25 @@ impl Runtime {
     }
 
     pub(super) async fn record_and_dispatch(&mut self, command: Command, now: Timestamp) -> Result<(), StoreError> {
-        self.deps.store.record_command(&command, now).await?;
+        // A server's tier changes only while it holds no RAM, so right after the input
+        // that settled it the core's tier is the RAM billed.
+        let ram_mib_billed = match &command.kind {
+            CommandKind::PostLedgerEntry { entry } => entry
+                .server_id
+                .and_then(|server_id| self.core.server(server_id))
+                .map(|server| server.ram_mib),
+            _ => None,
+        };
+        self.deps.store.record_command(&command, ram_mib_billed, now).await?;
         if let CommandKind::DeleteNode { node_id } = command.kind {
             // The node is deleting now (or lost, with its VM deleted).
             self.record_node(node_id, now).await?;
         }
-        self.dispatch(command);
+        self.dispatch(command, ram_mib_billed);
         Ok(())
     }
 
-    pub(super) fn dispatch(&self, command: Command) {
+    pub(super) fn dispatch(&self, command: Command, ram_mib_billed: Option<u32>) {
         metrics::counter!("payperplay_commands_total", "kind" => command.kind.name()).increment(1);
         // Container commands name their node by id; drivers know nodes by name.
         let node_name = match &command.kind {
@@ -157,6 +226,8 @@ impl Runtime {
             sink: self.handle.observation_sink(),
             catalog: self.core.config().catalog.clone(),
             node_name,
+            alarms: self.handle.alarms.clone(),
+            ram_mib_billed,
         };
         tokio::spawn(executor.run(command));
     }
@@ -199,4 +270,23 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// What the caller of a failed input is told, and what ends the loop.
+fn split_error(error: RuntimeError) -> (RuntimeError, RuntimeError) {
+    let told = match &error {
+        RuntimeError::Store(store_error) => RuntimeError::Store(StoreError::Unavailable(format!(
+            "the input was not journaled: {store_error}"
+        ))),
+        RuntimeError::OutcomeUnknown { seq, reason } => RuntimeError::OutcomeUnknown {
+            seq: *seq,
+            reason: reason.clone(),
+        },
+        RuntimeError::Quarantined { seq, message } => RuntimeError::Quarantined {
+            seq: *seq,
+            message: message.clone(),
+        },
+        other => RuntimeError::Store(StoreError::Unavailable(other.to_string())),
+    };
+    (told, error)
 }

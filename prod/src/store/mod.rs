@@ -4,10 +4,12 @@
 //! Constraint names map to domain errors in [`StoreError`].
 
 mod accounts;
+mod idempotency;
 mod journal;
 mod ledger;
 mod nodes;
 mod outbox;
+mod retention;
 mod servers;
 
 use std::str::FromStr;
@@ -17,10 +19,12 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use accounts::{Principal, Role, UserRow};
-pub use journal::{JournalLock, JournalRow};
-pub use ledger::{LedgerRow, UsageRow};
+pub use idempotency::IdempotencyClaim;
+pub use journal::{JournalLock, JournalRow, LockWait, QuarantineRow};
+pub use ledger::{BalanceAudit, LedgerRow, UsageRow};
 pub use nodes::{NodeRecord, NodeRecordState};
 pub use outbox::{NewEmail, OutboxRow};
+pub use retention::{Pruned, run_pruner};
 pub use servers::ServerRow;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -39,6 +43,10 @@ pub enum StoreError {
     JournalConflict(i64),
     #[error("another runtime holds the journal lock")]
     JournalLocked,
+    #[error("fenced out: leadership epoch {ours} is no longer current (another runtime took the journal lock)")]
+    Fenced { ours: i64 },
+    #[error("command id {command_id} already recorded with other content: {what}")]
+    CommandIdCollision { command_id: i64, what: &'static str },
     #[error("database schema is not at migration {latest} (found {applied:?}): run `payperplay migrate`")]
     NotMigrated { latest: i64, applied: Option<i64> },
     #[error("migrating the database: {0}")]
@@ -82,11 +90,57 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PgPool> {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Set on the runtime's store: its journal, command, ledger and outbox writes
+    /// check this leadership epoch in their own transaction.
+    fence: Option<Fence>,
+}
+
+/// The leadership epoch a runtime took with the journal lock, and whether a write
+/// already found it stale (the runtime is deposed: its executors stop).
+#[derive(Clone, Debug)]
+pub struct Fence {
+    pub epoch: i64,
+    deposed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+        Store { pool, fence: None }
+    }
+
+    /// This store, with every journal, command, ledger and outbox write fenced by
+    /// `epoch`: once another runtime has taken a newer epoch they fail with `Fenced`.
+    pub fn fenced(&self, epoch: i64) -> Store {
+        Store {
+            pool: self.pool.clone(),
+            fence: Some(Fence {
+                epoch,
+                deposed: Default::default(),
+            }),
+        }
+    }
+
+    /// True once a fenced write of this store found its epoch stale.
+    pub fn is_deposed(&self) -> bool {
+        self.fence
+            .as_ref()
+            .is_some_and(|fence| fence.deposed.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Checks, inside `tx`, that this store's epoch is still current, and holds a share
+    /// lock on the leadership row until `tx` ends (a runtime taking over waits for the
+    /// transaction, then every later one fails). No-op on an unfenced store.
+    pub(crate) async fn check_fence(&self, tx: &mut sqlx::PgConnection) -> StoreResult<()> {
+        let Some(fence) = &self.fence else { return Ok(()) };
+        let current: i64 = sqlx::query_scalar("SELECT epoch FROM leadership WHERE singleton FOR SHARE")
+            .fetch_one(&mut *tx)
+            .await?;
+        if current != fence.epoch {
+            fence.deposed.store(true, std::sync::atomic::Ordering::SeqCst);
+            metrics::counter!("payperplay_fenced_writes_total").increment(1);
+            return Err(StoreError::Fenced { ours: fence.epoch });
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> StoreResult<()> {

@@ -25,9 +25,11 @@ pub struct NewEmail<'a> {
 }
 
 impl Store {
-    /// Queues a mail. With a `command_id`, queuing the same command twice queues once.
+    /// Queues a mail (fenced on the runtime's store). With a `command_id`, queuing the
+    /// same command twice queues once.
     pub async fn enqueue_email(&self, email: &NewEmail<'_>, now: Timestamp) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
+        self.check_fence(&mut tx).await?;
         enqueue_email_tx(&mut tx, email, now).await?;
         tx.commit().await?;
         Ok(())

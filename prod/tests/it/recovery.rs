@@ -136,7 +136,7 @@ async fn commands_unfinished_at_a_stop_are_carried_out_after_restart(pool: PgPoo
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_second_runtime_on_the_same_database_is_refused(pool: PgPool) {
+async fn a_second_runtime_on_the_same_database_stands_by(pool: PgPool) {
     let mut config = crate::common::test_config();
     config.runtime.journal_lock_wait_ms = 300;
     let app = TestApp::start_with(pool.clone(), config.clone()).await;
@@ -147,11 +147,18 @@ async fn a_second_runtime_on_the_same_database_is_refused(pool: PgPool) {
         clock,
         crate::common::real_drivers(&config, &app.pool),
     )
-    .await;
-    let error = second.err().expect("second runtime refused").to_string();
-    assert!(error.contains("journal lock"), "{error}");
-    // The first one still works; after it stops, a new one starts (lock released).
+    .await
+    .expect("a second runtime starts as a standby");
+    assert!(!second.handle.is_ready(), "the standby does not lead");
+    assert_eq!(
+        second.handle.recovery().phase,
+        payperplay_prod::runtime::RecoveryPhase::Standby
+    );
+    // The first one still works; the standby stops on shutdown while it waits.
     let (_, _) = app.user("still@example.com").await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), second.stop())
+        .await
+        .expect("a standby stops at once");
     let app = app.restart().await;
     let (status, _) = app
         .post(
