@@ -7,6 +7,7 @@ mod accounts;
 mod journal;
 mod ledger;
 mod nodes;
+mod oauth;
 mod outbox;
 mod servers;
 
@@ -16,10 +17,14 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use accounts::{Principal, Role, UserRow};
+pub use accounts::{
+    ACCOUNT_MAIL_KINDS, AccountMail, AdminChange, ApiTokenRow, OneTimeCode, Principal, Role, SCRUBBED_BODY, Scope,
+    Scopes, UserRow,
+};
 pub use journal::{JournalLock, JournalRow};
 pub use ledger::{LedgerRow, UsageRow};
 pub use nodes::{NodeRecord, NodeRecordState};
+pub use oauth::{OAuthProfile, OAuthSignIn, OAuthState, ResealCounts, SealError};
 pub use outbox::{NewEmail, OutboxRow};
 pub use servers::ServerRow;
 

@@ -4,14 +4,17 @@
 //! `source scripts/start-services.sh`.
 
 mod accounts;
+mod accounts_trust;
 mod admin_billing;
 mod cloud;
 mod common;
 mod containers;
 mod doubles;
+mod fake_oidc;
 mod faults;
 mod mail;
 mod nodes;
+mod oauth;
 mod recovery;
 mod router;
 mod schemathesis;
