@@ -429,6 +429,22 @@ impl FromRequestParts<AppState> for ClientAddress {
     }
 }
 
+/// A user has at most `auth.servers_per_user_max` live servers (409 `quota_exceeded`).
+/// Checked before the insert: two creates at the same instant may both pass, so the
+/// bound can be exceeded by the requests in flight, never by more.
+pub async fn check_server_quota(state: &AppState, user_id: i64) -> Result<(), ApiError> {
+    let n_live = state.store.count_live_servers(user_id).await?;
+    let n_max = state.auth.servers_per_user_max;
+    if n_live >= i64::from(n_max) {
+        return Err(ApiError::Conflict {
+            code: "quota_exceeded",
+            field: None,
+            message: format!("you have {n_live} servers, the most allowed is {n_max}: delete one first"),
+        });
+    }
+    Ok(())
+}
+
 /// How often unverified accounts past `auth.unverified_purge_after_ms` are purged.
 pub const PURGE_INTERVAL_MS: u64 = 600_000;
 
@@ -591,5 +607,29 @@ mod tests {
         let session = principal(None);
         assert!(check_scope(&session, &Method::POST, "/v1/accounts/tokens").is_ok());
         assert!(check_scope(&session, &Method::GET, "/v1/admin/users").is_ok());
+    }
+
+    #[tokio::test]
+    async fn password_hashing_waits_for_a_free_slot() {
+        let mut config = AuthConfig {
+            password_hashing_concurrency_max: 1,
+            ..AuthConfig::default()
+        };
+        config.argon2 = CHEAP;
+        let guard = std::sync::Arc::new(AccountGuard::new(&config));
+        // The one slot is taken: a hash must wait for it, however long.
+        let slot = guard.hashing.acquire().await.unwrap();
+        let hashing = {
+            let guard = guard.clone();
+            tokio::spawn(async move { guard.hash_password("correct horse".to_string()).await })
+        };
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!hashing.is_finished(), "hashed without a slot");
+        drop(slot);
+        let hash = hashing.await.unwrap().unwrap();
+        assert!(verify_password("correct horse", &hash));
+        assert_eq!(guard.hashing.available_permits(), 1, "the slot is given back");
     }
 }

@@ -169,6 +169,8 @@ pub struct AuthConfig {
     pub api_token_ttl_ms_max: u64,
     /// Live API tokens per user at most.
     pub api_tokens_per_user_max: u32,
+    /// Servers (not deleted) per user at most.
+    pub servers_per_user_max: u32,
     /// Password hashes computed at once at most (each takes `argon2.memory_kib`).
     pub password_hashing_concurrency_max: u32,
     /// Keys each rate limiter remembers at most (oldest forgotten first).
@@ -197,6 +199,7 @@ impl Default for AuthConfig {
             api_token_ttl_ms_default: 90 * 24 * 3_600_000,
             api_token_ttl_ms_max: 366 * 24 * 3_600_000,
             api_tokens_per_user_max: 20,
+            servers_per_user_max: 20,
             password_hashing_concurrency_max: 4,
             rate_limiter_keys_max: 100_000,
             trusted_proxies: Vec::new(),
@@ -729,7 +732,7 @@ impl OAuthProviderConfig {
                 .or(implied)
                 .ok_or_else(|| invalid(format!("needs {what} (or an issuer or a preset)")))?;
             let parsed = url::Url::parse(&url).map_err(|error| invalid(format!("{what} {url:?}: {error}")))?;
-            let loopback = parsed.host_str().is_some_and(|host| is_loopback_host(host));
+            let loopback = parsed.host_str().is_some_and(is_loopback_host);
             if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
                 return Err(invalid(format!("{what} {url:?} must be https (http only on loopback)")));
             }
@@ -798,10 +801,12 @@ impl Config {
             || auth.password_hashing_concurrency_max == 0
             || auth.rate_limiter_keys_max == 0
             || auth.api_tokens_per_user_max == 0
+            || auth.servers_per_user_max == 0
         {
             return Err(ConfigError::Invalid(
                 "auth: login_per_account_per_minute, mutations_per_user_per_minute, \
-                 password_hashing_concurrency_max, rate_limiter_keys_max and api_tokens_per_user_max must be at least 1"
+                 password_hashing_concurrency_max, rate_limiter_keys_max, api_tokens_per_user_max and \
+                 servers_per_user_max must be at least 1"
                     .to_string(),
             ));
         }

@@ -361,6 +361,16 @@ impl Store {
             .ok_or(StoreError::NotFound("user"))
     }
 
+    /// The user's servers that are not deleted (for the per-user quota).
+    pub async fn count_live_servers(&self, user_id: i64) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE owner_id = $1 AND deleted_at_ms IS NULL")
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn all_user_ids(&self) -> StoreResult<Vec<i64>> {
         Ok(sqlx::query_scalar("SELECT id FROM users ORDER BY id")
             .fetch_all(&self.pool)

@@ -683,3 +683,28 @@ fn configuration_that_would_weaken_accounts_is_refused_at_load() {
     let error = config.validate().unwrap_err().to_string();
     assert!(error.contains("trusted_proxies"), "{error}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn servers_per_user_are_capped_by_configuration(pool: PgPool) {
+    let mut config = test_config();
+    config.auth.servers_per_user_max = 2;
+    let app = TestApp::start_with(pool, config).await;
+    let (session, _) = app.user("builder@example.com").await;
+    let first = app.create_server(&session, "one", 2048).await;
+    app.create_server(&session, "two", 2048).await;
+    let (status, body) = app
+        .post("/v1/servers", Some(&session), json!({"name": "three", "ram_mib": 2048}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    // A deleted server no longer counts.
+    let (status, body) = app
+        .call(Method::DELETE, &format!("/v1/servers/{first}"), Some(&session), None)
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    app.create_server(&session, "three", 2048).await;
+    // Another user has a quota of their own.
+    let (other, _) = app.user("neighbour@example.com").await;
+    app.create_server(&other, "one", 2048).await;
+    app.stop().await;
+}
