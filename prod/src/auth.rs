@@ -394,18 +394,20 @@ impl AccountGuard {
             .map_err(|error| ApiError::Internal(error.to_string()))
     }
 
-    /// Checks a password against a stored hash (or, for an unknown user, against a
-    /// dummy hash of the configured cost, so timing does not tell which addresses have
-    /// accounts), under the same concurrency cap.
+    /// Checks a password against a stored hash (or, for an unknown user or one without
+    /// a password (signed up through OAuth), against a dummy hash of the configured
+    /// cost, so timing does not tell which addresses have accounts), under the same
+    /// concurrency cap.
     pub async fn verify_password(&self, password: String, stored_hash: Option<String>) -> Result<bool, ApiError> {
-        let stored_hash = match stored_hash {
-            Some(hash) => hash,
-            None => self.dummy_hash().await?,
+        let (stored_hash, usable) = match stored_hash {
+            Some(hash) if !hash.is_empty() => (hash, true),
+            _ => (self.dummy_hash().await?, false),
         };
         let _permit = self.hashing.acquire().await.expect("the semaphore is never closed");
-        tokio::task::spawn_blocking(move || verify_password(&password, &stored_hash))
+        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &stored_hash))
             .await
-            .map_err(|_| ApiError::Internal("password check task failed".to_string()))
+            .map_err(|_| ApiError::Internal("password check task failed".to_string()))?;
+        Ok(usable && matches)
     }
 
     async fn dummy_hash(&self) -> Result<String, ApiError> {
