@@ -1,6 +1,8 @@
 //! Real email over SMTP (lettre). Mail is first written to the `email_outbox` table
 //! (in the same transaction as what caused it, or idempotently by command id), then
-//! the mailer task sends due mail with retries and exponential backoff.
+//! the mailer task sends due mail with retries and exponential backoff. Account mails
+//! (codes, reset links, "you have an account") lose their body once sent or given up,
+//! so no code stays in the database in clear.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,35 @@ pub fn verification_mail(base_url: &str, token: &str) -> (String, String) {
             "Welcome to PayPerPlay!\r\n\r\nConfirm your address with this code:\r\n\r\n    {token}\r\n\r\n\
              or by sending it to {base_url}/v1/accounts/verify.\r\n\r\n\
              If you did not sign up, ignore this mail.\r\n"
+        ),
+    )
+}
+
+/// Sent when someone registers with an address that has an account: the form
+/// answers the same either way, the mail says what happened.
+pub fn account_exists_mail(base_url: &str) -> (String, String) {
+    (
+        "You already have a PayPerPlay account".to_string(),
+        format!(
+            "Someone (maybe you) tried to register a new PayPerPlay account with this address,\r\n\
+             which already has one. Nothing was changed.\r\n\r\n\
+             Log in at {base_url}, or if you forgot your password, ask for a reset at\r\n\
+             {base_url}/v1/accounts/password/forgot.\r\n\r\n\
+             If it was not you, ignore this mail.\r\n"
+        ),
+    )
+}
+
+pub fn password_reset_mail(base_url: &str, token: &str, valid_for_ms: u64) -> (String, String) {
+    let valid_for_min = valid_for_ms.div_ceil(60_000);
+    (
+        "Reset your PayPerPlay password".to_string(),
+        format!(
+            "Someone (maybe you) asked to reset the password of your PayPerPlay account.\r\n\r\n\
+             Set a new password with this code (it works once, for {valid_for_min} minutes):\r\n\r\n    {token}\r\n\r\n\
+             by sending it with your new password to {base_url}/v1/accounts/password/reset.\r\n\
+             Every session and API token of the account ends when the password is reset.\r\n\r\n\
+             If it was not you, ignore this mail: your password stays as it is.\r\n"
         ),
     )
 }
@@ -145,6 +176,7 @@ impl Mailer {
             match self.send(&mail).await {
                 Ok(()) => {
                     self.store.mark_email_sent(mail.id, self.clock.now()).await?;
+                    self.store.scrub_account_mail(mail.id).await?;
                     metrics::counter!("payperplay_emails_sent_total").increment(1);
                 }
                 Err(error) => {
@@ -158,6 +190,9 @@ impl Mailer {
                     self.store
                         .mark_email_failed(mail.id, &error.to_string(), next_attempt_at)
                         .await?;
+                    if next_attempt_at.is_none() {
+                        self.store.scrub_account_mail(mail.id).await?;
+                    }
                 }
             }
         }

@@ -38,7 +38,7 @@ pub enum ApiError {
     #[error("{message}")]
     Rejected { code: String, message: String },
     #[error("too many requests")]
-    RateLimited,
+    RateLimited { retry_after_s: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// The input was taken up (journaled) but its answer was lost: it takes effect when
@@ -89,7 +89,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Rejected { .. } => StatusCode::CONFLICT,
-            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyInFlight(_) => StatusCode::CONFLICT,
@@ -119,10 +119,10 @@ impl ApiError {
                 "request body too large".to_string(),
             ),
             ApiError::Rejected { code, message } => (code.clone(), None, message.clone()),
-            ApiError::RateLimited => (
+            ApiError::RateLimited { retry_after_s } => (
                 "rate_limited".to_string(),
                 None,
-                "too many requests, try again later".to_string(),
+                format!("too many requests, try again in {retry_after_s} s"),
             ),
             ApiError::Unavailable(_) => (
                 "unavailable".to_string(),
@@ -153,6 +153,14 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let body = ErrorBody { error: self.detail() };
+        if let ApiError::RateLimited { retry_after_s } = self {
+            return (
+                status,
+                [(axum::http::header::RETRY_AFTER, retry_after_s.to_string())],
+                axum::Json(body),
+            )
+                .into_response();
+        }
         (status, axum::Json(body)).into_response()
     }
 }

@@ -145,6 +145,21 @@ impl Services {
                 store::run_pruner(store, clock, retention, shutdown)
             },
         )));
+        let (purge_store, purge_clock, purge_after_ms) =
+            (store.clone(), clock.clone(), config.auth.unverified_purge_after_ms);
+        let purge_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(supervise::supervise(
+            "unverified-purge",
+            shutdown_rx.clone(),
+            move || {
+                auth::purge_unverified_accounts(
+                    purge_store.clone(),
+                    purge_clock.clone(),
+                    purge_after_ms,
+                    purge_shutdown.clone(),
+                )
+            },
+        )));
         let mailer_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(supervise::supervise("mailer", shutdown_rx, move || {
             let mailer = mailer.clone();

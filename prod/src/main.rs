@@ -42,6 +42,29 @@ enum Command {
     /// Write the journal's workload as a trace (`payperplay-trace` version 1, see
     /// scenarios/README.md) to stdout: `payperplay-sim run --trace FILE` replays it.
     ExportTrace,
+    /// Grant or revoke the admin role (the only way to it; written to the admin audit).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Secret keys (PAYPERPLAY_SECRET_KEY or [secrets]; the first key seals).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-seal every sealed secret (OAuth provider tokens, RCON passwords) with the
+    /// first configured key. Put the new key first, keep the old ones until this has
+    /// run, then remove them.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Give the account with this address the admin role. Admin routes also need the
+    /// address to be verified.
+    Grant { email: String },
+    /// Take the admin role from the account with this address.
+    Revoke { email: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +86,8 @@ fn main() -> anyhow::Result<()> {
             Command::Openapi => openapi().await,
             Command::ExportJournal => export_journal(&config).await,
             Command::ExportTrace => export_trace(&config).await,
+            Command::Admin(command) => admin(&config, command).await,
+            Command::Keys(KeysCommand::Rotate) => rotate_keys(&config).await,
             Command::CheckConfig => {
                 // Secrets are SecretString: their Debug output is redacted.
                 println!("{config:#?}");
@@ -129,12 +154,61 @@ async fn export_trace(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    use payperplay_prod::store::AdminChange;
+    let store = connect(config).await?;
+    store.check_migrated().await?;
+    let (change, email) = match command {
+        AdminCommand::Grant { email } => (AdminChange::Grant, email),
+        AdminCommand::Revoke { email } => (AdminChange::Revoke, email),
+    };
+    // The operator as the system knows them: the audit row names who ran the command.
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".to_string())
+    );
+    let user = api::accounts::change_admin_role(&store, &email, change, &actor, SystemClock.now())
+        .await
+        .map_err(|error| anyhow::anyhow!("{email}: {error}"))?;
+    println!(
+        "{}: role {} (address {})",
+        user.email,
+        user.role.as_str(),
+        if user.email_verified {
+            "verified"
+        } else {
+            "NOT verified: admin routes refuse it until it is"
+        }
+    );
+    Ok(())
+}
+
+async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
+    let store = connect(config).await?;
+    store.check_migrated().await?;
+    let secrets = payperplay_prod::drivers::docker::secret_box(&config.secrets)?
+        .context("no secret keys configured: set PAYPERPLAY_SECRET_KEY=NEW_ID:HEX,OLD_ID:HEX")?;
+    let counts = store.reseal_secrets(&secrets).await?;
+    println!(
+        "re-sealed with key {}: {} OAuth identities, {} RCON passwords",
+        secrets.current_key_id(),
+        counts.oauth_identities,
+        counts.rcon_passwords
+    );
+    Ok(())
+}
+
 async fn openapi() -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&api::openapi_document())?);
     Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if !config.auth.admin_emails.is_empty() {
+        tracing::warn!(
+            "auth.admin_emails is ignored: nobody becomes admin by registering; run `payperplay admin grant EMAIL`"
+        );
+    }
     let store = connect(&config).await?;
     store.check_migrated().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -7,10 +7,10 @@ pub mod admin;
 pub mod billing;
 pub mod extract;
 pub mod health;
+pub mod oauth;
 pub mod servers;
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
@@ -18,7 +18,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Response as OpenApiResponse, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -38,7 +37,10 @@ pub struct AppState {
     pub auth: Arc<AuthConfig>,
     pub public_base_url: Arc<str>,
     pub tiers_mib: Arc<[u32]>,
-    pub limits: Arc<RateLimits>,
+    /// The accounts side's limits (per address, per account, per user; hashing cap).
+    pub accounts: Arc<crate::auth::AccountGuard>,
+    /// OAuth sign-in providers and the key box sealing their tokens.
+    pub oauth: Arc<oauth::OAuthProviders>,
     pub mail_wakeup: Arc<tokio::sync::Notify>,
     pub scaling_config: Arc<serde_json::Value>,
     pub principals: Arc<crate::auth::PrincipalCache>,
@@ -46,21 +48,6 @@ pub struct AppState {
     pub router: Arc<payperplay_router::RouterConfig>,
     /// The nodes' engines (status in the admin nodes view), when containers are real.
     pub fleet: Option<Arc<crate::drivers::NodeFleet>>,
-}
-
-pub struct RateLimits {
-    pub login: DefaultKeyedRateLimiter<IpAddr>,
-    pub register: DefaultKeyedRateLimiter<IpAddr>,
-}
-
-impl RateLimits {
-    pub fn new(auth: &AuthConfig) -> Self {
-        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).expect("validated >= 1"));
-        RateLimits {
-            login: RateLimiter::keyed(per_minute(auth.login_per_minute)),
-            register: RateLimiter::keyed(per_minute(auth.register_per_minute)),
-        }
-    }
 }
 
 impl AppState {
@@ -84,7 +71,8 @@ impl AppState {
             auth: Arc::new(config.auth.clone()),
             public_base_url: config.http.public_base_url.clone().into(),
             tiers_mib: config.core.tiers_mib.clone().into(),
-            limits: Arc::new(RateLimits::new(&config.auth)),
+            accounts: Arc::new(crate::auth::AccountGuard::new(&config.auth)),
+            oauth: Arc::new(oauth::OAuthProviders::new(config)),
             mail_wakeup,
             principals: Arc::new(crate::auth::PrincipalCache::default()),
             router: Arc::new(config.router.clone()),
@@ -159,6 +147,10 @@ fn add_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
             add("400", "Bad input: `error.field` names the offending field");
             if authenticated {
                 add("401", "Missing, malformed, expired or revoked bearer token");
+                add(
+                    "403",
+                    "The API token's scopes do not allow this, or the route needs a session",
+                );
             }
             add("413", "Request body too large");
             add("429", "Rate limited");
@@ -214,6 +206,7 @@ pub fn app(state: AppState, body_limit_bytes: usize) -> Router {
         .merge(billing::routes())
         .merge(admin::routes())
         .merge(health::routes())
+        .merge(oauth::routes())
         .split_for_parts();
     let mut openapi = openapi;
     add_common_errors(&mut openapi);
@@ -251,6 +244,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .merge(billing::routes())
         .merge(admin::routes())
         .merge(health::routes())
+        .merge(oauth::routes())
         .split_for_parts();
     add_common_errors(&mut openapi);
     openapi

@@ -210,6 +210,7 @@ async fn create_server(
     require_verified(&principal)?;
     let name = check_name(&request.name)?;
     check_tier(&state, request.ram_mib)?;
+    crate::auth::check_server_quota(&state, principal.user_id).await?;
     let row = state
         .store
         .insert_server(principal.user_id, &name, request.ram_mib, state.clock.now())

@@ -8,6 +8,7 @@ mod idempotency;
 mod journal;
 mod ledger;
 mod nodes;
+mod oauth;
 mod outbox;
 mod retention;
 mod servers;
@@ -18,11 +19,15 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use accounts::{Principal, Role, UserRow};
+pub use accounts::{
+    ACCOUNT_MAIL_KINDS, AccountMail, AdminChange, ApiTokenRow, OneTimeCode, Principal, Role, SCRUBBED_BODY, Scope,
+    Scopes, UserRow,
+};
 pub use idempotency::IdempotencyClaim;
 pub use journal::{JournalLock, JournalRow, LockWait, QuarantineRow};
 pub use ledger::{BalanceAudit, LedgerRow, UsageRow};
 pub use nodes::{NodeRecord, NodeRecordState};
+pub use oauth::{OAuthProfile, OAuthSignIn, OAuthState, ResealCounts, SealError};
 pub use outbox::{NewEmail, OutboxRow};
 pub use retention::{Pruned, run_pruner};
 pub use servers::ServerRow;

@@ -173,7 +173,8 @@ pub fn test_config() -> Config {
     };
     config.auth.login_per_minute = 10_000;
     config.auth.register_per_minute = 10_000;
-    config.auth.admin_emails = vec!["admin@example.com".to_string()];
+    config.auth.login_per_account_per_minute = 10_000;
+    config.auth.mutations_per_user_per_minute = 100_000;
     config.core.policy = PolicyConfig::default();
     config.fleet.dedicated_nodes = vec![test_node("dedi-test", 16 * 1024, local_engine())];
     remove_leftovers_of_earlier_runs();
@@ -362,7 +363,7 @@ impl TestApp {
                 json!({"email": email, "password": "correct horse battery"}),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         let code = self.verification_code(email).await;
         let (status, body) = self.post("/v1/accounts/verify", None, json!({"token": code})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -380,9 +381,20 @@ impl TestApp {
         )
     }
 
-    /// An admin (admin@example.com is in the test config's admin list).
+    /// An admin: admin@example.com, registered, verified and granted the role as
+    /// `payperplay admin grant` does.
     pub async fn admin(&self) -> (String, i64) {
-        self.user("admin@example.com").await
+        let (token, user_id) = self.user("admin@example.com").await;
+        payperplay_prod::api::accounts::change_admin_role(
+            &self.store,
+            "admin@example.com",
+            payperplay_prod::store::AdminChange::Grant,
+            "test",
+            self.clock.now(),
+        )
+        .await
+        .expect("admin granted");
+        (token, user_id)
     }
 
     /// Credits `user_id` through the admin API and waits until the ledger has it.

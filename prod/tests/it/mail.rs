@@ -12,10 +12,10 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
 
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     child: Child,
     maildir: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 fn python() -> String {
@@ -32,12 +32,12 @@ fn python() -> String {
     })
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl SmtpSink {
-    fn start(port: u16) -> SmtpSink {
+    pub(crate) fn start(port: u16) -> SmtpSink {
         let maildir = std::env::temp_dir().join(format!("payperplay-mail-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&maildir);
         let mut child = Command::new(python())
@@ -76,7 +76,7 @@ impl SmtpSink {
             .collect()
     }
 
-    fn messages_to(&self, address: &str) -> Vec<String> {
+    pub(crate) fn messages_to(&self, address: &str) -> Vec<String> {
         self.messages()
             .into_iter()
             .filter(|m| m.contains(&format!("To: {address}")))
@@ -105,7 +105,7 @@ async fn verification_mail_arrives_and_its_code_verifies(pool: PgPool) {
             json!({"email": "mailme@example.com", "password": "correct horse battery"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, StatusCode::ACCEPTED);
     eventually("verification mail received", || async {
         !sink.messages_to("mailme@example.com").is_empty()
     })
@@ -140,7 +140,7 @@ async fn mail_is_retried_until_the_smtp_server_is_back(pool: PgPool) {
             json!({"email": "later@example.com", "password": "correct horse battery"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, StatusCode::ACCEPTED);
     eventually("a failed attempt is recorded", || async {
         let (attempts, status): (i32, String) = sqlx::query_as("SELECT attempts, status FROM email_outbox")
             .fetch_one(&app.pool)

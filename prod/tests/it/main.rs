@@ -4,15 +4,18 @@
 //! `source scripts/start-services.sh`.
 
 mod accounts;
+mod accounts_trust;
 mod admin_billing;
 mod cloud;
 mod common;
 mod containers;
 mod doubles;
 mod durability;
+mod fake_oidc;
 mod faults;
 mod mail;
 mod nodes;
+mod oauth;
 mod recovery;
 mod router;
 mod schemathesis;

@@ -199,7 +199,7 @@ async fn unverified_users_cannot_create_servers(pool: PgPool) {
             json!({"email": "new@example.com", "password": "correct horse battery"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(status, StatusCode::ACCEPTED);
     let (_, session) = app
         .post(
             "/v1/accounts/login",
