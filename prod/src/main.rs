@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use payperplay_prod::api::{self, AppState};
 use payperplay_prod::clock::{Clock, SystemClock};
 use payperplay_prod::config::Config;
-use payperplay_prod::router::PlatformBackend;
+use payperplay_prod::router::{PlatformBackend, RemoteBackend};
 use payperplay_prod::store::{self, Store};
 use payperplay_prod::trace_export::TraceExport;
 use payperplay_prod::{Services, drivers_from_config, telemetry};
@@ -42,6 +42,10 @@ enum Command {
     /// Write the journal's workload as a trace (`payperplay-trace` version 1, see
     /// scenarios/README.md) to stdout: `payperplay-sim run --trace FILE` replays it.
     ExportTrace,
+    /// Run only the player router (`[router]`) as its own process, asking `serve` at
+    /// `router_link.api_url` with the router token (`PAYPERPLAY_ROUTER_TOKEN`), until
+    /// SIGTERM or Ctrl-C.
+    Router,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             Command::Openapi => openapi().await,
             Command::ExportJournal => export_journal(&config).await,
             Command::ExportTrace => export_trace(&config).await,
+            Command::Router => run_router(config).await,
             Command::CheckConfig => {
                 // Secrets are SecretString: their Debug output is redacted.
                 println!("{config:#?}");
@@ -142,11 +147,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let services = Services::start(&config, store.clone(), clock.clone(), drivers.clone())
         .await
         .context("starting the runtime")?;
-    // The players' front door, in this process, on the same runtime handle.
+    // The players' front door, in this process, on the same runtime handle; the same
+    // backend answers routers running as their own processes (internal routes).
+    let backend = Arc::new(PlatformBackend::new(
+        services.handle.clone(),
+        store.clone(),
+        drivers.containers.clone(),
+    ));
     let router = if config.router.enabled {
-        let backend = PlatformBackend::new(services.handle.clone(), store.clone(), drivers.containers.clone());
         Some(
-            payperplay_router::start(config.router.clone(), backend)
+            payperplay_router::start(config.router.clone(), backend.clone())
                 .await
                 .context("starting the player router")?,
         )
@@ -163,7 +173,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(fleet) = &services.fleet {
         state = state.with_fleet(fleet.clone());
     }
-    let app = api::app(state, config.http.body_limit_bytes);
+    let mut app = api::app(state, config.http.body_limit_bytes);
+    if let Some(token) = &config.router_link.token {
+        app = app.merge(api::internal::routes(backend, token.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding {}", config.http.listen))?;
@@ -179,6 +192,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("HTTP stopped, stopping the runtime");
     services.stop().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The player router as its own process: `serve` answers it over its internal routes.
+async fn run_router(config: Config) -> anyhow::Result<()> {
+    let backend = RemoteBackend::new(&config.router_link).context("router_link")?;
+    let router = payperplay_router::start(config.router.clone(), backend)
+        .await
+        .context("starting the player router")?;
+    tracing::info!(
+        listen = %router.local_addr(),
+        api_url = %config.router_link.api_url,
+        "routing players"
+    );
+    shutdown_signal().await;
+    tracing::info!("stopping the player router");
+    router.stop().await;
     Ok(())
 }
 
