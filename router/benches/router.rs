@@ -24,10 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use payperplay_mcproto::packets::{Handshake, LoginStart, NextState};
-use payperplay_testgame::test_support::testgame_binary;
 use payperplay_router::{
     Backend, BackendError, RequestedHost, Route, RouterConfig, ServerState, WakeOutcome, WakeRefusal,
 };
+use payperplay_testgame::test_support::testgame_binary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -788,3 +788,51 @@ async fn serve_killed_during_a_stop_while_the_world_saves_finds_the_server_stopp
     let _ = std::fs::remove_file(&config_path);
     remove_test_containers(&fleet).await;
 }
+
+// --- bad input: a node whose SSH host key is not the pinned one ---
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_whose_host_key_is_not_the_pinned_one_is_not_ready_and_says_why(pool: PgPool) {
+    // A genuine ed25519 key, but not sshd's.
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("other");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key_path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(made.success());
+    let other_key = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
+    let mut engine = ssh_engine(test_ssh_port());
+    engine.ssh.as_mut().unwrap().host_keys = vec![other_key.trim().to_string()];
+    let mut config = test_config();
+    config.fleet.dedicated_nodes = vec![test_node("impostor-check", 16 * 1024, engine)];
+    let app = TestApp::start_with(pool, config).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user("pinned@example.com").await;
+    app.credit(&admin, user_id, 100_000_000).await;
+    let id = app.create_server(&token, "guarded", 2048).await;
+
+    wait_until("the node's reason names it and the host key", 15_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        nodes[0]["engine_ready"] == false
+            && nodes[0]["engine_reason"].as_str().is_some_and(|reason| {
+                reason.contains("impostor-check") && reason.contains("host key") && reason.contains("not a pinned one")
+            })
+    })
+    .await;
+    // Nothing runs there, nothing is lost: the server waits, its start not dropped.
+    let (status, body) = app
+        .call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let state = app.state_of(&token, id).await;
+    assert_ne!(
+        state, "running",
+        "no container can run on a node that fails its host key"
+    );
+    let (status, _) = app.get(&format!("/v1/servers/{id}"), &token).await;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}

@@ -379,6 +379,10 @@ async fn a_login_wakes_a_sleeping_container_the_core_counts_the_player_and_it_sl
 
 // --- custom hostnames ---
 
+/// What the router answers for a stopped server whose owner has no balance (these
+/// owners were never credited): proof enough that the hostname led to the server.
+const NO_BALANCE_MOTD: &str = "asleep: the owner's balance is too low to start it";
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_custom_hostname_is_validated_unique_shown_and_routed_whatever_its_case(pool: PgPool) {
     let (app, _containers, router) = start(pool).await;
@@ -441,7 +445,7 @@ async fn a_custom_hostname_is_validated_unique_shown_and_routed_whatever_its_cas
         let answer = payperplay_mcproto::status_ping(router.local_addr(), typed, Duration::from_secs(10))
             .await
             .unwrap();
-        assert_eq!(answer.motd, "stopped: join to start", "{typed:?}");
+        assert_eq!(answer.motd, NO_BALANCE_MOTD, "{typed:?}");
     }
     let unknown = payperplay_mcproto::status_ping(router.local_addr(), "mc.example.net", Duration::from_secs(10))
         .await
@@ -485,7 +489,7 @@ async fn a_custom_hostname_is_validated_unique_shown_and_routed_whatever_its_cas
     let answer = payperplay_mcproto::status_ping(router.local_addr(), "mc.example.org", Duration::from_secs(10))
         .await
         .unwrap();
-    assert_eq!(answer.motd, "stopped: join to start");
+    assert_eq!(answer.motd, NO_BALANCE_MOTD);
     let (_, view) = app.get(&format!("/v1/servers/{beta}"), &other_token).await;
     assert_eq!(view["hostname"], "mc.example.org");
 
