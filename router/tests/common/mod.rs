@@ -4,7 +4,11 @@
 //! The test game spawner and the node client are the test game's own
 //! (`payperplay_testgame::test_support`).
 
-#![allow(dead_code, unused_imports, reason = "each test file uses a different part of the harness")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test file uses a different part of the harness"
+)]
 #![allow(clippy::disallowed_methods, reason = "tests bound their waits with the wall clock")]
 
 use std::collections::BTreeMap;

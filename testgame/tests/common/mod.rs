@@ -2,7 +2,11 @@
 //! the router's tests use through the `test-support` feature) and this crate's Python
 //! clients (`mcstatus` and `rcon`).
 
-#![allow(dead_code, unused_imports, reason = "each test file uses a different part of the harness")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test file uses a different part of the harness"
+)]
 
 #[path = "../../src/test_support.rs"]
 mod test_support;
