@@ -94,7 +94,7 @@ admin="$(account memory-admin@example.com)"
 token="$(account memory@example.com)"
 user_id="$(curl -fsS -H "authorization: Bearer $token" "$base/v1/accounts/me" | json "['id']")"
 curl -fsS -H "authorization: Bearer $admin" -H 'content-type: application/json' \
-    -d '{"amount_micros": 1000000000000}' "$base/v1/admin/users/$user_id/credit" >/dev/null
+    -d '{"amount_micros": 1000000000}' "$base/v1/admin/users/$user_id/credit" >/dev/null
 sleep 1
 echo "serve RSS with no container: $(rss_mib) MiB"
 
