@@ -11,9 +11,9 @@ pub const VARLONG_BYTES_MAX: usize = 10;
 /// The longest string the protocol allows anywhere (chat JSON), in UTF-16 units.
 pub const STRING_UNITS_MAX: usize = 32_767;
 
-/// Appends `value` as a VarInt.
-pub fn write_varint(out: &mut Vec<u8>, value: i32) {
-    let mut rest = value as u32;
+/// Appends `rest` as LEB128: seven bits a byte, low bits first, the high bit set on
+/// every byte but the last.
+fn write_leb128(out: &mut Vec<u8>, mut rest: u64) {
     loop {
         if rest & !0x7f == 0 {
             out.push(rest as u8);
@@ -24,17 +24,14 @@ pub fn write_varint(out: &mut Vec<u8>, value: i32) {
     }
 }
 
+/// Appends `value` as a VarInt (its 32 bits, so a negative one takes 5 bytes).
+pub fn write_varint(out: &mut Vec<u8>, value: i32) {
+    write_leb128(out, u64::from(value as u32));
+}
+
 /// Appends `value` as a VarLong.
 pub fn write_varlong(out: &mut Vec<u8>, value: i64) {
-    let mut rest = value as u64;
-    loop {
-        if rest & !0x7f == 0 {
-            out.push(rest as u8);
-            return;
-        }
-        out.push((rest & 0x7f) as u8 | 0x80);
-        rest >>= 7;
-    }
+    write_leb128(out, value as u64);
 }
 
 /// How many bytes `value` takes as a VarInt.
@@ -114,32 +111,26 @@ impl<'a> Reader<'a> {
         Ok(u128::from_be_bytes(self.read_array(what)?))
     }
 
-    pub fn read_varint(&mut self, what: &'static str) -> Result<i32, ProtoError> {
-        let mut value: u32 = 0;
-        for index in 0..VARINT_BYTES_MAX {
-            let byte = self.read_u8(what)?;
-            value |= u32::from(byte & 0x7f) << (7 * index);
-            if byte & 0x80 == 0 {
-                return Ok(value as i32);
-            }
-        }
-        Err(ProtoError::VarIntTooLong {
-            max_bytes: VARINT_BYTES_MAX,
-        })
-    }
-
-    pub fn read_varlong(&mut self, what: &'static str) -> Result<i64, ProtoError> {
+    /// LEB128 of at most `bytes_max` bytes; bits past 64 are dropped (callers keep the
+    /// low 32 or 64, as the protocol does).
+    fn read_leb128(&mut self, bytes_max: usize, what: &'static str) -> Result<u64, ProtoError> {
         let mut value: u64 = 0;
-        for index in 0..VARLONG_BYTES_MAX {
+        for index in 0..bytes_max {
             let byte = self.read_u8(what)?;
             value |= u64::from(byte & 0x7f) << (7 * index);
             if byte & 0x80 == 0 {
-                return Ok(value as i64);
+                return Ok(value);
             }
         }
-        Err(ProtoError::VarIntTooLong {
-            max_bytes: VARLONG_BYTES_MAX,
-        })
+        Err(ProtoError::VarIntTooLong { max_bytes: bytes_max })
+    }
+
+    pub fn read_varint(&mut self, what: &'static str) -> Result<i32, ProtoError> {
+        Ok(self.read_leb128(VARINT_BYTES_MAX, what)? as u32 as i32)
+    }
+
+    pub fn read_varlong(&mut self, what: &'static str) -> Result<i64, ProtoError> {
+        Ok(self.read_leb128(VARLONG_BYTES_MAX, what)? as i64)
     }
 
     /// Reads a string of at most `units_max` UTF-16 units (the vanilla rule; the byte

@@ -60,6 +60,10 @@ pub struct Config {
     /// How long finished records are kept before the pruner deletes them.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The player router as its own process (`payperplay router`) and `serve`'s internal
+    /// routes it asks.
+    #[serde(default)]
+    pub router_link: RouterLinkConfig,
 }
 
 /// Pruning of finished records (the journal itself is kept whole: it is what a
@@ -505,6 +509,30 @@ pub struct SecretKeyConfig {
     pub key_hex: SecretString,
 }
 
+/// `payperplay router` runs the `[router]` section as its own process and asks `serve`
+/// at `api_url`; both sides hold the same `token` (`PAYPERPLAY_ROUTER_TOKEN`). `serve`
+/// offers its internal router routes only when a token is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterLinkConfig {
+    /// `serve`'s API as the router process reaches it. Override: `PAYPERPLAY_ROUTER_API_URL`.
+    pub api_url: String,
+    /// The shared secret. Override: `PAYPERPLAY_ROUTER_TOKEN`. Never printed.
+    pub token: Option<SecretString>,
+    /// Bound on one request of the router process to `serve`.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RouterLinkConfig {
+    fn default() -> Self {
+        RouterLinkConfig {
+            api_url: "http://127.0.0.1:8080".to_string(),
+            token: None,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path` (when given), then applies environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -554,6 +582,12 @@ impl Config {
                 name: "PAYPERPLAY_ROUTER_LISTEN",
                 message: "expected an address like 0.0.0.0:25565".to_string(),
             })?;
+        }
+        if let Some(url) = lookup("PAYPERPLAY_ROUTER_API_URL") {
+            self.router_link.api_url = url;
+        }
+        if let Some(token) = lookup("PAYPERPLAY_ROUTER_TOKEN").filter(|token| !token.is_empty()) {
+            self.router_link.token = Some(SecretString::from(token));
         }
         if let Some(url) = lookup("PAYPERPLAY_PUBLIC_BASE_URL") {
             self.http.public_base_url = url;

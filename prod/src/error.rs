@@ -178,6 +178,11 @@ impl From<StoreError> for ApiError {
                 field: Some("name".to_string()),
                 message: "name: you already have a server with this name".to_string(),
             },
+            StoreError::HostnameTaken => ApiError::Conflict {
+                code: "hostname_taken",
+                field: Some("hostname".to_string()),
+                message: "hostname: another server already uses this hostname".to_string(),
+            },
             StoreError::NotFound(what) => ApiError::NotFound { what },
             StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
             error @ (StoreError::Fenced { .. } | StoreError::JournalLocked) => ApiError::Unavailable(error.to_string()),

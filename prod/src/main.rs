@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use payperplay_prod::api::{self, AppState};
 use payperplay_prod::clock::{Clock, SystemClock};
 use payperplay_prod::config::Config;
-use payperplay_prod::router::PlatformBackend;
+use payperplay_prod::router::{PlatformBackend, RemoteBackend};
 use payperplay_prod::store::{self, Store};
 use payperplay_prod::trace_export::TraceExport;
 use payperplay_prod::{Services, drivers_from_config, telemetry};
@@ -48,6 +48,10 @@ enum Command {
     /// Secret keys (PAYPERPLAY_SECRET_KEY or [secrets]; the first key seals).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run only the player router (`[router]`) as its own process, asking `serve` at
+    /// `router_link.api_url` with the router token (`PAYPERPLAY_ROUTER_TOKEN`), until
+    /// SIGTERM or Ctrl-C.
+    Router,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             Command::ExportTrace => export_trace(&config).await,
             Command::Admin(command) => admin(&config, command).await,
             Command::Keys(KeysCommand::Rotate) => rotate_keys(&config).await,
+            Command::Router => run_router(config).await,
             Command::CheckConfig => {
                 // Secrets are SecretString: their Debug output is redacted.
                 println!("{config:#?}");
@@ -216,11 +221,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let services = Services::start(&config, store.clone(), clock.clone(), drivers.clone())
         .await
         .context("starting the runtime")?;
-    // The players' front door, in this process, on the same runtime handle.
+    // The players' front door, in this process, on the same runtime handle; the same
+    // backend answers routers running as their own processes (internal routes).
+    let backend = Arc::new(PlatformBackend::new(
+        services.handle.clone(),
+        store.clone(),
+        drivers.containers.clone(),
+    ));
     let router = if config.router.enabled {
-        let backend = PlatformBackend::new(services.handle.clone(), store.clone(), drivers.containers.clone());
         Some(
-            payperplay_router::start(config.router.clone(), backend)
+            payperplay_router::start(config.router.clone(), backend.clone())
                 .await
                 .context("starting the player router")?,
         )
@@ -237,7 +247,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(fleet) = &services.fleet {
         state = state.with_fleet(fleet.clone());
     }
-    let app = api::app(state, config.http.body_limit_bytes);
+    let mut app = api::app(state, config.http.body_limit_bytes);
+    if let Some(token) = &config.router_link.token {
+        app = app.merge(api::internal::routes(backend, token.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding {}", config.http.listen))?;
@@ -253,6 +266,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("HTTP stopped, stopping the runtime");
     services.stop().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The player router as its own process: `serve` answers it over its internal routes.
+async fn run_router(config: Config) -> anyhow::Result<()> {
+    let backend = RemoteBackend::new(&config.router_link).context("router_link")?;
+    let router = payperplay_router::start(config.router.clone(), backend)
+        .await
+        .context("starting the player router")?;
+    tracing::info!(
+        listen = %router.local_addr(),
+        api_url = %config.router_link.api_url,
+        "routing players"
+    );
+    shutdown_signal().await;
+    tracing::info!("stopping the player router");
+    router.stop().await;
     Ok(())
 }
 

@@ -4,17 +4,27 @@
 //! `Input::StartServer`, and reports the players it carries as `Input::PlayerCount`.
 //!
 //! A server's hostname is `<label>.<domain>`, its label the name made DNS-safe and its
-//! id (`my-survival-42`): unique, and readable. Custom hostnames are not stored yet, so
-//! a custom hostname routes nowhere.
+//! id (`my-survival-42`): unique, and readable. A server may also claim a custom
+//! hostname (stored normalised, unique among live servers), matched case-insensitively
+//! and with or without a trailing dot (the router normalises what players type).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use payperplay_core::{Core, Input, RejectReason, ServerId, ServerState as CoreState};
 use payperplay_router::{
     Backend, BackendError, RequestedHost, Route, RouterConfig, ServerState, WakeOutcome, WakeRefusal,
 };
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
+
+use crate::api::internal::{
+    PLAYERS_PATH, PlayerEvent, PlayersRequest, RESOLVE_PATH, ResolveRequest, ResolveResponse, WAKE_PATH, WakeRequest,
+    WakeResponse,
+};
 
 use crate::drivers::{ContainerDriver, ObservationSink};
 use crate::runtime::{RuntimeError, RuntimeHandle};
@@ -58,6 +68,32 @@ pub fn label_server_id(label: &str) -> Option<i64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// A custom hostname as stored, or what is wrong with it: a DNS name (labels of
+/// letters, digits and hyphens, at most 253 bytes) of two labels or more whose last
+/// label is not all digits (not an IP address), outside the platform's `domain` (those
+/// names are the servers' labels); lowercased, one trailing dot dropped.
+pub fn check_custom_hostname(raw: &str, domain: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.contains('\0') {
+        return Err("must be a DNS name such as mc.example.org".to_string());
+    }
+    let hostname = payperplay_router::hostname::normalize(raw)
+        .map_err(|_| "must be a DNS name such as mc.example.org (letters, digits, '-' and '.')".to_string())?;
+    let Some((_, last_label)) = hostname.rsplit_once('.') else {
+        return Err("must have two labels or more, such as mc.example.org".to_string());
+    };
+    if last_label.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err("must be a DNS name, not an IP address".to_string());
+    }
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if !domain.is_empty() && (hostname == domain || hostname.ends_with(&format!(".{domain}"))) {
+        return Err(format!(
+            "must be outside the platform's domain {domain} (names under it are the servers' own addresses)"
+        ));
+    }
+    Ok(hostname)
 }
 
 /// What players type to reach a server: `<label>.<domain>`, with the port when the
@@ -137,20 +173,33 @@ fn platform_error(error: impl std::fmt::Display) -> BackendError {
 
 impl Backend for PlatformBackend {
     async fn resolve(&self, host: &RequestedHost) -> Result<Option<Route>, BackendError> {
-        let RequestedHost::Name(label) = host else {
-            return Ok(None);
+        let server_id = match host {
+            RequestedHost::Name(label) => {
+                let Some(server_id) = label_server_id(label) else {
+                    return Ok(None);
+                };
+                let row = match self.store.live_server(server_id).await {
+                    Ok(row) => row,
+                    Err(StoreError::NotFound(_)) => return Ok(None),
+                    Err(error) => return Err(platform_error(error)),
+                };
+                if server_label(row.id, &row.name) != *label {
+                    return Ok(None);
+                }
+                server_id
+            }
+            RequestedHost::Custom(hostname) => {
+                match self
+                    .store
+                    .live_server_by_hostname(hostname)
+                    .await
+                    .map_err(platform_error)?
+                {
+                    Some(row) => row.id,
+                    None => return Ok(None),
+                }
+            }
         };
-        let Some(server_id) = label_server_id(label) else {
-            return Ok(None);
-        };
-        let row = match self.store.live_server(server_id).await {
-            Ok(row) => row,
-            Err(StoreError::NotFound(_)) => return Ok(None),
-            Err(error) => return Err(platform_error(error)),
-        };
-        if server_label(row.id, &row.name) != *label {
-            return Ok(None);
-        }
         let core_id = ServerId(server_id as u64);
         let Some(view) = self
             .runtime
@@ -215,6 +264,114 @@ impl Backend for PlatformBackend {
     }
 }
 
+/// The router's view of the platform when it runs as its own process (`payperplay
+/// router`): each call is a request to `serve`'s internal routes
+/// ([`crate::api::internal`]) with the router token.
+pub struct RemoteBackend {
+    client: reqwest::Client,
+    api_url: String,
+    token: SecretString,
+}
+
+/// Why a [`RemoteBackend`] cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteBackendError {
+    #[error("router_link.api_url {url:?} is not an http(s) URL")]
+    ApiUrl { url: String },
+    #[error("no router token: set PAYPERPLAY_ROUTER_TOKEN (router_link.token) to serve's")]
+    NoToken,
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl RemoteBackend {
+    pub fn new(link: &crate::config::RouterLinkConfig) -> Result<Self, RemoteBackendError> {
+        let api_url = link.api_url.trim_end_matches('/').to_string();
+        if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
+            return Err(RemoteBackendError::ApiUrl {
+                url: link.api_url.clone(),
+            });
+        }
+        let token = link.token.clone().ok_or(RemoteBackendError::NoToken)?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(link.request_timeout_ms))
+            .build()?;
+        Ok(RemoteBackend { client, api_url, token })
+    }
+
+    async fn post<Request: Serialize, Answer: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Request,
+    ) -> Result<Option<Answer>, BackendError> {
+        let url = format!("{}{path}", self.api_url);
+        let response = self
+            .client
+            .post(&url)
+            .bearer_auth(self.token.expose_secret())
+            .json(body)
+            .send()
+            .await
+            .map_err(|error| BackendError(format!("{url}: {error}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(BackendError(format!("{url} answered {status}: {text}")));
+        }
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let answer = response
+            .json()
+            .await
+            .map_err(|error| BackendError(format!("{url}: unexpected answer: {error}")))?;
+        Ok(Some(answer))
+    }
+
+    async fn report(&self, server_id: u64, player: &str, event: PlayerEvent) {
+        let request = PlayersRequest {
+            server_id,
+            player: player.to_string(),
+            event,
+        };
+        if let Err(error) = self.post::<_, serde_json::Value>(PLAYERS_PATH, &request).await {
+            // The count in the core stays off until the status-ping observer corrects it.
+            tracing::warn!(server_id, ?event, %error, "cannot report a player to serve");
+        }
+    }
+}
+
+fn missing_answer(path: &str) -> BackendError {
+    BackendError(format!("{path} answered without a body"))
+}
+
+impl Backend for RemoteBackend {
+    async fn resolve(&self, host: &RequestedHost) -> Result<Option<Route>, BackendError> {
+        let request = ResolveRequest { host: host.clone() };
+        let answer: ResolveResponse = self
+            .post(RESOLVE_PATH, &request)
+            .await?
+            .ok_or_else(|| missing_answer(RESOLVE_PATH))?;
+        Ok(answer.route)
+    }
+
+    async fn wake(&self, server_id: u64) -> Result<WakeOutcome, BackendError> {
+        let answer: WakeResponse = self
+            .post(WAKE_PATH, &WakeRequest { server_id })
+            .await?
+            .ok_or_else(|| missing_answer(WAKE_PATH))?;
+        Ok(answer.outcome)
+    }
+
+    async fn player_joined(&self, server_id: u64, player: &str) {
+        self.report(server_id, player, PlayerEvent::Joined).await;
+    }
+
+    async fn player_left(&self, server_id: u64, player: &str) {
+        self.report(server_id, player, PlayerEvent::Left).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +400,31 @@ mod tests {
         assert_eq!(player_address(&config, 42, "Alpha"), "alpha-42.play.example.com");
         config.listen = "0.0.0.0:25570".parse().unwrap();
         assert_eq!(player_address(&config, 42, "Alpha"), "alpha-42.play.example.com:25570");
+    }
+
+    #[test]
+    fn a_custom_hostname_is_a_dns_name_outside_the_platform_domain_stored_lowercase() {
+        let domain = "Play.Example.com.";
+        assert_eq!(
+            check_custom_hostname("MC.Example.ORG.", domain).unwrap(),
+            "mc.example.org"
+        );
+        assert_eq!(check_custom_hostname(" a-b.c ", domain).unwrap(), "a-b.c");
+        for bad in [
+            "",
+            "localhost",
+            "mc..example.org",
+            "-mc.example.org",
+            "mc_1.example.org",
+            "mc.example.org:25565",
+            "10.0.0.1",
+            "play.example.com",
+            "alpha-42.play.example.com",
+            "mc\0.example.org",
+        ] {
+            let error = check_custom_hostname(bad, domain).expect_err(bad);
+            assert!(!error.is_empty(), "{bad:?}");
+        }
+        assert!(check_custom_hostname(&format!("{}.org", "a".repeat(64)), domain).is_err());
     }
 }

@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader as StdBufReader, Write as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use payperplay_mcproto::packets::{Handshake, LoginStart, NextState};
 use payperplay_router::{
     Backend, BackendError, RequestedHost, Route, RouterConfig, ServerState, WakeOutcome, WakeRefusal,
 };
+use payperplay_testgame::test_support::testgame_binary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -165,20 +165,6 @@ async fn wake_path() {
         ms(*latencies.last().unwrap())
     );
     router.stop().await;
-}
-
-fn testgame_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PAYPERPLAY_TESTGAME_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().and_then(Path::parent).unwrap().join("payperplay-testgame");
-    assert!(
-        binary.is_file(),
-        "{} is missing: cargo build --release -p payperplay-testgame",
-        binary.display()
-    );
-    binary
 }
 
 fn open_files_limit() -> u64 {

@@ -1,12 +1,16 @@
 //! What the router asks of the platform: the [`Backend`] trait and its vocabulary. The
 //! production shell implements it on its runtime handle (a query of the core and the
-//! store); the tests implement it with a table.
+//! store); the tests implement it with a table. The types serialise (snake_case) so a
+//! router running as its own process can ask the platform over HTTP.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
+use serde::{Deserialize, Serialize};
+
 /// The address a player typed, normalised (see [`crate::hostname`]).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RequestedHost {
     /// `<name>.<domain>` under the configured domain: the server's name.
     Name(String),
@@ -24,7 +28,7 @@ impl std::fmt::Display for RequestedHost {
 }
 
 /// A server a hostname leads to, as the router needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub server_id: u64,
     pub state: ServerState,
@@ -41,7 +45,8 @@ pub struct Route {
 }
 
 /// Where a server is in its life, from a player's point of view.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum ServerState {
     /// Its game port answers: connect players to `address`.
     Running { address: SocketAddr },
@@ -65,7 +70,8 @@ impl ServerState {
 }
 
 /// The answer to [`Backend::wake`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WakeOutcome {
     /// The start was accepted and a container is booting (or already running).
     Starting,
@@ -76,7 +82,8 @@ pub enum WakeOutcome {
 }
 
 /// Why a start was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WakeRefusal {
     /// The owner's balance does not cover a start.
     InsufficientBalance,
@@ -103,4 +110,24 @@ pub trait Backend: Send + Sync + 'static {
 
     /// That connection ended.
     fn player_left(&self, server_id: u64, player: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// One backend shared by several users (the in-process router and `serve`'s internal
+/// routes for a router process count the same players).
+impl<B: Backend> Backend for std::sync::Arc<B> {
+    fn resolve(&self, host: &RequestedHost) -> impl Future<Output = Result<Option<Route>, BackendError>> + Send {
+        B::resolve(self, host)
+    }
+
+    fn wake(&self, server_id: u64) -> impl Future<Output = Result<WakeOutcome, BackendError>> + Send {
+        B::wake(self, server_id)
+    }
+
+    fn player_joined(&self, server_id: u64, player: &str) -> impl Future<Output = ()> + Send {
+        B::player_joined(self, server_id, player)
+    }
+
+    fn player_left(&self, server_id: u64, player: &str) -> impl Future<Output = ()> + Send {
+        B::player_left(self, server_id, player)
+    }
 }

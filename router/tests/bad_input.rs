@@ -70,7 +70,7 @@ fn bad_clients_are_closed_while_a_proxied_player_stays_connected() {
     let router = RouterUnderTest::start(config, backend.clone());
     let alpha = format!("alpha.{DOMAIN}");
 
-    let player = NodePlayer::connect(&router, &alpha, "Alex");
+    let player = NodePlayer::connect_via(router.port(), &alpha, "Alex");
     player.expect_event("joined");
     backend.wait_until("the join", |reported| {
         reported.contains(&Reported::Joined(1, "Alex".into()))

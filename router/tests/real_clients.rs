@@ -186,7 +186,7 @@ fn a_login_to_a_sleeping_server_is_held_while_it_wakes_then_joins_and_is_counted
     }
     let router = RouterUnderTest::start(RouterConfig::default(), backend.clone());
 
-    let player = NodePlayer::connect(&router, &host("bravo"), "Alex");
+    let player = NodePlayer::connect_via(router.port(), &host("bravo"), "Alex");
     backend.wait_until("the wake", |reported| reported.contains(&Reported::Wake(2)));
     assert_eq!(status(&router, &host("bravo"))["motd"], "starting: join in a moment");
     let joined = player.expect_event("joined");
@@ -237,7 +237,7 @@ fn a_login_whose_owner_cannot_pay_is_refused_clearly_and_wakes_nothing() {
     backend.on_wake(|_| WakeOutcome::Refused(WakeRefusal::InsufficientBalance));
     let router = RouterUnderTest::start(RouterConfig::default(), backend.clone());
 
-    let player = NodePlayer::connect(&router, &host("foxtrot"), "Alex");
+    let player = NodePlayer::connect_via(router.port(), &host("foxtrot"), "Alex");
     let kicked = player.expect_event("kicked");
     assert_eq!(
         kicked["reason"],
@@ -245,7 +245,7 @@ fn a_login_whose_owner_cannot_pay_is_refused_clearly_and_wakes_nothing() {
     );
     assert_eq!(backend.wakes(), 0, "no wake without balance");
 
-    let player = NodePlayer::connect(&router, &host("golf"), "Steve");
+    let player = NodePlayer::connect_via(router.port(), &host("golf"), "Steve");
     assert!(
         player.expect_event("kicked")["reason"]
             .as_str()
@@ -271,7 +271,7 @@ fn a_hold_that_runs_out_says_where_the_start_stands() {
     };
     let router = RouterUnderTest::start(config, backend.clone());
 
-    let queued = NodePlayer::connect(&router, &host("delta"), "Alex");
+    let queued = NodePlayer::connect_via(router.port(), &host("delta"), "Alex");
     assert_eq!(
         queued.expect_event("kicked")["reason"],
         "The server is starting: it waits for a machine, position 2 in the queue, about 40 s. Join again then."
@@ -279,14 +279,14 @@ fn a_hold_that_runs_out_says_where_the_start_stands() {
     assert_eq!(backend.wakes(), 0, "a queued server is not woken again");
 
     // A wake that stays starting: the player is told to come back.
-    let sleeping = NodePlayer::connect(&router, &host("hotel"), "Steve");
+    let sleeping = NodePlayer::connect_via(router.port(), &host("hotel"), "Steve");
     assert_eq!(
         sleeping.expect_event("kicked")["reason"],
         "The server is starting. Join again in a moment."
     );
     assert_eq!(backend.reported(), vec![Reported::Wake(8)]);
 
-    let unknown = NodePlayer::connect(&router, &host("nobody"), "Alex");
+    let unknown = NodePlayer::connect_via(router.port(), &host("nobody"), "Alex");
     assert_eq!(
         unknown.expect_event("kicked")["reason"],
         "There is no server at nobody.play.test. Check the address you typed."
@@ -308,7 +308,7 @@ fn a_running_server_is_joined_directly_and_both_ends_see_the_session() {
     );
     let router = RouterUnderTest::start(RouterConfig::default(), backend.clone());
 
-    let player = NodePlayer::connect(&router, &host("india"), "Alex");
+    let player = NodePlayer::connect_via(router.port(), &host("india"), "Alex");
     player.expect_event("joined");
     player.expect_event("position");
     assert!(game.wait_for_line("Alex joined the game", common::WAIT));
@@ -353,7 +353,7 @@ fn a_running_server_that_does_not_answer_gets_a_clear_ping_and_disconnect() {
         status(&router, &host("lima"))["motd"],
         "running, but not answering: try again in a moment"
     );
-    let player = NodePlayer::connect(&router, &host("lima"), "Alex");
+    let player = NodePlayer::connect_via(router.port(), &host("lima"), "Alex");
     assert_eq!(
         player.expect_event("kicked")["reason"],
         "The server is running but does not answer. Try again in a moment."

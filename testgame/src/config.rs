@@ -28,6 +28,8 @@ pub struct Config {
     pub version: Option<String>,
     pub data_dir: PathBuf,
     pub boot_delay: Duration,
+    /// A save on stop takes this long (a large world): a window to kill things in.
+    pub save_delay: Duration,
     pub crash_after: Option<Duration>,
     pub protocol: i32,
     pub version_name: String,
@@ -110,6 +112,11 @@ impl Config {
             boot_delay: Duration::from_millis(parse_number(
                 "TESTGAME_BOOT_DELAY_MS",
                 get("TESTGAME_BOOT_DELAY_MS"),
+                0,
+            )?),
+            save_delay: Duration::from_millis(parse_number(
+                "TESTGAME_SAVE_DELAY_MS",
+                get("TESTGAME_SAVE_DELAY_MS"),
                 0,
             )?),
             crash_after: get("TESTGAME_CRASH_AFTER_MS")
@@ -243,12 +250,14 @@ mod tests {
             ("TESTGAME_PROTOCOL", "765"),
             ("TESTGAME_BOOT_DELAY_MS", "1500"),
             ("TESTGAME_CRASH_AFTER_MS", "9000"),
+            ("TESTGAME_SAVE_DELAY_MS", "2500"),
             ("TESTGAME_DATA_DIR", "/tmp/x"),
         ])
         .unwrap();
         assert_eq!((config.protocol, config.version_name.as_str()), (765, "1.20.4"));
         assert_eq!(config.boot_delay, Duration::from_millis(1500));
         assert_eq!(config.crash_after, Some(Duration::from_millis(9000)));
+        assert_eq!(config.save_delay, Duration::from_millis(2500));
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
     }
 }

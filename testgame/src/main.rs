@@ -226,6 +226,7 @@ async fn stop(shared: &Shared, world: &mut World, cause: &str) -> ExitCode {
     }
     log::info("Saving players");
     log::info("Saving worlds");
+    tokio::time::sleep(shared.config.save_delay).await;
     if save(world) {
         log::info("ThreadedAnvilChunkStorage (world): All chunks are saved");
         ExitCode::SUCCESS

@@ -39,7 +39,7 @@ fn rcon(game: &TestGame, command: &str) -> Result<String, ProtoError> {
 
 #[test]
 fn mcproto_status_ping_reads_the_server() {
-    let (game, _dir) = TestGame::start(&[("MOTD", "hello §bworld"), ("MAX_PLAYERS", "9")]);
+    let game = TestGame::start(&[("MOTD", "hello §bworld"), ("MAX_PLAYERS", "9")]);
     let report = block_on(status_ping(game_address(&game), "alpha.play.example", CLIENT_TIMEOUT)).unwrap();
     assert_eq!((report.players_online, report.players_max), (0, 9));
     assert_eq!((report.version.name.as_str(), report.version.protocol), ("1.12.2", 340));
@@ -48,7 +48,7 @@ fn mcproto_status_ping_reads_the_server() {
 
 #[test]
 fn mcproto_rcon_client_runs_commands_and_is_refused_a_wrong_password() {
-    let (game, _dir) = TestGame::start(&[]);
+    let game = TestGame::start(&[]);
     assert_eq!(
         rcon(&game, "list").unwrap(),
         "There are 0 of a max of 20 players online: "
@@ -110,7 +110,7 @@ fn the_crash_switch_exits_one_without_saving() {
 
 #[test]
 fn rcon_crash_exits_one_without_saving() {
-    let (mut game, _dir) = TestGame::start(&[]);
+    let mut game = TestGame::start(&[]);
     assert!(rcon(&game, "crash").unwrap().starts_with("Crashing the server"));
     assert_eq!(game.wait_exit(WAIT).code(), Some(1));
     assert_eq!(game.level_dat()["save_count"], 0);
@@ -168,14 +168,14 @@ fn without_the_eula_the_server_exits_one_and_says_why() {
 
 #[test]
 fn an_unset_rcon_password_disables_rcon_as_vanilla_does() {
-    let (game, _dir) = TestGame::start(&[("RCON_PASSWORD", "")]);
+    let game = TestGame::start(&[("RCON_PASSWORD", "")]);
     assert!(game.wait_for_line("rcon disabled", WAIT));
     assert!(TcpStream::connect(("127.0.0.1", game.rcon_port)).is_err());
 }
 
 #[test]
 fn bad_input_closes_that_connection_only() {
-    let (game, _dir) = TestGame::start(&[]);
+    let game = TestGame::start(&[]);
     let address = game_address(&game);
     // Garbage: a packet length too large for a handshake, then noise.
     let mut garbage = TcpStream::connect(address).unwrap();
@@ -229,7 +229,7 @@ async fn login(address: SocketAddr, protocol: i32, name: &str) -> (tokio::net::T
 
 #[test]
 fn mcproto_login_is_refused_at_another_protocol_and_joins_at_340() {
-    let (game, _dir) = TestGame::start(&[]);
+    let game = TestGame::start(&[]);
     let address = game_address(&game);
     block_on(async {
         let (_old, refusal) = login(address, 47, "Old").await;

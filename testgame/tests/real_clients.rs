@@ -8,7 +8,7 @@ use common::{NodePlayer, RCON_PASSWORD, TestGame, eventually, py_client, py_rcon
 
 #[test]
 fn mcstatus_reads_status_ping_and_the_legacy_ping() {
-    let (game, _dir) = TestGame::start(&[("MOTD", "PayPerPlay §atest"), ("MAX_PLAYERS", "7")]);
+    let game = TestGame::start(&[("MOTD", "PayPerPlay §atest"), ("MAX_PLAYERS", "7")]);
     let status = py_status(&game);
     assert_eq!(status["online"], 0);
     assert_eq!(status["max"], 7);
@@ -29,7 +29,7 @@ fn mcstatus_reads_status_ping_and_the_legacy_ping() {
 
 #[test]
 fn the_advertised_protocol_follows_the_test_switch() {
-    let (game, _dir) = TestGame::start(&[("TESTGAME_PROTOCOL", "765"), ("VERSION", "1.20.4")]);
+    let game = TestGame::start(&[("TESTGAME_PROTOCOL", "765"), ("VERSION", "1.20.4")]);
     let status = py_status(&game);
     assert_eq!(
         (status["protocol"].as_i64(), status["version_name"].as_str()),
@@ -39,7 +39,7 @@ fn the_advertised_protocol_follows_the_test_switch() {
 
 #[test]
 fn rcon_client_authenticates_lists_says_and_refuses_a_wrong_password() {
-    let (game, _dir) = TestGame::start(&[("MAX_PLAYERS", "12")]);
+    let game = TestGame::start(&[("MAX_PLAYERS", "12")]);
     let (code, answer) = py_rcon(&game, RCON_PASSWORD, &["list", "say hello from rcon"]);
     assert_eq!(code, 0, "{answer}");
     assert_eq!(answer["answers"][0], "There are 0 of a max of 12 players online: ");
@@ -53,7 +53,7 @@ fn rcon_client_authenticates_lists_says_and_refuses_a_wrong_password() {
 
 #[test]
 fn rcon_stop_saves_the_world_and_exits_zero() {
-    let (mut game, _dir) = TestGame::start(&[]);
+    let mut game = TestGame::start(&[]);
     assert_eq!(
         game.level_dat()["save_count"],
         0,
@@ -68,7 +68,7 @@ fn rcon_stop_saves_the_world_and_exits_zero() {
 
 #[test]
 fn a_logged_in_player_counts_until_they_leave() {
-    let (game, _dir) = TestGame::start(&[("TESTGAME_KEEPALIVE_MS", "100")]);
+    let game = TestGame::start(&[("TESTGAME_KEEPALIVE_MS", "100")]);
     assert_eq!(py_status(&game)["online"], 0);
 
     let player = NodePlayer::connect(game.port, "Alex");
@@ -104,7 +104,7 @@ fn a_logged_in_player_counts_until_they_leave() {
 
 #[test]
 fn a_stop_disconnects_players_before_saving() {
-    let (mut game, _dir) = TestGame::start(&[]);
+    let mut game = TestGame::start(&[]);
     let player = NodePlayer::connect(game.port, "Steve");
     player.expect_event("joined");
     game.signal("TERM");
@@ -115,7 +115,7 @@ fn a_stop_disconnects_players_before_saving() {
 
 #[test]
 fn a_full_server_refuses_the_next_login_with_a_message() {
-    let (game, _dir) = TestGame::start(&[("MAX_PLAYERS", "1")]);
+    let game = TestGame::start(&[("MAX_PLAYERS", "1")]);
     let first = NodePlayer::connect(game.port, "First");
     first.expect_event("joined");
     let second = NodePlayer::connect(game.port, "Second");

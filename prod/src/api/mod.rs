@@ -7,6 +7,7 @@ pub mod admin;
 pub mod billing;
 pub mod extract;
 pub mod health;
+pub mod internal;
 pub mod oauth;
 pub mod servers;
 

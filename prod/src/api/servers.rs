@@ -15,7 +15,7 @@ use super::extract::{Json, Path};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody};
 use crate::runtime::RuntimeError;
-use crate::store::{Principal, ServerRow};
+use crate::store::{HostnameChange, Principal, ServerRow};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -70,6 +70,8 @@ pub struct ServerView {
     pub updated_at_ms: i64,
     /// What players type in Minecraft to join (the player router's hostname for it).
     pub address: String,
+    /// The server's custom hostname (players may type it instead of `address`), if set.
+    pub hostname: Option<String>,
     pub status: StatusView,
 }
 
@@ -120,6 +122,7 @@ fn server_view(router: &payperplay_router::RouterConfig, row: ServerRow, status:
         id: row.id,
         address: crate::router::player_address(router, row.id, &row.name),
         name: row.name,
+        hostname: row.hostname,
         ram_mib: row.ram_mib,
         created_at_ms: row.created_at_ms,
         updated_at_ms: row.updated_at_ms,
@@ -160,6 +163,13 @@ fn check_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
+/// A custom hostname as stored: a DNS name of two labels or more outside the
+/// platform's domain, lowercase, without a trailing dot.
+fn check_hostname(state: &AppState, hostname: &str) -> Result<String, ApiError> {
+    crate::router::check_custom_hostname(hostname, &state.router.domain)
+        .map_err(|message| ApiError::invalid_field("hostname", message))
+}
+
 fn check_tier(state: &AppState, ram_mib: u32) -> Result<(), ApiError> {
     if !state.tiers_mib.contains(&ram_mib) {
         return Err(ApiError::invalid_field(
@@ -189,6 +199,10 @@ pub struct CreateServerRequest {
     /// One of the RAM tiers (2048, 4096, 8192, 16384, 32768 by default).
     #[schema(example = 4096)]
     pub ram_mib: u32,
+    /// A custom hostname players may type (a DNS name of two labels or more, outside
+    /// the platform's domain, unique across servers; case and a trailing dot ignored).
+    #[schema(example = "mc.example.org")]
+    pub hostname: Option<String>,
 }
 
 /// Create a server (stopped).
@@ -199,7 +213,7 @@ pub struct CreateServerRequest {
     responses(
         (status = 201, description = "Created", body = ServerView),
         (status = 403, description = "Email not verified", body = ErrorBody),
-        (status = 409, description = "Name taken or refused by the scheduler", body = ErrorBody),
+        (status = 409, description = "Name or hostname taken, or refused by the scheduler", body = ErrorBody),
     )
 )]
 async fn create_server(
@@ -211,9 +225,20 @@ async fn create_server(
     let name = check_name(&request.name)?;
     check_tier(&state, request.ram_mib)?;
     crate::auth::check_server_quota(&state, principal.user_id).await?;
+    let hostname = request
+        .hostname
+        .as_deref()
+        .map(|hostname| check_hostname(&state, hostname))
+        .transpose()?;
     let row = state
         .store
-        .insert_server(principal.user_id, &name, request.ram_mib, state.clock.now())
+        .insert_server(
+            principal.user_id,
+            &name,
+            request.ram_mib,
+            hostname.as_deref(),
+            state.clock.now(),
+        )
         .await?;
     let server_id = ServerId(row.id as u64);
     let submitted = state
@@ -290,9 +315,13 @@ pub struct UpdateServerRequest {
     pub name: Option<String>,
     /// A new RAM tier; only while the server holds no RAM (stopped, sleeping, archived).
     pub ram_mib: Option<u32>,
+    /// A new custom hostname (see `CreateServerRequest.hostname`); `""` removes it.
+    #[schema(example = "mc.example.org")]
+    pub hostname: Option<String>,
 }
 
-/// Rename a server, or change its tier while it is stopped.
+/// Rename a server, set or clear its custom hostname, or change its tier while it is
+/// stopped.
 #[utoipa::path(
     patch, path = "/v1/servers/{id}", tag = "servers",
     security(("bearer" = [])),
@@ -301,7 +330,7 @@ pub struct UpdateServerRequest {
     responses(
         (status = 200, description = "Updated", body = ServerView),
         (status = 404, description = "No such server of yours", body = ErrorBody),
-        (status = 409, description = "Name taken, or tier change while running", body = ErrorBody),
+        (status = 409, description = "Name or hostname taken, or tier change while running", body = ErrorBody),
     )
 )]
 async fn update_server(
@@ -311,6 +340,16 @@ async fn update_server(
     Json(request): Json<UpdateServerRequest>,
 ) -> Result<axum::Json<ServerView>, ApiError> {
     let name = request.name.as_deref().map(check_name).transpose()?;
+    let hostname = match request.hostname.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(hostname) => Some(Some(check_hostname(&state, hostname)?)),
+    };
+    let hostname_change = match &hostname {
+        None => HostnameChange::Keep,
+        Some(None) => HostnameChange::Clear,
+        Some(Some(hostname)) => HostnameChange::Set(hostname),
+    };
     if let Some(ram_mib) = request.ram_mib {
         check_tier(&state, ram_mib)?;
     }
@@ -335,6 +374,7 @@ async fn update_server(
             id,
             name.as_deref(),
             request.ram_mib,
+            hostname_change,
             state.clock.now(),
         )
         .await?;

@@ -30,7 +30,7 @@ pub use nodes::{NodeRecord, NodeRecordState};
 pub use oauth::{OAuthProfile, OAuthSignIn, OAuthState, ResealCounts, SealError};
 pub use outbox::{NewEmail, OutboxRow};
 pub use retention::{Pruned, run_pruner};
-pub use servers::ServerRow;
+pub use servers::{HostnameChange, ServerRow};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -40,6 +40,8 @@ pub enum StoreError {
     EmailTaken,
     #[error("server name already used by this owner")]
     ServerNameTaken,
+    #[error("hostname already claimed by another server")]
+    HostnameTaken,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("database unavailable: {0}")]
@@ -68,6 +70,7 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) => match db.constraint() {
                 Some("users_email_key") => StoreError::EmailTaken,
                 Some("servers_owner_name_key") => StoreError::ServerNameTaken,
+                Some("servers_hostname_key") => StoreError::HostnameTaken,
                 _ => StoreError::Database(error),
             },
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {

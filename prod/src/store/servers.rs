@@ -15,6 +15,17 @@ pub struct ServerRow {
     pub ram_mib: i32,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The server's custom hostname (normalised: lowercase, no trailing dot), if any.
+    pub hostname: Option<String>,
+}
+
+/// What an update does to a server's custom hostname.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostnameChange<'a> {
+    Keep,
+    Clear,
+    /// A normalised hostname.
+    Set(&'a str),
 }
 
 impl Store {
@@ -23,17 +34,19 @@ impl Store {
         owner_id: i64,
         name: &str,
         ram_mib: u32,
+        hostname: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<ServerRow> {
         Ok(sqlx::query_as(
-            "INSERT INTO servers (owner_id, name, ram_mib, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $4)
-             RETURNING id, owner_id, name, ram_mib, created_at_ms, updated_at_ms",
+            "INSERT INTO servers (owner_id, name, ram_mib, created_at_ms, updated_at_ms, hostname)
+             VALUES ($1, $2, $3, $4, $4, $5)
+             RETURNING id, owner_id, name, ram_mib, created_at_ms, updated_at_ms, hostname",
         )
         .bind(owner_id)
         .bind(name)
         .bind(ram_mib as i32)
         .bind(to_db(now))
+        .bind(hostname)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -51,7 +64,7 @@ impl Store {
     /// `NotFound` for deleted servers.
     pub async fn live_server(&self, server_id: i64) -> StoreResult<ServerRow> {
         sqlx::query_as(
-            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms FROM servers
+            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms, hostname FROM servers
              WHERE id = $1 AND deleted_at_ms IS NULL",
         )
         .bind(server_id)
@@ -60,10 +73,21 @@ impl Store {
         .ok_or(StoreError::NotFound("server"))
     }
 
+    /// The live server whose custom hostname is `hostname` (normalised), if any.
+    pub async fn live_server_by_hostname(&self, hostname: &str) -> StoreResult<Option<ServerRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms, hostname FROM servers
+             WHERE hostname = $1 AND deleted_at_ms IS NULL",
+        )
+        .bind(hostname)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// The owner's live server; `NotFound` for other owners' and deleted servers.
     pub async fn server(&self, owner_id: i64, server_id: i64) -> StoreResult<ServerRow> {
         sqlx::query_as(
-            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms FROM servers
+            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms, hostname FROM servers
              WHERE id = $1 AND owner_id = $2 AND deleted_at_ms IS NULL",
         )
         .bind(server_id)
@@ -75,7 +99,7 @@ impl Store {
 
     pub async fn servers_of(&self, owner_id: i64) -> StoreResult<Vec<ServerRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms FROM servers
+            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms, hostname FROM servers
              WHERE owner_id = $1 AND deleted_at_ms IS NULL ORDER BY id",
         )
         .bind(owner_id)
@@ -86,7 +110,7 @@ impl Store {
     /// Every live server (for reconciling with the core at start-up).
     pub async fn all_live_servers(&self) -> StoreResult<Vec<ServerRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms FROM servers
+            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms, hostname FROM servers
              WHERE deleted_at_ms IS NULL ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -99,19 +123,27 @@ impl Store {
         server_id: i64,
         name: Option<&str>,
         ram_mib: Option<u32>,
+        hostname: HostnameChange<'_>,
         now: Timestamp,
     ) -> StoreResult<ServerRow> {
+        let (set_hostname, new_hostname) = match hostname {
+            HostnameChange::Keep => (false, None),
+            HostnameChange::Clear => (true, None),
+            HostnameChange::Set(hostname) => (true, Some(hostname)),
+        };
         sqlx::query_as(
             "UPDATE servers SET name = COALESCE($3, name), ram_mib = COALESCE($4, ram_mib),
-                 updated_at_ms = $5
+                 updated_at_ms = $5, hostname = CASE WHEN $6 THEN $7 ELSE hostname END
              WHERE id = $1 AND owner_id = $2 AND deleted_at_ms IS NULL
-             RETURNING id, owner_id, name, ram_mib, created_at_ms, updated_at_ms",
+             RETURNING id, owner_id, name, ram_mib, created_at_ms, updated_at_ms, hostname",
         )
         .bind(server_id)
         .bind(owner_id)
         .bind(name)
         .bind(ram_mib.map(|mib| mib as i32))
         .bind(to_db(now))
+        .bind(set_hostname)
+        .bind(new_hostname)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound("server"))

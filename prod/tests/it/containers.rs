@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Polls `condition` every 20 ms for up to `timeout_ms`.
-async fn wait_until<F, Fut>(what: &str, timeout_ms: u64, mut condition: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, timeout_ms: u64, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -74,6 +74,10 @@ async fn game_address(app: &TestApp, server_id: i64) -> SocketAddr {
 /// engine's mount point.
 async fn world_file(app: &TestApp, server_id: i64) -> Option<Value> {
     let fleet = app.services.as_ref()?.fleet.clone()?;
+    world_file_on(&fleet, server_id).await
+}
+
+async fn world_file_on(fleet: &payperplay_prod::drivers::NodeFleet, server_id: i64) -> Option<Value> {
     let driver = fleet.driver(&fleet.node_names()[0])?;
     let docker = driver.engine().await.ok()?;
     let volume = docker
@@ -487,7 +491,13 @@ async fn serve_starts_and_answers_while_a_node_engine_is_unreachable(pool: PgPoo
 
 // --- the real binary, killed during a boot ---
 
-async fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Option<(u16, Value)> {
+pub(crate) async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Option<(u16, Value)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let body_text = body.map(Value::to_string).unwrap_or_default();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
@@ -506,7 +516,70 @@ async fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Op
     Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-fn spawn_serve(config_path: &std::path::Path, url: &str, port: u16, secret_key: &str) -> tokio::process::Child {
+/// The database URL of the test's own database (`#[sqlx::test]` made it), for the
+/// real binary.
+pub(crate) async fn database_url(pool: &PgPool) -> (String, String) {
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    (format!("{}/{database}", base.rsplit_once('/').unwrap().0), database)
+}
+
+/// A configuration file for the real binary: the test engine's node and image of
+/// `config`, the test game server booting in `boot_delay_ms` and saving on stop in
+/// `save_delay_ms`, then `extra` TOML.
+pub(crate) fn serve_config_text(
+    config: &payperplay_prod::config::Config,
+    boot_delay_ms: u64,
+    save_delay_ms: u64,
+    extra: &str,
+) -> String {
+    let node = &config.fleet.dedicated_nodes[0];
+    format!(
+        r#"
+[containers]
+platform = "{platform}"
+image = "{image}"
+boot_timeout_ms = 60000
+player_poll_interval_ms = 200
+probe_interval_ms = 200
+reconcile_interval_ms = 500
+unknown_grace_ms = 1000
+stop_timeout_s = 10
+[containers.extra_env]
+TESTGAME_BOOT_DELAY_MS = "{boot_delay_ms}"
+TESTGAME_SAVE_DELAY_MS = "{save_delay_ms}"
+
+[[fleet.dedicated_nodes]]
+name = "{name}"
+capacity_mib = 16384
+is_system = false
+bind_address = "127.0.0.1"
+game_ports = "{first}-{last}"
+rcon_ports_first = {rcon}
+data_path = "/"
+[fleet.dedicated_nodes.engine]
+socket_path = "{socket}"
+{extra}
+"#,
+        platform = config.containers.platform,
+        image = config.containers.image,
+        name = node.name,
+        first = node.game_ports.first,
+        last = node.game_ports.last,
+        rcon = node.rcon_ports_first,
+        socket = local_engine().socket_path,
+    )
+}
+
+pub(crate) fn spawn_serve(
+    config_path: &std::path::Path,
+    url: &str,
+    port: u16,
+    secret_key: &str,
+) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
         .arg("serve")
         .arg("--config")
@@ -542,47 +615,11 @@ async fn serve_killed_during_a_boot_finds_the_server_running_after_restart(pool:
     let fleet = app.services.as_ref().unwrap().fleet.clone().unwrap();
     app.stop().await;
 
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let url = format!("{}/{database}", base.rsplit_once('/').unwrap().0);
+    let (url, database) = database_url(&pool).await;
     let node = &config.fleet.dedicated_nodes[0];
     let secret_key = payperplay_nodes::SecretBox::generate_key_hex().unwrap();
-    let config_text = format!(
-        r#"
-[containers]
-platform = "{platform}"
-image = "{image}"
-boot_timeout_ms = 60000
-player_poll_interval_ms = 200
-probe_interval_ms = 200
-reconcile_interval_ms = 500
-unknown_grace_ms = 1000
-stop_timeout_s = 10
-[containers.extra_env]
-TESTGAME_BOOT_DELAY_MS = "4000"
-
-[[fleet.dedicated_nodes]]
-name = "{name}"
-capacity_mib = 16384
-is_system = false
-bind_address = "127.0.0.1"
-game_ports = "{first}-{last}"
-rcon_ports_first = {rcon}
-data_path = "/"
-[fleet.dedicated_nodes.engine]
-socket_path = "{socket}"
-"#,
-        platform = config.containers.platform,
-        image = config.containers.image,
-        name = node.name,
-        first = node.game_ports.first,
-        last = node.game_ports.last,
-        rcon = node.rcon_ports_first,
-        socket = local_engine().socket_path,
-    );
+    // No player router in this process (it would listen on :25565).
+    let config_text = serve_config_text(&config, 4_000, 0, "[router]\nenabled = false\n");
     let config_path = std::env::temp_dir().join(format!("{database}-serve.toml"));
     std::fs::write(&config_path, config_text).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -637,4 +674,165 @@ socket_path = "{socket}"
     serve.kill().await.unwrap();
     let _ = std::fs::remove_file(&config_path);
     remove_test_containers(&fleet).await;
+}
+
+/// Wall-clock now (the real binary's clock), for an in-process app whose sessions the
+/// binary must still accept.
+fn wall_clock() -> payperplay_prod::clock::ManualClock {
+    #[allow(clippy::disallowed_methods)]
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    payperplay_prod::clock::ManualClock::new(payperplay_core::Timestamp(now_ms))
+}
+
+async fn kill_9(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn serve_killed_during_a_stop_while_the_world_saves_finds_the_server_stopped_and_saved_after_restart(
+    pool: PgPool,
+) {
+    let config = test_config();
+    let drivers = crate::common::real_drivers(&config, &pool);
+    let app = TestApp::start_full(pool.clone(), config.clone(), wall_clock(), drivers).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user("saver@example.com").await;
+    app.credit(&admin, user_id, 100_000_000).await;
+    let id = app.create_server(&token, "slow-saver", 2048).await;
+    let fleet = app.services.as_ref().unwrap().fleet.clone().unwrap();
+    app.stop().await;
+
+    let (url, database) = database_url(&pool).await;
+    let node = &config.fleet.dedicated_nodes[0];
+    let secret_key = payperplay_nodes::SecretBox::generate_key_hex().unwrap();
+    // The save on stop takes 6 s: serve is killed in the middle of it.
+    let config_text = serve_config_text(&config, 200, 6_000, "[router]\nenabled = false\n");
+    let config_path = std::env::temp_dir().join(format!("{database}-serve.toml"));
+    std::fs::write(&config_path, config_text).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = |token: String| async move {
+        http(port, "GET", &format!("/v1/servers/{id}/status"), Some(&token), None)
+            .await
+            .and_then(|(_, body)| body["state"].as_str().map(str::to_string))
+    };
+
+    let mut serve = spawn_serve(&config_path, &url, port, &secret_key);
+    wait_until("serve ready", 30_000, || async {
+        http(port, "GET", "/v1/health/ready", None, None).await.map(|(s, _)| s) == Some(200)
+    })
+    .await;
+    let (status, body) = http(port, "POST", &format!("/v1/servers/{id}/start"), Some(&token), None)
+        .await
+        .expect("answers");
+    assert_eq!(status, 202, "{body}");
+    wait_until("running", 30_000, || async {
+        state(token.clone()).await.as_deref() == Some("running")
+    })
+    .await;
+    let saves_before = world_file_on(&fleet, id).await.expect("the world exists")["save_count"]
+        .as_u64()
+        .unwrap();
+    let (status, body) = http(port, "POST", &format!("/v1/servers/{id}/stop"), Some(&token), None)
+        .await
+        .expect("answers");
+    assert_eq!(status, 202, "{body}");
+    // The container got its stop and is saving (6 s): serve dies now.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(state(token.clone()).await.as_deref(), Some("stopping"));
+    let driver = fleet.driver(&node.name).unwrap();
+    assert!(
+        driver.inspect(id as u64).await.unwrap().is_some(),
+        "the container is still there, saving"
+    );
+    kill_9(&mut serve).await;
+
+    let mut serve = spawn_serve(&config_path, &url, port, &secret_key);
+    wait_until("stopped after the restart", 40_000, || async {
+        state(token.clone()).await.as_deref() == Some("stopped")
+    })
+    .await;
+    // The save finished (nothing lost), and no container is left.
+    let world = world_file_on(&fleet, id).await.expect("the world is in the volume");
+    assert!(world["save_count"].as_u64().unwrap() > saves_before, "{world}");
+    wait_until("no container left", 10_000, || async {
+        driver.list().await.unwrap().is_empty()
+    })
+    .await;
+
+    // And it starts again from that world, once.
+    let (status, body) = http(port, "POST", &format!("/v1/servers/{id}/start"), Some(&token), None)
+        .await
+        .expect("answers");
+    assert_eq!(status, 202, "{body}");
+    wait_until("running again", 30_000, || async {
+        state(token.clone()).await.as_deref() == Some("running")
+    })
+    .await;
+    let containers = driver.list().await.unwrap();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    serve.kill().await.unwrap();
+    let _ = std::fs::remove_file(&config_path);
+    remove_test_containers(&fleet).await;
+}
+
+// --- bad input: a node whose SSH host key is not the pinned one ---
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_whose_host_key_is_not_the_pinned_one_is_not_ready_and_says_why(pool: PgPool) {
+    // A genuine ed25519 key, but not sshd's.
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("other");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key_path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(made.success());
+    let other_key = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
+    let mut engine = ssh_engine(test_ssh_port());
+    engine.ssh.as_mut().unwrap().host_keys = vec![other_key.trim().to_string()];
+    let mut config = test_config();
+    config.fleet.dedicated_nodes = vec![test_node("impostor-check", 16 * 1024, engine)];
+    let app = TestApp::start_with(pool, config).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user("pinned@example.com").await;
+    app.credit(&admin, user_id, 100_000_000).await;
+    let id = app.create_server(&token, "guarded", 2048).await;
+
+    wait_until("the node's reason names it and the host key", 15_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        nodes[0]["engine_ready"] == false
+            && nodes[0]["engine_reason"].as_str().is_some_and(|reason| {
+                reason.contains("impostor-check") && reason.contains("host key") && reason.contains("not a pinned one")
+            })
+    })
+    .await;
+    // Nothing runs there, nothing is lost: the server waits, its start not dropped.
+    let (status, body) = app
+        .call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let state = app.state_of(&token, id).await;
+    assert_ne!(
+        state, "running",
+        "no container can run on a node that fails its host key"
+    );
+    let (status, _) = app.get(&format!("/v1/servers/{id}"), &token).await;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await;
 }

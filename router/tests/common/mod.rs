@@ -1,150 +1,29 @@
 //! Test harness: the router on its own runtime in front of real `payperplay-testgame`
 //! processes, a table [`TestBackend`] standing in for the production runtime, and the
 //! real client libraries (`mcstatus` from `$PAYPERPLAY_PYTHON`, node-minecraft-protocol).
+//! The test game spawner and the node client are the test game's own
+//! (`payperplay_testgame::test_support`).
 
-#![allow(dead_code, reason = "each test file uses a different part of the harness")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test file uses a different part of the harness"
+)]
 #![allow(clippy::disallowed_methods, reason = "tests bound their waits with the wall clock")]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 use payperplay_router::{
     Backend, BackendError, RequestedHost, Route, RouterConfig, RouterHandle, ServerState, WakeOutcome,
 };
 
-/// Generous bound on waits for a process to do something (not a speed goal).
-pub const WAIT: Duration = Duration::from_secs(30);
+pub use payperplay_testgame::test_support::{
+    NodePlayer, TestGame, WAIT, eventually, free_port, python_json, repo_root, testgame_binary,
+};
+
 pub const DOMAIN: &str = "play.test";
-
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// `payperplay-testgame`, built by `cargo test --workspace` (or
-/// `cargo build --release -p payperplay-testgame`) next to this test's own binary;
-/// `PAYPERPLAY_TESTGAME_BIN` overrides.
-pub fn testgame_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PAYPERPLAY_TESTGAME_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let binary = profile_dir.join("payperplay-testgame");
-    assert!(
-        binary.is_file(),
-        "{} is missing: the router's tests run the test game server; build it with \
-         `cargo build --release -p payperplay-testgame` (cargo test --workspace does)",
-        binary.display()
-    );
-    binary
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[derive(Default)]
-struct Log {
-    lines: Mutex<Vec<String>>,
-    changed: Condvar,
-}
-
-/// A running test game server; killed on drop.
-pub struct TestGame {
-    child: Child,
-    pub port: u16,
-    log: Arc<Log>,
-    _data_dir: tempfile::TempDir,
-}
-
-impl TestGame {
-    /// Starts one and waits for its Done line.
-    pub fn start(env: &[(&str, &str)]) -> TestGame {
-        let game = TestGame::spawn(env);
-        assert!(
-            game.wait_for_line("Done (", WAIT),
-            "no Done line; log:\n{}",
-            game.log_text()
-        );
-        game
-    }
-
-    /// Starts one without waiting.
-    pub fn spawn(env: &[(&str, &str)]) -> TestGame {
-        let data_dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut command = Command::new(testgame_binary());
-        command
-            .env_clear()
-            .env("EULA", "TRUE")
-            .env("SERVER_IP", "127.0.0.1")
-            .env("SERVER_PORT", port.to_string())
-            .env("ENABLE_RCON", "false")
-            .env("TESTGAME_DATA_DIR", data_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("start payperplay-testgame");
-        let log = Arc::new(Log::default());
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    log.lines.lock().unwrap().push(line);
-                    log.changed.notify_all();
-                }
-            });
-        }
-        TestGame {
-            child,
-            port,
-            log,
-            _data_dir: data_dir,
-        }
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    pub fn log_text(&self) -> String {
-        self.log.lines.lock().unwrap().join("\n")
-    }
-
-    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> bool {
-        let lines = self.log.lines.lock().unwrap();
-        let (lines, _) = self
-            .log
-            .changed
-            .wait_timeout_while(lines, timeout, |lines| !lines.iter().any(|line| line.contains(needle)))
-            .unwrap();
-        lines.iter().any(|line| line.contains(needle))
-    }
-}
-
-impl Drop for TestGame {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A game server a wake hook starts. The hook lives in the backend, which the hook
 /// itself keeps alive, so the slot is emptied (and the server killed) when this drops.
@@ -338,37 +217,9 @@ impl Drop for RouterUnderTest {
     }
 }
 
-/// The Python with `mcstatus` (the venv of scripts/start-services.sh).
-pub fn python() -> PathBuf {
-    let Some(python) = std::env::var_os("PAYPERPLAY_PYTHON") else {
-        panic!(
-            "PAYPERPLAY_PYTHON is not set: these tests drive the real Python client mcstatus from the venv \
-             that scripts/start-services.sh prepares; run `bash scripts/test.sh` or \
-             `source scripts/start-services.sh` first"
-        );
-    };
-    PathBuf::from(python)
-}
-
 /// Runs `router/tests/py/router_clients.py`: its exit code and JSON answer.
 pub fn mcstatus(args: &[&str]) -> (i32, serde_json::Value) {
-    let script = repo_root().join("router/tests/py/router_clients.py");
-    let output = Command::new(python())
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("run the Python clients");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_ne!(
-        output.status.code(),
-        Some(2),
-        "router_clients.py could not run: {stderr}"
-    );
-    let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
-        panic!("router_clients.py {args:?} printed no JSON ({error}): {stdout}\nstderr: {stderr}")
-    });
-    (output.status.code().unwrap_or(-1), value)
+    python_json("router/tests/py/router_clients.py", args)
 }
 
 /// mcstatus status + ping through the router for `hostname`.
@@ -383,93 +234,4 @@ pub fn legacy(router: &RouterUnderTest, hostname: &str) -> serde_json::Value {
     let (code, value) = mcstatus(&["legacy16", &router.port().to_string(), hostname]);
     assert_eq!(code, 0, "legacy ping of {hostname} failed: {value}");
     value
-}
-
-/// A player logged in with node-minecraft-protocol (`testgame/tests/js/login.js`),
-/// its socket to the router, its handshake naming a hostname.
-pub struct NodePlayer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: Receiver<serde_json::Value>,
-}
-
-impl NodePlayer {
-    pub fn connect(router: &RouterUnderTest, hostname: &str, username: &str) -> NodePlayer {
-        let js_dir = repo_root().join("testgame/tests/js");
-        assert!(
-            js_dir.join("node_modules/minecraft-protocol").is_dir(),
-            "node-minecraft-protocol is not installed in {}: run `npm ci` there (scripts/start-services.sh does)",
-            js_dir.display()
-        );
-        let mut child = Command::new("node")
-            .arg(js_dir.join("login.js"))
-            .args(["127.0.0.1", &router.port().to_string(), username, hostname])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run node (Node.js 20 or later must be installed)");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, events) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if sender.send(event).is_err() {
-                    break;
-                }
-            }
-        });
-        NodePlayer { child, stdin, events }
-    }
-
-    /// The next event named `name`; panics on an earlier end of the client.
-    pub fn expect_event(&self, name: &str) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(event) if event["event"] == name => return event,
-                Ok(event)
-                    if ["error", "ended", "kicked"].contains(&event["event"].as_str().unwrap_or(""))
-                        && name != "ended"
-                        && name != "kicked" =>
-                {
-                    panic!("the node client ended while waiting for {name}: {event}")
-                }
-                Ok(_) => continue,
-                Err(RecvTimeoutError::Timeout) => panic!("no {name} event from the node client"),
-                Err(RecvTimeoutError::Disconnected) => panic!("the node client exited before {name}"),
-            }
-        }
-    }
-
-    /// Leaves and waits for the client to exit.
-    pub fn leave(mut self) -> serde_json::Value {
-        let mut stdin = self.stdin.take().unwrap();
-        stdin.write_all(b"leave\n").unwrap();
-        drop(stdin);
-        let event = self.expect_event("left");
-        assert!(self.child.wait().unwrap().success());
-        event
-    }
-}
-
-impl Drop for NodePlayer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `condition` until it holds or `WAIT` passes.
-pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
