@@ -2,7 +2,7 @@
 //! plus environment overrides. Unknown keys are errors, so a typo does not silently
 //! fall back to a default.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use payperplay_core::CoreConfig;
@@ -44,6 +44,13 @@ pub struct Config {
     /// Dedicated machines added to the fleet on the first start.
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// The servers' containers on the nodes' Docker engines and the observers that
+    /// watch them.
+    #[serde(default)]
+    pub containers: ContainersConfig,
+    /// Keys that seal secrets at rest (RCON passwords).
+    #[serde(default)]
+    pub secrets: SecretsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,11 +211,12 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// The drivers. The Docker, SSH and Hetzner drivers are in-process fakes for now.
+/// The drivers. Containers are real (`[containers]`, the nodes' `engine`); the
+/// cloud provider is an in-process fake for now.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriversConfig {
-    /// Delay the fake container driver waits before reporting `ServerBooted`.
+    /// Read for older files and ignored: containers run on real engines now.
     pub fake_boot_ms: u64,
     /// Delay the fake cloud provider waits before a VM is ready.
     pub fake_provision_ms: u64,
@@ -238,6 +246,178 @@ pub struct DedicatedNodeConfig {
     pub monthly_cost_micros: u64,
     /// Whether this machine also runs the platform (gets a larger reserve).
     pub is_system: bool,
+    /// How to reach the node's Docker engine. A node without one takes no containers
+    /// (a start placed on it fails, naming the node).
+    #[serde(default)]
+    pub engine: Option<EngineConfig>,
+    /// The address game servers bind on the node, where status pings reach them.
+    #[serde(default = "default_bind_address")]
+    pub bind_address: IpAddr,
+    /// Game ports handed out on this node, as "first-last".
+    #[serde(default = "default_game_ports")]
+    pub game_ports: PortRange,
+    /// The RCON port of game port `p` is `p - first game port + rcon_ports_first`.
+    #[serde(default = "default_rcon_ports_first")]
+    pub rcon_ports_first: u16,
+    /// A path on the node on the engine's file system (for the free-disk check).
+    #[serde(default = "default_data_path")]
+    pub data_path: String,
+}
+
+fn default_bind_address() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+fn default_game_ports() -> PortRange {
+    PortRange {
+        first: 25565,
+        last: 25664,
+    }
+}
+
+fn default_rcon_ports_first() -> u16 {
+    35565
+}
+
+fn default_data_path() -> String {
+    "/var/lib/docker".to_string()
+}
+
+/// A port range written "first-last" (both included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "port range {text:?}: expected \"first-last\", e.g. \"25565-25664\""
+            ))
+        };
+        let (first, last) = text.split_once('-').ok_or_else(bad)?;
+        let first: u16 = first.trim().parse().map_err(|_| bad())?;
+        let last: u16 = last.trim().parse().map_err(|_| bad())?;
+        if first > last {
+            return Err(bad());
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+/// A node's Docker engine: its unix socket on this machine, or the node's socket
+/// through SSH.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// The engine's unix socket (on the node, when `ssh` is set).
+    #[serde(default = "default_engine_socket")]
+    pub socket_path: String,
+    #[serde(default)]
+    pub ssh: Option<SshNodeConfig>,
+}
+
+fn default_engine_socket() -> String {
+    "/var/run/docker.sock".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshNodeConfig {
+    pub host: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    #[serde(default = "default_ssh_user")]
+    pub user: String,
+    /// The platform's private key (OpenSSH format).
+    pub key_file: String,
+    /// The node's pinned host keys (`ssh-ed25519 AAAA...`).
+    #[serde(default)]
+    pub host_keys: Vec<String>,
+    /// With no pinned key: accept the first key seen (for this process only).
+    #[serde(default)]
+    pub learn_host_key_on_first_use: bool,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+fn default_ssh_user() -> String {
+    "root".to_string()
+}
+
+/// The servers' containers and their observers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainersConfig {
+    /// The platform label's value: reconciliation only touches containers with it.
+    pub platform: String,
+    /// Image of every server (production: the itzg Minecraft image; tests: the test image).
+    pub image: String,
+    /// Server software (`TYPE`): vanilla, paper, purpur, fabric, forge.
+    pub software: payperplay_nodes::ServerSoftware,
+    /// Minecraft version (`VERSION`).
+    pub version: String,
+    pub motd: String,
+    pub max_players: u32,
+    /// Extra environment for every container (tests: `TESTGAME_BOOT_DELAY_MS`).
+    pub extra_env: std::collections::BTreeMap<String, String>,
+    /// A started container whose game port does not answer a status ping within this
+    /// bound is killed and reported exited (the core then tries the start again).
+    pub boot_timeout_ms: u64,
+    /// How often running servers' player counts are read by status ping.
+    pub player_poll_interval_ms: u64,
+    /// How often each node's engine is probed.
+    pub probe_interval_ms: u64,
+    /// Consecutive failed probes after which a node is reported lost.
+    pub probe_misses_max: u32,
+    /// How often containers are listed by label and compared with the core.
+    pub reconcile_interval_ms: u64,
+    /// A container the core does not know is stopped and removed after this long.
+    pub unknown_grace_ms: u64,
+    /// Seconds the engine gives a stopping server before SIGKILL (above a world save).
+    pub stop_timeout_s: u32,
+}
+
+impl Default for ContainersConfig {
+    fn default() -> Self {
+        ContainersConfig {
+            platform: "payperplay".to_string(),
+            image: payperplay_nodes::spec::ITZG_IMAGE.to_string(),
+            software: payperplay_nodes::ServerSoftware::Vanilla,
+            version: "LATEST".to_string(),
+            motd: "A PayPerPlay server".to_string(),
+            max_players: 20,
+            extra_env: std::collections::BTreeMap::new(),
+            boot_timeout_ms: 300_000,
+            player_poll_interval_ms: 10_000,
+            probe_interval_ms: 5_000,
+            probe_misses_max: 3,
+            reconcile_interval_ms: 60_000,
+            unknown_grace_ms: 120_000,
+            stop_timeout_s: payperplay_nodes::driver::STOP_TIMEOUT_S_DEFAULT,
+        }
+    }
+}
+
+/// Keys that seal secrets at rest (AES-256-GCM). Prefer the environment:
+/// `PAYPERPLAY_SECRET_KEY` = `ID:HEX[,ID:HEX...]` (64 hex digits each; the first
+/// seals new values, the others only open old ones). Never printed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    pub keys: Vec<SecretKeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyConfig {
+    pub id: u32,
+    pub key_hex: SecretString,
 }
 
 impl Config {
@@ -305,6 +485,24 @@ impl Config {
         if let Some(from) = lookup("PAYPERPLAY_SMTP_FROM") {
             self.smtp.from = from;
         }
+        if let Some(keys) = lookup("PAYPERPLAY_SECRET_KEY") {
+            let mut parsed = Vec::new();
+            for part in keys.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+                let (id, key_hex) = part.split_once(':').ok_or_else(|| ConfigError::Env {
+                    name: "PAYPERPLAY_SECRET_KEY",
+                    message: "expected ID:HEX[,ID:HEX...]".to_string(),
+                })?;
+                let id = id.parse().map_err(|_| ConfigError::Env {
+                    name: "PAYPERPLAY_SECRET_KEY",
+                    message: "a key id is not a number".to_string(),
+                })?;
+                parsed.push(SecretKeyConfig {
+                    id,
+                    key_hex: SecretString::from(key_hex.to_string()),
+                });
+            }
+            self.secrets.keys = parsed;
+        }
         if let Some(emails) = lookup("PAYPERPLAY_ADMIN_EMAILS") {
             self.auth.admin_emails = emails
                 .split(',')
@@ -347,6 +545,18 @@ impl Config {
                     node.name
                 )));
             }
+        }
+        let containers = &self.containers;
+        if containers.player_poll_interval_ms == 0
+            || containers.probe_interval_ms == 0
+            || containers.reconcile_interval_ms == 0
+            || containers.probe_misses_max == 0
+        {
+            return Err(ConfigError::Invalid(
+                "containers: player_poll_interval_ms, probe_interval_ms, reconcile_interval_ms and \
+                 probe_misses_max must be at least 1"
+                    .to_string(),
+            ));
         }
         Ok(())
     }

@@ -5,8 +5,10 @@
 //! - [`store`]: Postgres (sqlx); every query of the shell lives there.
 //! - [`api`]: the REST API under /v1 (axum + utoipa).
 //! - [`email`]: the mail outbox and the SMTP mailer (lettre).
-//! - [`drivers`]: the driver traits (`CloudProvider`, `ContainerDriver`) and
-//!   in-process fakes (Docker, SSH and Hetzner come later).
+//! - [`drivers`]: the driver traits (`CloudProvider`, `ContainerDriver`), the real
+//!   container driver (Docker engines, locally or over SSH) and the cloud fake.
+//! - [`observers`]: a task per node telling the core what happens there (readiness,
+//!   players, exits, node health, reconciliation).
 //! - [`supervise`]: restarts background tasks that panic or fail.
 //! - [`trace_export`]: the input journal as a workload trace the simulator replays.
 
@@ -17,6 +19,7 @@ pub mod config;
 pub mod drivers;
 pub mod email;
 pub mod error;
+pub mod observers;
 pub mod runtime;
 pub mod store;
 pub mod supervise;
@@ -30,7 +33,8 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::drivers::{Drivers, FakeCloud, FakeContainers};
+use crate::drivers::docker::{DockerContainers, FleetError, NodeFleet, secret_box};
+use crate::drivers::{Drivers, FakeCloud};
 use crate::email::Mailer;
 use crate::runtime::{Runtime, RuntimeDeps, RuntimeHandle};
 use crate::store::{Store, StoreError};
@@ -41,6 +45,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Mail(#[from] email::MailError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
 }
 
 /// The background half of the shell: the runtime owning the core and the mailer,
@@ -48,6 +54,8 @@ pub enum StartError {
 /// built on `handle` never sees a half-recovered core.
 pub struct Services {
     pub handle: RuntimeHandle,
+    /// The nodes' engines (their status for the admin view), when containers are real.
+    pub fleet: Option<Arc<NodeFleet>>,
     pub mail_wakeup: Arc<Notify>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -63,6 +71,7 @@ impl Services {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mail_wakeup = Arc::new(Notify::new());
         let (handle, inbox) = runtime::channel(config.runtime.input_queue_len_max);
+        let fleet = drivers.fleet.clone();
         let deps = RuntimeDeps {
             store: store.clone(),
             clock: clock.clone(),
@@ -103,6 +112,9 @@ impl Services {
                 }
             },
         )));
+        if let Some(fleet) = &fleet {
+            tasks.extend(observers::spawn(fleet.clone(), handle.clone(), shutdown_rx.clone()));
+        }
         let mailer_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(supervise::supervise("mailer", shutdown_rx, move || {
             let mailer = mailer.clone();
@@ -111,6 +123,7 @@ impl Services {
         })));
         Ok(Services {
             handle,
+            fleet,
             mail_wakeup,
             shutdown,
             tasks,
@@ -128,10 +141,18 @@ impl Services {
     }
 }
 
-/// The default drivers for now: in-process fakes.
-pub fn fake_drivers(config: &Config) -> Drivers {
-    Drivers {
+/// The drivers `serve` uses: containers on the configured nodes' Docker engines (a
+/// node without an `engine` takes none), the cloud fake until the Hetzner driver.
+/// Nothing is connected here: an engine that does not answer shows as not ready.
+pub fn drivers_from_config(config: &Config, store: Store) -> Result<Drivers, StartError> {
+    let fleet = Arc::new(NodeFleet::from_config(
+        &config.containers,
+        &config.fleet.dedicated_nodes,
+    ));
+    let secrets = secret_box(&config.secrets)?;
+    Ok(Drivers {
         cloud: Arc::new(FakeCloud::new(config.drivers.fake_provision_ms)),
-        containers: Arc::new(FakeContainers::new(config.drivers.fake_boot_ms)),
-    }
+        containers: Arc::new(DockerContainers::new(fleet.clone(), store, secrets)),
+        fleet: Some(fleet),
+    })
 }

@@ -11,7 +11,7 @@ use payperplay_prod::clock::{Clock, SystemClock};
 use payperplay_prod::config::Config;
 use payperplay_prod::store::{self, Store};
 use payperplay_prod::trace_export::TraceExport;
-use payperplay_prod::{Services, fake_drivers, telemetry};
+use payperplay_prod::{Services, drivers_from_config, telemetry};
 use secrecy::ExposeSecret;
 
 #[derive(Parser)]
@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             Command::ExportJournal => export_journal(&config).await,
             Command::ExportTrace => export_trace(&config).await,
             Command::CheckConfig => {
+                // Secrets are SecretString: their Debug output is redacted.
                 println!("{config:#?}");
                 Ok(())
             }
@@ -136,16 +137,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = connect(&config).await?;
     store.check_migrated().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let services = Services::start(&config, store.clone(), clock.clone(), fake_drivers(&config))
+    let drivers = drivers_from_config(&config, store.clone()).context("setting up the drivers")?;
+    let services = Services::start(&config, store.clone(), clock.clone(), drivers)
         .await
         .context("starting the runtime")?;
-    let state = AppState::new(
+    let mut state = AppState::new(
         &config,
         store,
         services.handle.clone(),
         clock,
         services.mail_wakeup.clone(),
     );
+    if let Some(fleet) = &services.fleet {
+        state = state.with_fleet(fleet.clone());
+    }
     let app = api::app(state, config.http.body_limit_bytes);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

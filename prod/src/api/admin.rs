@@ -144,6 +144,11 @@ pub struct NodeView {
     pub allocated_mib: u32,
     pub n_servers: u32,
     pub created_at_ms: u64,
+    /// Whether the node's container engine answered its last health probe (absent for
+    /// a node without an engine configured).
+    pub engine_ready: Option<bool>,
+    /// Why the engine is not ready (the probe's error, naming node and cause).
+    pub engine_reason: Option<String>,
 }
 
 /// The fleet's nodes as the scheduler sees them.
@@ -173,11 +178,23 @@ async fn list_nodes(State(state): State<AppState>, _admin: Admin) -> Result<axum
                         allocated_mib: node.allocated_mib,
                         n_servers: node.n_servers,
                         created_at_ms: node.created_at.0,
+                        engine_ready: None,
+                        engine_reason: None,
                     })
                 })
                 .collect::<Vec<_>>()
         })
         .await?;
+    let mut nodes = nodes;
+    if let Some(fleet) = &state.fleet {
+        let statuses = fleet.statuses();
+        for node in &mut nodes {
+            if let Some(status) = statuses.get(&node.name) {
+                node.engine_ready = Some(status.ready);
+                node.engine_reason = status.reason.clone();
+            }
+        }
+    }
     Ok(axum::Json(nodes))
 }
 

@@ -42,6 +42,8 @@ pub struct AppState {
     pub mail_wakeup: Arc<tokio::sync::Notify>,
     pub scaling_config: Arc<serde_json::Value>,
     pub principals: Arc<crate::auth::PrincipalCache>,
+    /// The nodes' engines (status in the admin nodes view), when containers are real.
+    pub fleet: Option<Arc<crate::drivers::NodeFleet>>,
 }
 
 pub struct RateLimits {
@@ -60,6 +62,12 @@ impl RateLimits {
 }
 
 impl AppState {
+    /// Shows the nodes' engine status in the admin nodes view.
+    pub fn with_fleet(mut self, fleet: Arc<crate::drivers::NodeFleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
     pub fn new(
         config: &Config,
         store: Store,
@@ -77,6 +85,7 @@ impl AppState {
             limits: Arc::new(RateLimits::new(&config.auth)),
             mail_wakeup,
             principals: Arc::new(crate::auth::PrincipalCache::default()),
+            fleet: None,
             scaling_config: Arc::new(serde_json::json!({
                 "policy": config.core.policy,
                 "catalog": config.core.catalog,

@@ -1,10 +1,12 @@
 //! Driver traits: how the runtime's executor carries out the core's commands against
 //! the world. [`CloudProvider`] orders and deletes VMs, [`ContainerDriver`] runs
-//! servers' containers on nodes. The real Docker, SSH and Hetzner drivers come later;
-//! [`fake`] holds in-process fakes with the same shape. Every driver call is
-//! idempotent by the command's id (the real ones key on deterministic names and
-//! labels), because a command may be carried out again after a restart.
+//! servers' containers on nodes. [`docker`] is the real container driver (Docker
+//! engines reached locally or over SSH, through `payperplay_nodes`); [`fake`] holds
+//! the in-process cloud fake until the Hetzner driver replaces it. Every driver call
+//! is idempotent by the command's id (deterministic names and labels), because a
+//! command may be carried out again after a restart.
 
+pub mod docker;
 pub mod fake;
 
 use std::future::Future;
@@ -13,7 +15,8 @@ use std::sync::Arc;
 
 use payperplay_core::{Catalog, CommandId, Input, LocationIdx, NodeId, ServerId, VmTypeIdx};
 
-pub use fake::{FakeCloud, FakeContainers};
+pub use docker::{DockerContainers, EngineStatus, NodeFleet};
+pub use fake::FakeCloud;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -63,7 +66,15 @@ pub trait CloudProvider: Send + Sync + 'static {
     fn delete_node(&self, command_id: CommandId, node_id: NodeId) -> BoxFuture<'_, Result<(), DriverError>>;
 }
 
-/// What a container engine on a node must be able to do (Docker over SSH later).
+/// A node as a command names it: the core's id and the name the fleet knows it by
+/// (the runtime resolves the name from the core when it dispatches the command).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRef {
+    pub id: NodeId,
+    pub name: String,
+}
+
+/// What a container engine on a node must be able to do.
 pub trait ContainerDriver: Send + Sync + 'static {
     /// Starts the server's container; returns once it runs. Reports
     /// `Input::ServerBooted` through `sink` when Minecraft accepts players.
@@ -71,7 +82,7 @@ pub trait ContainerDriver: Send + Sync + 'static {
         &self,
         command_id: CommandId,
         server_id: ServerId,
-        node_id: NodeId,
+        node: NodeRef,
         ram_mib: u32,
         restore_world: bool,
         sink: ObservationSink,
@@ -82,7 +93,7 @@ pub trait ContainerDriver: Send + Sync + 'static {
         &self,
         command_id: CommandId,
         server_id: ServerId,
-        node_id: NodeId,
+        node: NodeRef,
     ) -> BoxFuture<'_, Result<(), DriverError>>;
 
     fn archive_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
@@ -94,6 +105,9 @@ pub trait ContainerDriver: Send + Sync + 'static {
 pub struct Drivers {
     pub cloud: Arc<dyn CloudProvider>,
     pub containers: Arc<dyn ContainerDriver>,
+    /// The nodes' engines, when containers run on real ones: `Services` starts an
+    /// observer per node (readiness, players, exits, health, reconciliation).
+    pub fleet: Option<Arc<NodeFleet>>,
 }
 
 /// The name of a VM type of the catalog by its index (the core calls VM types

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use payperplay_core::{Command, CommandId, CommandKind, Email, FailureKind, Input, UserId};
+use payperplay_core::{Command, CommandId, CommandKind, Email, FailureKind, Input, NodeId, UserId};
 
 use super::RuntimeDeps;
-use crate::drivers::{DriverError, ObservationSink, cloud_node_name, location_name, vm_type_name};
+use crate::drivers::{DriverError, NodeRef, ObservationSink, cloud_node_name, location_name, vm_type_name};
 use crate::email;
 use crate::store::{NewEmail, StoreError};
 
@@ -19,6 +19,8 @@ pub(super) struct Executor {
     pub(super) deps: RuntimeDeps,
     pub(super) sink: ObservationSink,
     pub(super) catalog: payperplay_core::Catalog,
+    /// The name of a container command's node, resolved from the core at dispatch.
+    pub(super) node_name: Option<String>,
 }
 
 impl Executor {
@@ -116,7 +118,7 @@ impl Executor {
                     .start_container(
                         command.id,
                         *server_id,
-                        *node_id,
+                        self.node_ref(*node_id)?,
                         *ram_mib,
                         *restore_world,
                         self.sink.clone(),
@@ -126,7 +128,7 @@ impl Executor {
             CommandKind::StopContainer { server_id, node_id, .. } => {
                 drivers
                     .containers
-                    .stop_container(command.id, *server_id, *node_id)
+                    .stop_container(command.id, *server_id, self.node_ref(*node_id)?)
                     .await
             }
             CommandKind::ArchiveWorld { server_id } => drivers.containers.archive_world(command.id, *server_id).await,
@@ -145,6 +147,14 @@ impl Executor {
             }
             CommandKind::SendEmail { user_id, email } => self.queue_mail(command.id, *user_id, email).await,
         }
+    }
+
+    fn node_ref(&self, node_id: NodeId) -> Result<NodeRef, DriverError> {
+        let name = self
+            .node_name
+            .clone()
+            .ok_or_else(|| DriverError::Permanent(format!("node {node_id} is not known to the core")))?;
+        Ok(NodeRef { id: node_id, name })
     }
 
     async fn queue_mail(&self, command_id: CommandId, user_id: UserId, mail: &Email) -> Result<(), DriverError> {

@@ -145,10 +145,18 @@ impl Runtime {
 
     pub(super) fn dispatch(&self, command: Command) {
         metrics::counter!("payperplay_commands_total", "kind" => command.kind.name()).increment(1);
+        // Container commands name their node by id; drivers know nodes by name.
+        let node_name = match &command.kind {
+            CommandKind::StartContainer { node_id, .. } | CommandKind::StopContainer { node_id, .. } => {
+                node_record(&self.core, *node_id).map(|record| record.name)
+            }
+            _ => None,
+        };
         let executor = Executor {
             deps: self.deps.clone(),
             sink: self.handle.observation_sink(),
             catalog: self.core.config().catalog.clone(),
+            node_name,
         };
         tokio::spawn(executor.run(command));
     }

@@ -120,3 +120,34 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The server's sealed RCON password, `None` before its first start.
+    pub async fn rcon_password_sealed(&self, server_id: i64) -> StoreResult<Option<String>> {
+        let row: Option<(Option<String>,)> = sqlx::query_as("SELECT rcon_password_sealed FROM servers WHERE id = $1")
+            .bind(server_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some((sealed,)) => Ok(sealed),
+            None => Err(StoreError::NotFound("server")),
+        }
+    }
+
+    /// Stores `sealed` unless the server already has a password; returns the one that
+    /// stays (two concurrent first starts agree on one password).
+    pub async fn set_rcon_password_sealed_once(&self, server_id: i64, sealed: &str) -> StoreResult<String> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "UPDATE servers SET rcon_password_sealed = COALESCE(rcon_password_sealed, $2)
+             WHERE id = $1 RETURNING rcon_password_sealed",
+        )
+        .bind(server_id)
+        .bind(sealed)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some((Some(stored),)) => Ok(stored),
+            _ => Err(StoreError::NotFound("server")),
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The real container driver: servers' containers on the nodes' Docker engines,
+//! reached through their local unix socket or through SSH (`payperplay_nodes`).
+//!
+//! [`NodeFleet`] holds one `NodeDriver` per configured node, what the observers last
+//! learned of each engine ([`EngineStatus`], shown in the admin nodes view) and the
+//! container each server currently runs in (so an exit is reported once, and only for
+//! the container the core is waiting on). [`DockerContainers`] carries out the core's
+//! container commands; the RCON password of a server is made at its first start and
+//! kept sealed in the store (`SecretBox`). Node errors keep their kind: transient and
+//! unreachable ones are retried by the executor, permanent ones are not.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use payperplay_core::{CommandId, Input, NodeId, ServerId};
+use payperplay_nodes::{
+    EngineEndpoint, FailureKind, NodeConfig, NodeDriver, NodeError, SecretBox, ServerSpec, SshConfig, SshConnection,
+    generate_rcon_password,
+};
+
+use super::{BoxFuture, ContainerDriver, DriverError, NodeRef, ObservationSink};
+use crate::config::{ContainersConfig, DedicatedNodeConfig, SecretsConfig};
+use crate::store::Store;
+
+/// Pause between status pings while a server boots.
+pub const READY_POLL_INTERVAL_MS: u64 = 100;
+
+/// What the observers last learned of a node's engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineStatus {
+    /// The last probe answered (engine ping, version, free disk).
+    pub ready: bool,
+    /// Why it is not ready (the probe's error, naming node and cause).
+    pub reason: Option<String>,
+    pub engine_version: Option<String>,
+    pub disk_free_mib: Option<u64>,
+}
+
+/// The container a server runs in now, as this process started or adopted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedContainer {
+    pub node: String,
+    pub container_id: String,
+    /// Where its game port answers status pings.
+    pub game_address: SocketAddr,
+}
+
+/// The nodes' engines and what is known of the containers on them.
+pub struct NodeFleet {
+    pub config: ContainersConfig,
+    drivers: BTreeMap<String, Arc<NodeDriver>>,
+    status: Mutex<BTreeMap<String, EngineStatus>>,
+    tracked: Mutex<BTreeMap<ServerId, TrackedContainer>>,
+    /// Servers whose readiness is being watched (one watch per server).
+    watching: Mutex<BTreeSet<ServerId>>,
+}
+
+impl std::fmt::Debug for NodeFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeFleet")
+            .field("nodes", &self.drivers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("node {node}: cannot resolve SSH host {host}:{port}: {cause}")]
+    Resolve {
+        node: String,
+        host: String,
+        port: u16,
+        cause: String,
+    },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Ssh(#[from] payperplay_nodes::SshError),
+    #[error("secret keys: {0}")]
+    Secrets(#[from] payperplay_nodes::SecretError),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().expect("fleet state lock not poisoned")
+}
+
+impl NodeFleet {
+    /// A driver per configured node that has an `engine`. A node whose engine cannot be
+    /// set up (unreadable SSH key, bad host key) is kept out, with the reason as its
+    /// status: `serve` still starts.
+    pub fn from_config(config: &ContainersConfig, nodes: &[DedicatedNodeConfig]) -> NodeFleet {
+        let mut drivers = BTreeMap::new();
+        let mut status = BTreeMap::new();
+        for node in nodes {
+            let Some(engine) = &node.engine else { continue };
+            match node_driver(config, node, engine) {
+                Ok(driver) => {
+                    drivers.insert(node.name.clone(), Arc::new(driver));
+                    status.insert(
+                        node.name.clone(),
+                        EngineStatus {
+                            ready: false,
+                            reason: Some("not probed yet".to_string()),
+                            engine_version: None,
+                            disk_free_mib: None,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(node = %node.name, %error, "node engine not usable");
+                    status.insert(
+                        node.name.clone(),
+                        EngineStatus {
+                            ready: false,
+                            reason: Some(error.to_string()),
+                            engine_version: None,
+                            disk_free_mib: None,
+                        },
+                    );
+                }
+            }
+        }
+        NodeFleet {
+            config: config.clone(),
+            drivers,
+            status: Mutex::new(status),
+            tracked: Mutex::new(BTreeMap::new()),
+            watching: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Names of the nodes with a usable engine driver, in name order.
+    pub fn node_names(&self) -> Vec<String> {
+        self.drivers.keys().cloned().collect()
+    }
+
+    pub fn driver(&self, node: &str) -> Option<Arc<NodeDriver>> {
+        self.drivers.get(node).cloned()
+    }
+
+    fn driver_or_error(&self, node: &str) -> Result<Arc<NodeDriver>, DriverError> {
+        self.driver(node).ok_or_else(|| {
+            DriverError::Permanent(format!(
+                "node {node} has no usable container engine ({})",
+                self.status(node)
+                    .and_then(|status| status.reason)
+                    .unwrap_or_else(|| "no `engine` configured".to_string())
+            ))
+        })
+    }
+
+    /// The engine status of every node with an `engine` configured.
+    pub fn statuses(&self) -> BTreeMap<String, EngineStatus> {
+        lock(&self.status).clone()
+    }
+
+    pub fn status(&self, node: &str) -> Option<EngineStatus> {
+        lock(&self.status).get(node).cloned()
+    }
+
+    pub fn set_status(&self, node: &str, status: EngineStatus) {
+        lock(&self.status).insert(node.to_string(), status);
+    }
+
+    pub fn tracked(&self, server_id: ServerId) -> Option<TrackedContainer> {
+        lock(&self.tracked).get(&server_id).cloned()
+    }
+
+    /// Servers tracked on `node`, in id order.
+    pub fn tracked_on(&self, node: &str) -> Vec<(ServerId, TrackedContainer)> {
+        lock(&self.tracked)
+            .iter()
+            .filter(|(_, tracked)| tracked.node == node)
+            .map(|(server_id, tracked)| (*server_id, tracked.clone()))
+            .collect()
+    }
+
+    pub fn track(&self, server_id: ServerId, container: TrackedContainer) {
+        lock(&self.tracked).insert(server_id, container);
+    }
+
+    /// Forgets the server's container if it is `container_id` (or any, with `None`);
+    /// true when it was tracked. Whoever gets `true` reports the exit: once.
+    pub fn untrack(&self, server_id: ServerId, container_id: Option<&str>) -> bool {
+        let mut tracked = lock(&self.tracked);
+        match tracked.get(&server_id) {
+            Some(found) if container_id.is_none_or(|id| id == found.container_id) => {
+                tracked.remove(&server_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Watches a started container until its game port answers a status ping
+    /// (`ServerBooted`), or kills it after `boot_timeout_ms` and reports it exited (the
+    /// core then starts the server again). Ends quietly when the container stops being
+    /// the server's tracked one (it exited, or a stop began). One watch per server.
+    pub fn watch_readiness(self: &Arc<Self>, server_id: ServerId, sink: ObservationSink) {
+        let Some(container) = self.tracked(server_id) else {
+            return;
+        };
+        if !lock(&self.watching).insert(server_id) {
+            return;
+        }
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let started = crate::clock::Stopwatch::start();
+            let boot_timeout = Duration::from_millis(fleet.config.boot_timeout_ms);
+            loop {
+                if fleet.tracked(server_id).as_ref() != Some(&container) {
+                    break;
+                }
+                if payperplay_nodes::ready::status(container.game_address).await.is_ok() {
+                    metrics::histogram!("payperplay_container_boot_seconds").record(started.elapsed().as_secs_f64());
+                    sink.observe(Input::ServerBooted { server_id }).await;
+                    break;
+                }
+                if started.elapsed() >= boot_timeout {
+                    tracing::warn!(server = %server_id, node = %container.node, timeout_ms = fleet.config.boot_timeout_ms,
+                        "server did not answer a status ping in time: killing its container");
+                    if let Some(driver) = fleet.driver(&container.node)
+                        && let Err(error) = driver.kill(server_id.0).await
+                    {
+                        tracing::warn!(server = %server_id, %error, "kill after a boot timeout failed");
+                    }
+                    if fleet.untrack(server_id, Some(&container.container_id)) {
+                        sink.observe(Input::ContainerExited { server_id }).await;
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(READY_POLL_INTERVAL_MS)).await;
+            }
+            lock(&fleet.watching).remove(&server_id);
+        });
+    }
+}
+
+fn node_driver(
+    config: &ContainersConfig,
+    node: &DedicatedNodeConfig,
+    engine: &crate::config::EngineConfig,
+) -> Result<NodeDriver, FleetError> {
+    let endpoint = match &engine.ssh {
+        None => EngineEndpoint::Local {
+            socket_path: engine.socket_path.clone(),
+        },
+        Some(ssh) => {
+            let addr = (ssh.host.as_str(), ssh.port)
+                .to_socket_addrs()
+                .map_err(|error| error.to_string())
+                .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()))
+                .map_err(|cause| FleetError::Resolve {
+                    node: node.name.clone(),
+                    host: ssh.host.clone(),
+                    port: ssh.port,
+                    cause,
+                })?;
+            let connection = SshConnection::new(SshConfig {
+                node: node.name.clone(),
+                addr,
+                user: ssh.user.clone(),
+                key_path: PathBuf::from(&ssh.key_file),
+                known_host_keys: ssh.host_keys.clone(),
+                learn_host_key_on_first_use: ssh.learn_host_key_on_first_use,
+            })?;
+            EngineEndpoint::Ssh {
+                ssh: Arc::new(connection),
+                socket_path: engine.socket_path.clone(),
+            }
+        }
+    };
+    Ok(NodeDriver::new(NodeConfig {
+        name: node.name.clone(),
+        endpoint,
+        bind_address: node.bind_address,
+        game_ports: node.game_ports.first..=node.game_ports.last,
+        rcon_ports_first: node.rcon_ports_first,
+        platform: config.platform.clone(),
+        data_path: node.data_path.clone(),
+        stop_timeout_s: config.stop_timeout_s,
+        stop_attempts: payperplay_nodes::driver::STOP_ATTEMPTS_DEFAULT,
+    })?)
+}
+
+/// The `SecretBox` of the configured keys (the first seals); `None` without keys.
+pub fn secret_box(secrets: &SecretsConfig) -> Result<Option<SecretBox>, FleetError> {
+    use secrecy::ExposeSecret;
+    let Some(current) = secrets.keys.first() else {
+        return Ok(None);
+    };
+    let keys: Vec<(u32, &str)> = secrets
+        .keys
+        .iter()
+        .map(|key| (key.id, key.key_hex.expose_secret()))
+        .collect();
+    Ok(Some(SecretBox::from_hex_keys(current.id, keys)?))
+}
+
+/// A node error as the executor needs it: transient and unreachable are retried.
+pub fn driver_error(error: NodeError) -> DriverError {
+    match error.kind() {
+        FailureKind::Transient | FailureKind::NodeUnreachable => DriverError::Transient(error.to_string()),
+        FailureKind::Permanent => DriverError::Permanent(error.to_string()),
+    }
+}
+
+/// Runs servers' containers on the fleet's engines.
+pub struct DockerContainers {
+    fleet: Arc<NodeFleet>,
+    store: Store,
+    secrets: Option<SecretBox>,
+}
+
+impl DockerContainers {
+    pub fn new(fleet: Arc<NodeFleet>, store: Store, secrets: Option<SecretBox>) -> DockerContainers {
+        DockerContainers { fleet, store, secrets }
+    }
+
+    /// The server's RCON password: made and sealed at its first start, opened after.
+    async fn rcon_password(&self, server_id: ServerId) -> Result<secrecy::SecretString, DriverError> {
+        let secrets = self.secrets.as_ref().ok_or_else(|| {
+            DriverError::Permanent(
+                "no secret key configured to seal RCON passwords (set PAYPERPLAY_SECRET_KEY)".to_string(),
+            )
+        })?;
+        let row_id = server_id.0 as i64;
+        let store_error = |error: crate::store::StoreError| DriverError::Transient(error.to_string());
+        let sealed = match self.store.rcon_password_sealed(row_id).await.map_err(store_error)? {
+            Some(sealed) => sealed,
+            None => {
+                let password = generate_rcon_password().map_err(|error| DriverError::Transient(error.to_string()))?;
+                let sealed = secrets
+                    .encrypt(row_id, &password)
+                    .map_err(|error| DriverError::Transient(error.to_string()))?;
+                self.store
+                    .set_rcon_password_sealed_once(row_id, &sealed)
+                    .await
+                    .map_err(store_error)?
+            }
+        };
+        secrets.decrypt(row_id, &sealed).map_err(|error| {
+            DriverError::Permanent(format!("server {server_id}: RCON password cannot be opened: {error}"))
+        })
+    }
+}
+
+impl ContainerDriver for DockerContainers {
+    fn start_container(
+        &self,
+        command_id: CommandId,
+        server_id: ServerId,
+        node: NodeRef,
+        ram_mib: u32,
+        restore_world: bool,
+        sink: ObservationSink,
+    ) -> BoxFuture<'_, Result<(), DriverError>> {
+        Box::pin(async move {
+            let driver = self.fleet.driver_or_error(&node.name)?;
+            if restore_world {
+                // No object storage yet: an "archived" world stays in its volume on the node.
+                tracing::info!(server = %server_id, node = %node.name, "world kept in its volume; nothing to restore");
+            }
+            let config = &self.fleet.config;
+            let spec = ServerSpec {
+                server_id: server_id.0,
+                command_id: command_id.0,
+                ram_mib,
+                software: config.software,
+                version: config.version.clone(),
+                motd: config.motd.clone(),
+                max_players: config.max_players,
+                image: config.image.clone(),
+                rcon_password: self.rcon_password(server_id).await?,
+                extra_env: config
+                    .extra_env
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            };
+            let started = driver.start(&spec).await.map_err(driver_error)?;
+            tracing::info!(server = %server_id, node = %node.name, command_id = %command_id,
+                container = %started.container_id, game_port = started.ports.game, created = started.created,
+                "container running");
+            self.fleet.track(
+                server_id,
+                TrackedContainer {
+                    node: node.name.clone(),
+                    container_id: started.container_id,
+                    game_address: SocketAddr::new(driver.config().bind_address, started.ports.game),
+                },
+            );
+            self.fleet.watch_readiness(server_id, sink);
+            Ok(())
+        })
+    }
+
+    fn stop_container(
+        &self,
+        _command_id: CommandId,
+        server_id: ServerId,
+        node: NodeRef,
+    ) -> BoxFuture<'_, Result<(), DriverError>> {
+        Box::pin(async move {
+            let driver = self.fleet.driver_or_error(&node.name)?;
+            // A stop we asked for is not a crash: the exit observer ignores it.
+            self.fleet.untrack(server_id, None);
+            let outcome = driver.stop(server_id.0).await.map_err(driver_error)?;
+            driver.remove(server_id.0).await.map_err(driver_error)?;
+            tracing::info!(server = %server_id, node = %node.name, ?outcome, "container stopped and removed");
+            Ok(())
+        })
+    }
+
+    fn archive_world(&self, _command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>> {
+        Box::pin(async move {
+            // No object storage yet: the world stays in its volume on its node.
+            tracing::info!(server = %server_id, "archive: world kept in its volume (no object storage configured)");
+            Ok(())
+        })
+    }
+
+    fn delete_world(&self, _command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>> {
+        Box::pin(async move {
+            self.fleet.untrack(server_id, None);
+            for name in self.fleet.node_names() {
+                let driver = self.fleet.driver(&name).expect("listed");
+                driver.remove(server_id.0).await.map_err(driver_error)?;
+                driver.remove_world(server_id.0).await.map_err(driver_error)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Which core node a fleet node is: the dedicated node of that name that is not lost.
+pub fn core_node_id(core: &payperplay_core::Core, name: &str) -> Option<NodeId> {
+    core.nodes()
+        .filter(|node| node.state != payperplay_core::NodeState::Lost)
+        .find(|node| matches!(&node.kind, payperplay_core::NodeKind::Dedicated { name: node_name, .. } if node_name == name))
+        .map(|node| node.id)
+}
