@@ -51,6 +51,62 @@ pub struct Config {
     /// Keys that seal secrets at rest (RCON passwords).
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// The cloud provider (Hetzner Cloud). Without it the fleet is the dedicated nodes
+    /// alone and every `ProvisionNode` fails, naming the missing section.
+    #[serde(default)]
+    pub cloud: Option<CloudConfig>,
+}
+
+/// `[cloud]`: Hetzner Cloud, where the platform orders and deletes its VMs. The token
+/// comes from here or `PAYPERPLAY_HETZNER_TOKEN` (preferred); it is never logged and
+/// `check-config` shows it redacted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// The API base URL including `/v1` (a fake's `http://127.0.0.1:PORT/v1` in tests).
+    pub api_endpoint: String,
+    pub token: SecretString,
+    /// The value of the platform label and the prefix of every VM name.
+    pub platform: String,
+    /// The image VMs are created from.
+    pub image: String,
+    /// The platform's SSH key: its name at Hetzner and its public half (one line),
+    /// put on every VM and into the worker's cloud-init.
+    pub ssh_key_name: String,
+    pub ssh_public_key: String,
+    /// Where a worker POSTs readiness from cloud-init; empty for the marker file alone.
+    pub ready_url: String,
+    /// An order not finished (VM created and started) within this bound is deleted and
+    /// fails; the core retries elsewhere.
+    pub ready_wait_ms_max: u64,
+    /// How long one request may wait out 429 answers before the order fails as rate
+    /// limited (the core then backs off).
+    pub rate_limit_wait_ms_max: u64,
+    pub request_timeout_ms: u64,
+    /// How often the provider's VMs are compared with the fleet.
+    pub reconcile_interval_ms: u64,
+    /// A VM of the platform the fleet does not know is deleted once it is this old
+    /// in the provider's eyes (an order in flight is not an orphan).
+    pub reconcile_grace_ms: u64,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            api_endpoint: "https://api.hetzner.cloud/v1".to_string(),
+            token: SecretString::from(String::new()),
+            platform: "payperplay".to_string(),
+            image: "ubuntu-24.04".to_string(),
+            ssh_key_name: "payperplay".to_string(),
+            ssh_public_key: String::new(),
+            ready_url: String::new(),
+            ready_wait_ms_max: 600_000,
+            rate_limit_wait_ms_max: 120_000,
+            request_timeout_ms: 30_000,
+            reconcile_interval_ms: 60_000,
+            reconcile_grace_ms: 900_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -503,6 +559,9 @@ impl Config {
             }
             self.secrets.keys = parsed;
         }
+        if let Some(token) = lookup("PAYPERPLAY_HETZNER_TOKEN") {
+            self.cloud.get_or_insert_with(CloudConfig::default).token = SecretString::from(token);
+        }
         if let Some(emails) = lookup("PAYPERPLAY_ADMIN_EMAILS") {
             self.auth.admin_emails = emails
                 .split(',')
@@ -537,6 +596,23 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "auth.login_per_minute and auth.register_per_minute must be at least 1".to_string(),
             ));
+        }
+        if let Some(cloud) = &self.cloud {
+            if cloud.token.expose_secret().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "cloud.token is empty: set it or PAYPERPLAY_HETZNER_TOKEN".to_string(),
+                ));
+            }
+            if cloud.ssh_public_key.trim().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "cloud.ssh_public_key is empty: VMs need the platform's SSH key".to_string(),
+                ));
+            }
+            if cloud.ready_wait_ms_max == 0 || cloud.reconcile_interval_ms == 0 {
+                return Err(ConfigError::Invalid(
+                    "cloud.ready_wait_ms_max and cloud.reconcile_interval_ms must be at least 1".to_string(),
+                ));
+            }
         }
         for node in &self.fleet.dedicated_nodes {
             if node.capacity_mib == 0 || node.name.is_empty() {

@@ -33,8 +33,9 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::drivers::Drivers;
 use crate::drivers::docker::{DockerContainers, FleetError, NodeFleet, secret_box};
-use crate::drivers::{Drivers, FakeCloud};
+use crate::drivers::hetzner::{HetznerCloud, NoCloud};
 use crate::email::Mailer;
 use crate::runtime::{Runtime, RuntimeDeps, RuntimeHandle};
 use crate::store::{Store, StoreError};
@@ -47,6 +48,8 @@ pub enum StartError {
     Mail(#[from] email::MailError),
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error("cloud: {0}")]
+    Cloud(#[from] payperplay_hetzner::HetznerError),
 }
 
 /// The background half of the shell: the runtime owning the core and the mailer,
@@ -142,16 +145,27 @@ impl Services {
 }
 
 /// The drivers `serve` uses: containers on the configured nodes' Docker engines (a
-/// node without an `engine` takes none), the cloud fake until the Hetzner driver.
-/// Nothing is connected here: an engine that does not answer shows as not ready.
-pub fn drivers_from_config(config: &Config, store: Store) -> Result<Drivers, StartError> {
+/// node without an `engine` takes none) and Hetzner Cloud when `[cloud]` is set
+/// (without it, no VM is ever ordered). The cloud is checked here (token, the core
+/// catalog's VM types and locations, the SSH key), so a bad `[cloud]` stops `serve`
+/// with an error naming what was wrong; engines are not connected here (one that
+/// does not answer shows as not ready).
+pub async fn drivers_from_config(config: &Config, store: Store) -> Result<Drivers, StartError> {
     let fleet = Arc::new(NodeFleet::from_config(
         &config.containers,
         &config.fleet.dedicated_nodes,
     ));
     let secrets = secret_box(&config.secrets)?;
+    let cloud: Arc<dyn drivers::CloudProvider> = match &config.cloud {
+        Some(cloud_config) => {
+            let cloud = HetznerCloud::new(cloud_config)?;
+            cloud.check(&config.core.catalog).await?;
+            Arc::new(cloud)
+        }
+        None => Arc::new(NoCloud),
+    };
     Ok(Drivers {
-        cloud: Arc::new(FakeCloud::new(config.drivers.fake_provision_ms)),
+        cloud,
         containers: Arc::new(DockerContainers::new(fleet.clone(), store, secrets)),
         fleet: Some(fleet),
     })

@@ -8,12 +8,13 @@
 
 pub mod docker;
 pub mod fake;
+pub mod hetzner;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use payperplay_core::{Catalog, CommandId, Input, LocationIdx, NodeId, ServerId, VmTypeIdx};
+use payperplay_core::{Catalog, CommandId, FailureKind, Input, LocationIdx, NodeId, ServerId, VmTypeIdx};
 
 pub use docker::{DockerContainers, EngineStatus, NodeFleet};
 pub use fake::FakeCloud;
@@ -25,9 +26,28 @@ pub enum DriverError {
     /// Worth retrying (network, rate limit, 5xx).
     #[error("transient: {0}")]
     Transient(String),
-    /// Retrying will not help (invalid input, resource sold out).
+    /// Retrying will not help (invalid input, a bad token).
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The VM type is sold out in that location: the core falls back to another type
+    /// or location, so the executor does not retry.
+    #[error("sold out: {0}")]
+    SoldOut(String),
+    /// The provider's API budget is spent (after the client's own bounded back-off):
+    /// the core backs off, so the executor does not retry.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+}
+
+impl DriverError {
+    /// What the core learns about a failed command.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            DriverError::SoldOut(_) => FailureKind::ResourceUnavailable,
+            DriverError::RateLimited(_) => FailureKind::RateLimited,
+            DriverError::Transient(_) | DriverError::Permanent(_) => FailureKind::Other,
+        }
+    }
 }
 
 /// Where drivers report what they observe later (a server booted, a container died).

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use payperplay_core::{Command, CommandId, CommandKind, Email, FailureKind, Input, NodeId, UserId};
+use payperplay_core::{Command, CommandId, CommandKind, Email, Input, NodeId, UserId};
 
 use super::RuntimeDeps;
 use crate::drivers::{DriverError, NodeRef, ObservationSink, cloud_node_name, location_name, vm_type_name};
@@ -54,11 +54,12 @@ impl Executor {
                     tracing::warn!(command_id = %command.id, attempts, %reason, backoff_ms, "command failed, retrying");
                     tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                 }
-                Err(error) => break Err(error.to_string()),
+                Err(error) => break Err(error),
             }
         };
         let now = self.deps.clock.now();
-        let error = outcome.as_ref().err().map(String::as_str);
+        let error_text = outcome.as_ref().err().map(DriverError::to_string);
+        let error = error_text.as_deref();
         if let Err(store_error) = self
             .deps
             .store
@@ -73,10 +74,10 @@ impl Executor {
         if command.kind.awaits_result() {
             let input = match outcome {
                 Ok(()) => Input::CommandSucceeded { command_id: command.id },
-                Err(reason) => Input::CommandFailed {
+                Err(error) => Input::CommandFailed {
                     command_id: command.id,
-                    reason,
-                    kind: FailureKind::Other,
+                    kind: error.failure_kind(),
+                    reason: error.to_string(),
                 },
             };
             self.sink.observe(input).await;
