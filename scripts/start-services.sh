@@ -207,7 +207,11 @@ AllowTcpForwarding yes
 MaxSessions 64
 MaxStartups 64:30:128
 ClientAliveInterval 15
+# Sessions get a HOME of their own: root's ~/.bashrc on this image runs pyenv's init,
+# whose rehash takes a lock; concurrent SSH commands then queue behind it for seconds.
+SetEnv HOME=$ssh_dir/home
 SSHD
+        mkdir -p "$ssh_dir/home"
         /usr/sbin/sshd -D -e -f "$ssh_dir/sshd_config" >"$ssh_dir/sshd.log" 2>&1 &
         export PAYPERPLAY_SSHD_PID=$!
         local i

@@ -98,6 +98,8 @@ fn bench_policies(c: &mut Criterion) {
                     catalog: &catalog,
                     type_usable_mib: &type_usable,
                     last_scale_up_at: None,
+                    queued_for_cloud_count: 0,
+                    queued_for_cloud_mib: 0,
                 };
                 black_box(policy.evaluate(black_box(&view)))
             })

@@ -208,7 +208,7 @@ pub struct Server {
     pub pending_command: Option<CommandId>,
     pub stop_attempts: u32,
     /// The timer this server has armed, if any (idle, archive or reservation).
-    pub timer_at: Option<TimerSlot>,
+    pub armed_timer: Option<TimerSlot>,
     pub queue_seq: Option<i64>,
     /// Started by pre-warm and no player yet: the idle timer waits at least `hold`.
     pub prewarm_hold: bool,
@@ -227,7 +227,7 @@ pub struct User {
     pub unsettled_since: Timestamp,
     pub servers: crate::idmap::IdSet<super::types::ServerId>,
     pub low_balance_warned: bool,
-    pub timer_at: Option<TimerSlot>,
+    pub armed_timer: Option<TimerSlot>,
 }
 
 /// An armed timer: its deadline and the sequence number that tells it apart from

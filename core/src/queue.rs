@@ -104,6 +104,15 @@ impl StartQueue {
         self.entries.is_empty()
     }
 
+    /// How many queued requests ask for at most `max_mib` each (from the size tally).
+    pub fn count_up_to(&self, max_mib: u32) -> usize {
+        self.by_size
+            .iter()
+            .take_while(|&&(mib, _)| mib <= max_mib)
+            .map(|&(_, n)| n as usize)
+            .sum()
+    }
+
     /// RAM of the queued requests of at most `max_mib` each (from the size tally: a
     /// handful of tiers, not the queue).
     pub fn demand_mib_up_to(&self, max_mib: u32) -> u64 {
@@ -168,6 +177,10 @@ mod tests {
                 model.values().map(|e| e.ram_mib as u64).sum::<u64>()
             );
             assert_eq!(queue.smallest_mib(), model.values().map(|e| e.ram_mib).min());
+            assert_eq!(
+                queue.count_up_to(4096),
+                model.values().filter(|e| e.ram_mib <= 4096).count()
+            );
             assert_eq!(
                 queue.demand_mib_up_to(4096),
                 model

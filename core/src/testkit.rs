@@ -315,6 +315,7 @@ impl FakeFleet {
         }
         let by_size: Vec<(u32, u32)> = by_size.into_iter().collect();
         let type_usable = type_usable_mib(&self.catalog, &self.reserve);
+        let largest_type_mib = type_usable.iter().copied().max().unwrap_or(0);
         let view = FleetView {
             now,
             trigger,
@@ -327,6 +328,13 @@ impl FakeFleet {
             catalog: &self.catalog,
             type_usable_mib: &type_usable,
             last_scale_up_at: self.last_scale_up_at,
+            queued_for_cloud_count: self.queued.iter().filter(|&&m| m <= largest_type_mib).count() as u32,
+            queued_for_cloud_mib: self
+                .queued
+                .iter()
+                .filter(|&&m| m <= largest_type_mib)
+                .map(|&m| m as u64)
+                .sum(),
         };
         policy.evaluate(&view)
     }

@@ -44,6 +44,9 @@ pub struct Config {
     /// Dedicated machines added to the fleet on the first start.
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// The players' front door (the hostname router with wake-on-join).
+    #[serde(default)]
+    pub router: payperplay_router::RouterConfig,
     /// The servers' containers on the nodes' Docker engines and the observers that
     /// watch them.
     #[serde(default)]
@@ -85,9 +88,24 @@ pub struct CloudConfig {
     pub request_timeout_ms: u64,
     /// How often the provider's VMs are compared with the fleet.
     pub reconcile_interval_ms: u64,
-    /// A VM of the platform the fleet does not know is deleted once it is this old
-    /// in the provider's eyes (an order in flight is not an orphan).
+    /// A VM of the platform the core does not know is deleted once reconciliation has
+    /// seen it unknown this long (an order in flight is known: its node is).
     pub reconcile_grace_ms: u64,
+    /// How a new VM is reached: SSH (user, port, the private half of
+    /// `ssh_public_key`, pinned host keys; none pinned: the first key seen is pinned
+    /// for this process) to the engine's socket. The fake Hetzner API names each
+    /// VM's own SSH port and game ports in labels, which win over these.
+    pub ssh_user: String,
+    pub ssh_port: u16,
+    pub ssh_key_file: String,
+    pub ssh_host_keys: Vec<String>,
+    pub engine_socket_path: String,
+    /// Game ports handed out on a VM, "first-last"; RCON ports start
+    /// `rcon_port_offset` above the first.
+    pub game_ports: PortRange,
+    pub rcon_port_offset: u16,
+    /// A path on the VM on the engine's file system (free-disk check).
+    pub data_path: String,
 }
 
 impl Default for CloudConfig {
@@ -105,6 +123,14 @@ impl Default for CloudConfig {
             request_timeout_ms: 30_000,
             reconcile_interval_ms: 60_000,
             reconcile_grace_ms: 900_000,
+            ssh_user: default_ssh_user(),
+            ssh_port: default_ssh_port(),
+            ssh_key_file: String::new(),
+            ssh_host_keys: Vec::new(),
+            engine_socket_path: default_engine_socket(),
+            game_ports: default_game_ports(),
+            rcon_port_offset: default_rcon_ports_first() - default_game_ports().first,
+            data_path: default_data_path(),
         }
     }
 }
@@ -267,8 +293,8 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// The drivers. Containers are real (`[containers]`, the nodes' `engine`); the
-/// cloud provider is an in-process fake for now.
+/// The drivers. Containers are real (`[containers]`, the nodes' `engine`), VMs come
+/// from `[cloud]`; these old fake delays are accepted and ignored.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriversConfig {
@@ -520,6 +546,12 @@ impl Config {
                 message: "expected an address like 127.0.0.1:8080".to_string(),
             })?;
         }
+        if let Some(listen) = lookup("PAYPERPLAY_ROUTER_LISTEN") {
+            self.router.listen = listen.parse().map_err(|_| ConfigError::Env {
+                name: "PAYPERPLAY_ROUTER_LISTEN",
+                message: "expected an address like 0.0.0.0:25565".to_string(),
+            })?;
+        }
         if let Some(url) = lookup("PAYPERPLAY_PUBLIC_BASE_URL") {
             self.http.public_base_url = url;
         }
@@ -685,6 +717,41 @@ mod tests {
             config.drivers.fake_provision_ms,
             DriversConfig::default().fake_provision_ms
         );
+    }
+
+    #[test]
+    fn nodes_name_their_engine_and_ports_and_secret_keys_come_from_the_environment() {
+        let text = include_str!("../payperplay.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        let node = &config.fleet.dedicated_nodes[0];
+        assert_eq!(
+            node.game_ports,
+            PortRange {
+                first: 25565,
+                last: 25664
+            }
+        );
+        let engine = node.engine.as_ref().expect("the example's node has an engine");
+        assert_eq!(engine.socket_path, "/var/run/docker.sock");
+        assert!(engine.ssh.is_none());
+        let error = Config::from_toml(
+            "[[fleet.dedicated_nodes]]\nname = \"a\"\ncapacity_mib = 1\nis_system = false\ngame_ports = \"9-1\"\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("port range \"9-1\""), "{error}");
+        let mut config = Config::default();
+        let key = "ab".repeat(32);
+        config
+            .apply_env(|name| (name == "PAYPERPLAY_SECRET_KEY").then(|| format!("2:{key},1:{}", "cd".repeat(32))))
+            .unwrap();
+        assert_eq!(config.secrets.keys.len(), 2);
+        assert_eq!(config.secrets.keys[0].id, 2, "the first key seals");
+        assert_eq!(config.secrets.keys[0].key_hex.expose_secret(), key);
+        assert!(!format!("{config:?}").contains(&key), "keys never show in debug output");
+        let error = Config::default()
+            .apply_env(|name| (name == "PAYPERPLAY_SECRET_KEY").then(|| "nokeyid".to_string()))
+            .unwrap_err();
+        assert!(error.to_string().contains("PAYPERPLAY_SECRET_KEY"), "{error}");
     }
 
     #[test]

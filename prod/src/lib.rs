@@ -20,6 +20,7 @@ pub mod drivers;
 pub mod email;
 pub mod error;
 pub mod observers;
+pub mod router;
 pub mod runtime;
 pub mod store;
 pub mod supervise;
@@ -75,6 +76,7 @@ impl Services {
         let mail_wakeup = Arc::new(Notify::new());
         let (handle, inbox) = runtime::channel(config.runtime.input_queue_len_max);
         let fleet = drivers.fleet.clone();
+        let cloud = drivers.cloud.clone();
         let deps = RuntimeDeps {
             store: store.clone(),
             clock: clock.clone(),
@@ -116,7 +118,31 @@ impl Services {
             },
         )));
         if let Some(fleet) = &fleet {
+            // Nodes that join later (cloud VMs once their engine answered) get theirs then.
+            let mut added = fleet.subscribe_added();
             tasks.extend(observers::spawn(fleet.clone(), handle.clone(), shutdown_rx.clone()));
+            let (fleet, observer_handle, mut observer_shutdown) = (fleet.clone(), handle.clone(), shutdown_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = observer_shutdown.changed() => return,
+                        name = added.recv() => match name {
+                            Some(name) => {
+                                observers::spawn_node(fleet.clone(), observer_handle.clone(), observer_shutdown.clone(), name);
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            }));
+        }
+        if let Some(interval_ms) = cloud.reconcile_interval_ms() {
+            tasks.push(tokio::spawn(cloud_reconciliation(
+                cloud,
+                handle.clone(),
+                interval_ms,
+                shutdown_rx.clone(),
+            )));
         }
         let mailer_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(supervise::supervise("mailer", shutdown_rx, move || {
@@ -158,8 +184,15 @@ pub async fn drivers_from_config(config: &Config, store: Store) -> Result<Driver
     let secrets = secret_box(&config.secrets)?;
     let cloud: Arc<dyn drivers::CloudProvider> = match &config.cloud {
         Some(cloud_config) => {
-            let cloud = HetznerCloud::new(cloud_config)?;
+            let cloud = HetznerCloud::new(cloud_config)?.with_fleet(fleet.clone());
             cloud.check(&config.core.catalog).await?;
+            // VMs of an earlier run are nodes again before the runtime re-issues
+            // commands for them; reconciliation deletes those the core does not know.
+            match cloud.adopt_all().await {
+                Ok(adopted) if !adopted.is_empty() => tracing::info!(?adopted, "cloud VMs adopted as nodes"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not list the cloud's VMs at start"),
+            }
             Arc::new(cloud)
         }
         None => Arc::new(NoCloud),
@@ -169,4 +202,26 @@ pub async fn drivers_from_config(config: &Config, store: Store) -> Result<Driver
         containers: Arc::new(DockerContainers::new(fleet.clone(), store, secrets)),
         fleet: Some(fleet),
     })
+}
+
+/// The cloud's reconciliation by label: at start (once the runtime answers) and every
+/// `interval_ms`; a failed pass is logged and tried again at the next tick.
+async fn cloud_reconciliation(
+    cloud: Arc<dyn drivers::CloudProvider>,
+    handle: RuntimeHandle,
+    interval_ms: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(interval_ms.max(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = ticks.tick() => {
+                if let Err(error) = cloud.reconcile(&handle).await {
+                    tracing::warn!(%error, "cloud reconciliation failed");
+                }
+            }
+        }
+    }
 }

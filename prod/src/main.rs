@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use payperplay_prod::api::{self, AppState};
 use payperplay_prod::clock::{Clock, SystemClock};
 use payperplay_prod::config::Config;
+use payperplay_prod::router::PlatformBackend;
 use payperplay_prod::store::{self, Store};
 use payperplay_prod::trace_export::TraceExport;
 use payperplay_prod::{Services, drivers_from_config, telemetry};
@@ -140,9 +141,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let drivers = drivers_from_config(&config, store.clone())
         .await
         .context("setting up the drivers")?;
-    let services = Services::start(&config, store.clone(), clock.clone(), drivers)
+    let services = Services::start(&config, store.clone(), clock.clone(), drivers.clone())
         .await
         .context("starting the runtime")?;
+    // The players' front door, in this process, on the same runtime handle.
+    let router = if config.router.enabled {
+        let backend = PlatformBackend::new(services.handle.clone(), store.clone(), drivers.containers.clone());
+        Some(
+            payperplay_router::start(config.router.clone(), backend)
+                .await
+                .context("starting the player router")?,
+        )
+    } else {
+        None
+    };
     let mut state = AppState::new(
         &config,
         store,
@@ -162,6 +174,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
+    if let Some(router) = router {
+        tracing::info!("HTTP stopped, stopping the player router");
+        router.stop().await;
+    }
     tracing::info!("HTTP stopped, stopping the runtime");
     services.stop().await;
     tracing::info!("stopped");

@@ -1,7 +1,8 @@
 //! `HetznerCloud` (the production cloud driver) against the fake Hetzner API, served
 //! on a free loopback port by the test: orders are idempotent and labelled, deletes
 //! find the node's VM, and failures keep the kind the core acts on (sold out, rate
-//! limited, other). No database: these tests drive the driver as the executor does.
+//! limited, other). No database: these tests drive the driver as the executor does,
+//! after the start check `serve` runs (which also puts the platform's SSH key there).
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,12 @@ const SSH_PUBLIC_KEY: &str =
 /// Serves the fake Hetzner API on 127.0.0.1:0 inside the test's runtime; returns its
 /// `/v1` base URL.
 async fn start_fake(adjust: impl FnOnce(&mut FakeConfig)) -> String {
+    start_fake_steered(adjust).await.0
+}
+
+/// [`start_fake`], also returning the fake's router, whose `/__fake/` control routes
+/// the test calls in process (they share the served fake's state).
+async fn start_fake_steered(adjust: impl FnOnce(&mut FakeConfig)) -> (String, axum::Router) {
     let mut config = FakeConfig {
         token: TOKEN.to_string(),
         action_delay_ms: 50,
@@ -30,8 +37,30 @@ async fn start_fake(adjust: impl FnOnce(&mut FakeConfig)) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let app = fake::app(FakeState::new(config));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("fake serves") });
-    format!("http://{address}/v1")
+    let served = app.clone();
+    tokio::spawn(async move { axum::serve(listener, served).await.expect("fake serves") });
+    (format!("http://{address}/v1"), app)
+}
+
+/// Sets the fake's rate-limit bucket (`POST /__fake/rate_limit`).
+async fn set_rate_limit(fake: &axum::Router, body: serde_json::Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::post("/__fake/rate_limit")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let response = fake.clone().oneshot(request).await.unwrap();
+    assert!(response.status().is_success(), "{:?}", response.status());
+}
+
+/// A driver for the fake at `api`, checked as `serve` checks it at start.
+async fn checked_cloud(config: &CloudConfig) -> HetznerCloud {
+    let cloud = HetznerCloud::new(config).unwrap();
+    cloud
+        .check(&catalog(&["cpx22"], &["fsn1", "nbg1"]))
+        .await
+        .expect("start check");
+    cloud
 }
 
 fn cloud_config(api_endpoint: &str) -> CloudConfig {
@@ -102,7 +131,7 @@ async fn an_order_makes_one_labelled_vm_and_a_repeated_order_finds_it() {
 #[tokio::test]
 async fn deleting_a_node_deletes_its_vm_only_and_a_second_delete_succeeds() {
     let api = start_fake(|_| {}).await;
-    let cloud = HetznerCloud::new(&cloud_config(&api)).unwrap();
+    let cloud = checked_cloud(&cloud_config(&api)).await;
     cloud
         .create_node(CommandId(1), NodeId(1), "cpx22", "fsn1")
         .await
@@ -130,7 +159,7 @@ async fn a_sold_out_type_fails_as_resource_unavailable_and_another_location_stil
         }]
     })
     .await;
-    let cloud = HetznerCloud::new(&cloud_config(&api)).unwrap();
+    let cloud = checked_cloud(&cloud_config(&api)).await;
 
     let error = cloud
         .create_node(CommandId(5), NodeId(5), "cpx22", "fsn1")
@@ -156,15 +185,17 @@ async fn a_sold_out_type_fails_as_resource_unavailable_and_another_location_stil
 
 #[tokio::test]
 async fn a_spent_rate_limit_fails_as_rate_limited_and_a_refilling_one_is_waited_out() {
-    // One request per hour and a short wait: the order cannot finish.
-    let api = start_fake(|config| {
-        config.rate_limit.limit = 1;
-        config.rate_limit.refill_per_s = 0.000_1;
-    })
-    .await;
+    // After the start check: one request left, one more per hour, and a short wait:
+    // the order cannot finish.
+    let (api, fake) = start_fake_steered(|_| {}).await;
     let mut config = cloud_config(&api);
     config.rate_limit_wait_ms_max = 200;
-    let cloud = HetznerCloud::new(&config).unwrap();
+    let cloud = checked_cloud(&config).await;
+    set_rate_limit(
+        &fake,
+        serde_json::json!({ "limit": 1, "refill_per_s": 0.000_1, "remaining": 1.0 }),
+    )
+    .await;
     let error = cloud
         .create_node(CommandId(9), NodeId(9), "cpx22", "fsn1")
         .await
@@ -178,7 +209,7 @@ async fn a_spent_rate_limit_fails_as_rate_limited_and_a_refilling_one_is_waited_
         config.rate_limit.refill_per_s = 40.0;
     })
     .await;
-    let cloud = HetznerCloud::new(&cloud_config(&api)).unwrap();
+    let cloud = checked_cloud(&cloud_config(&api)).await;
     for n in 1..=6 {
         cloud
             .create_node(CommandId(100 + n), NodeId(n), "cpx22", "fsn1")
@@ -193,7 +224,7 @@ async fn a_vm_not_ready_within_the_bound_is_deleted_and_the_order_fails() {
     let api = start_fake(|config| config.action_delay_ms = 1_500).await;
     let mut config = cloud_config(&api);
     config.ready_wait_ms_max = 200;
-    let cloud = HetznerCloud::new(&config).unwrap();
+    let cloud = checked_cloud(&config).await;
     let error = cloud
         .create_node(CommandId(11), NodeId(3), "cpx22", "fsn1")
         .await

@@ -2,11 +2,19 @@
 //! `[expect]` bounds and compares their key metrics with committed baselines
 //! (`reports/baselines/<scenario name>.json`) within tolerances.
 //!
-//! A metric got worse *beyond tolerance* when it moved in its bad direction by more
-//! than `rel × |baseline| + abs` (see [`TOLERANCES`]). Improvements and changes within
-//! tolerance are reported and pass. A missing baseline, a baseline recorded with another
-//! seed, or a metric the outcome no longer has is an error: rerun with
-//! `--update-baselines` when the change is meant.
+//! **Above the noise.** Each scenario runs over `--seeds N` seeds (the scenario's seed,
+//! then seed+1, ...), and the baseline keeps every seed's figure. When the baseline
+//! ran the same seeds, the comparison is *paired* on common random numbers: for each
+//! seed, how much worse the metric is now than the baseline's run of that seed; else
+//! (the scenario's seed changed) it is *unpaired* (Welch: the difference of the means,
+//! with both spreads). A metric fails only when the lower end of the one-sided 95%
+//! confidence interval of its worsening, `mean − t₀.₉₅ × standard error`, exceeds the
+//! tolerance `rel × |baseline mean| + abs` (see [`TOLERANCES`]): the change must be
+//! both outside what seed noise explains and larger than what matters. Improvements
+//! and changes within that are reported and pass. Money is gated as margin only, so a
+//! price change is no "improvement" by itself. A missing baseline or a metric the
+//! outcome no longer has is an error: rerun with `--update-baselines` when the change
+//! is meant. `[expect]` bounds are checked on the scenario's own seed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -54,15 +62,6 @@ pub enum CheckError {
         scenarios: PathBuf,
         baselines: PathBuf,
     },
-    #[error(
-        "{} was recorded with seed {baseline_seed}, the scenario has seed {scenario_seed}: run with --update-baselines",
-        path.display()
-    )]
-    SeedChanged {
-        path: PathBuf,
-        baseline_seed: u64,
-        scenario_seed: u64,
-    },
     #[error("the baseline has `{metric}`, the outcome does not")]
     MetricMissing { metric: String },
 }
@@ -94,10 +93,11 @@ const fn tol(metric: &'static str, better: Better, rel: f64, abs: f64) -> Tolera
 }
 
 /// The key metrics a baseline records and how much each may get worse. Documented in
-/// `reports/README.md`; keep the two in step.
+/// `reports/README.md`; keep the two in step. Money is gated as margin only (cost and
+/// revenue alone would let a price change pass as an improvement). A figure that is
+/// the same in every committed baseline gates nothing and is left out (a test says
+/// so): must-be-zero counts such as `starts_rejected` are `[expect]` bounds instead.
 pub const TOLERANCES: &[Tolerance] = &[
-    tol("cost_total_eur", Better::Lower, 0.02, 0.01),
-    tol("revenue_total_eur", Better::Higher, 0.02, 0.01),
     tol("margin_eur", Better::Higher, 0.05, 1.0),
     tol("start_wait_p50_s", Better::Lower, 0.05, 1.0),
     tol("start_wait_p95_s", Better::Lower, 0.05, 1.0),
@@ -107,12 +107,13 @@ pub const TOLERANCES: &[Tolerance] = &[
     tol("join_wait_p95_s", Better::Lower, 0.05, 1.0),
     tol("regular_join_wait_p95_s", Better::Lower, 0.05, 1.0),
     tol("slo_misses", Better::Lower, 0.05, 2.0),
-    tol("starts_rejected", Better::Lower, 0.0, 0.0),
-    tol("sessions_lost", Better::Lower, 0.0, 0.0),
     tol("incidents_sessions_interrupted", Better::Lower, 0.0, 0.0),
     tol("queue_length_max", Better::Lower, 0.10, 1.0),
     tol("nodes_cloud_node_hours", Better::Lower, 0.02, 0.1),
     tol("utilization_mean_pct", Better::Higher, 0.0, 1.0),
+    // Players who gave up waiting, and starts still waiting at the horizon (censored).
+    tol("sessions_abandoned_pct", Better::Lower, 0.10, 0.2),
+    tol("starts_pending_at_end", Better::Lower, 0.0, 2.0),
 ];
 
 impl Tolerance {
@@ -144,26 +145,58 @@ impl Tolerance {
     }
 }
 
-/// A committed baseline: the key metrics of one scenario at one seed.
+/// Seeds `check` runs each scenario with when not told (`--seeds`): enough for a
+/// standard error, few enough that `check scenarios/` stays under a minute on two
+/// cores (`reports/README.md` has the measurement).
+pub const SEEDS_DEFAULT: usize = 5;
+
+/// The seeds of a run over `n` seeds: the scenario's own, then the next ones.
+pub fn seeds(first: u64, n: usize) -> Vec<u64> {
+    (0..n.max(1) as u64).map(|k| first.wrapping_add(k)).collect()
+}
+
+/// A committed baseline: the key metrics of one scenario over its seeds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
     pub scenario: String,
+    /// The scenario's own seed (the first of `seeds`).
     pub seed: u64,
+    pub seeds: Vec<u64>,
+    /// The mean over the seeds.
     pub metrics: BTreeMap<String, f64>,
+    /// Every seed's figure, in `seeds` order.
+    pub per_seed: BTreeMap<String, Vec<f64>>,
 }
 
 impl Baseline {
-    pub fn from_outcome(outcome: &Outcome) -> Baseline {
-        let all = outcome.metrics();
-        Baseline {
-            scenario: outcome.scenario.clone(),
-            seed: outcome.seed,
-            metrics: TOLERANCES
+    /// The baseline of one outcome per seed (the first is the scenario's own seed).
+    pub fn from_outcomes(outcomes: &[&Outcome]) -> Baseline {
+        let all: Vec<BTreeMap<String, f64>> = outcomes.iter().map(|o| o.metrics()).collect();
+        let mut per_seed = BTreeMap::new();
+        let mut metrics = BTreeMap::new();
+        for t in TOLERANCES {
+            let Some(values) = all
                 .iter()
-                .filter_map(|t| Some((t.metric.to_string(), round6(*all.get(t.metric)?))))
-                .collect(),
+                .map(|m| m.get(t.metric).map(|v| round6(*v)))
+                .collect::<Option<Vec<f64>>>()
+            else {
+                continue;
+            };
+            metrics.insert(t.metric.to_string(), round6(mean(&values)));
+            per_seed.insert(t.metric.to_string(), values);
         }
+        Baseline {
+            scenario: outcomes[0].scenario.clone(),
+            seed: outcomes[0].seed,
+            seeds: outcomes.iter().map(|o| o.seed).collect(),
+            metrics,
+            per_seed,
+        }
+    }
+
+    pub fn from_outcome(outcome: &Outcome) -> Baseline {
+        Baseline::from_outcomes(&[outcome])
     }
 
     pub fn to_json(&self) -> String {
@@ -202,31 +235,86 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub metric: String,
+    /// Means over the seeds.
     pub baseline: f64,
     pub now: f64,
+    /// Half-width of the one-sided 95% confidence interval of the worsening (0 with
+    /// one seed): what seed noise explains.
+    pub noise: f64,
     pub tolerance: Tolerance,
     pub verdict: Verdict,
 }
 
-/// Compares an outcome with its baseline: the metrics that moved (in [`TOLERANCES`]
-/// order) and the errors (metrics the outcome lacks).
-pub fn diff(baseline: &Baseline, outcome: &Outcome) -> (Vec<Change>, Vec<CheckError>) {
-    let metrics = outcome.metrics();
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// The sample variance (0 for fewer than two values).
+fn variance(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(values);
+    values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (values.len() - 1) as f64
+}
+
+/// Student's t, one-sided 95%, for `df` degrees of freedom (beyond the table: 1.645).
+pub fn t95(df: usize) -> f64 {
+    const TABLE: [f64; 10] = [6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812];
+    match df {
+        0 => 0.0,
+        1..=10 => TABLE[df - 1],
+        11..=20 => 1.75,
+        21..=40 => 1.70,
+        _ => 1.645,
+    }
+}
+
+/// How much worse the runs `now` (one figure per seed of `now_seeds`) are than the
+/// baseline's, and what seed noise explains of it: paired per seed when both ran the
+/// same seeds, Welch's unpaired comparison otherwise.
+fn worsening(t: &Tolerance, base: &[f64], base_seeds: &[u64], now: &[f64], now_seeds: &[u64]) -> (f64, f64) {
+    if base_seeds == now_seeds && base.len() == now.len() {
+        let d: Vec<f64> = base.iter().zip(now).map(|(b, n)| t.worse_by(*b, *n)).collect();
+        let se = (variance(&d) / d.len() as f64).sqrt();
+        (mean(&d), t95(d.len() - 1) * se)
+    } else {
+        let se = (variance(base) / base.len() as f64 + variance(now) / now.len() as f64).sqrt();
+        let df = base.len().min(now.len()).saturating_sub(1);
+        (t.worse_by(mean(base), mean(now)), t95(df) * se)
+    }
+}
+
+/// Compares the outcomes of one scenario (one per seed) with its baseline: the
+/// metrics that moved (in [`TOLERANCES`] order) and the errors (metrics the outcome
+/// lacks).
+pub fn diff(baseline: &Baseline, outcomes: &[&Outcome]) -> (Vec<Change>, Vec<CheckError>) {
+    let all: Vec<BTreeMap<String, f64>> = outcomes.iter().map(|o| o.metrics()).collect();
+    let now_seeds: Vec<u64> = outcomes.iter().map(|o| o.seed).collect();
     let mut changes = Vec::new();
     let mut errors = Vec::new();
     for t in TOLERANCES {
-        let Some(&base) = baseline.metrics.get(t.metric) else {
+        let Some(&base_mean) = baseline.metrics.get(t.metric) else {
             continue;
         };
-        let Some(&now) = metrics.get(t.metric) else {
+        let Some(now) = all
+            .iter()
+            .map(|m| m.get(t.metric).map(|v| round6(*v)))
+            .collect::<Option<Vec<f64>>>()
+        else {
             errors.push(CheckError::MetricMissing {
                 metric: t.metric.to_string(),
             });
             continue;
         };
-        let now = round6(now);
-        let worse = t.worse_by(base, now);
-        let verdict = if worse > t.allowed(base) + 1e-9 {
+        let (base, base_seeds) = match baseline.per_seed.get(t.metric) {
+            Some(values) if values.len() == baseline.seeds.len() && !values.is_empty() => {
+                (values.clone(), baseline.seeds.clone())
+            }
+            _ => (vec![base_mean], vec![baseline.seed]),
+        };
+        let (worse, noise) = worsening(t, &base, &base_seeds, &now, &now_seeds);
+        let verdict = if worse - noise > t.allowed(base_mean) + 1e-9 {
             Verdict::Regression
         } else if worse > 1e-9 {
             Verdict::Worse
@@ -237,8 +325,9 @@ pub fn diff(baseline: &Baseline, outcome: &Outcome) -> (Vec<Change>, Vec<CheckEr
         };
         changes.push(Change {
             metric: t.metric.to_string(),
-            baseline: base,
-            now,
+            baseline: base_mean,
+            now: round6(mean(&now)),
+            noise: round6(noise),
             tolerance: *t,
             verdict,
         });
@@ -252,6 +341,7 @@ pub struct ScenarioCheck {
     pub name: String,
     pub file: PathBuf,
     pub seed: u64,
+    pub n_seeds: usize,
     pub expect_failures: Vec<ExpectFailure>,
     pub changes: Vec<Change>,
     pub errors: Vec<CheckError>,
@@ -324,7 +414,14 @@ impl CheckReport {
                 Status::Fail => "FAILED",
                 Status::Error => "ERROR",
             };
-            let _ = writeln!(w, "== {} (seed {}, {}): {verdict}", s.name, s.seed, s.file.display());
+            let _ = writeln!(
+                w,
+                "== {} (seed {}, {} seed(s), {}): {verdict}",
+                s.name,
+                s.seed,
+                s.n_seeds,
+                s.file.display()
+            );
             for error in &s.errors {
                 let _ = writeln!(w, "  error: {error}");
             }
@@ -333,8 +430,11 @@ impl CheckReport {
             }
             if !s.changes.is_empty() {
                 let _ = writeln!(w);
-                let _ = writeln!(w, "  | metric | baseline | now | change | tolerance | |");
-                let _ = writeln!(w, "  |---|---:|---:|---:|---|---|");
+                let _ = writeln!(
+                    w,
+                    "  | metric | baseline | now | change | seed noise (95%) | tolerance | |"
+                );
+                let _ = writeln!(w, "  |---|---:|---:|---:|---:|---|---|");
                 let mut changes: Vec<&Change> = s.changes.iter().collect();
                 changes.sort_by_key(|c| c.verdict);
                 for c in changes {
@@ -345,11 +445,12 @@ impl CheckReport {
                     };
                     let _ = writeln!(
                         w,
-                        "  | {} | {} | {} | {} | {} | {mark} |",
+                        "  | {} | {} | {} | {} | ±{} | {} | {mark} |",
                         c.metric,
                         num(c.baseline),
                         num(c.now),
                         change(c.baseline, c.now),
+                        num(c.noise),
                         c.tolerance.describe()
                     );
                 }
@@ -437,10 +538,33 @@ pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, CheckError> {
     }
 }
 
-/// Runs and checks every scenario of `path` against `baselines`; with `update`,
-/// rewrites the baselines instead of comparing (bounds are still checked). With `out`,
-/// writes each run's outcome and report into `out/<scenario name>/`.
-pub fn check(path: &Path, baselines: &Path, update: bool, jobs: usize, out: Option<&Path>) -> CheckReport {
+/// How `check` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckConfig {
+    /// Rewrite the baselines instead of comparing (bounds are still checked).
+    pub update: bool,
+    /// Threads (0: one per core).
+    pub jobs: usize,
+    /// Seeds per scenario (at least 1).
+    pub n_seeds: usize,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            update: false,
+            jobs: 0,
+            n_seeds: SEEDS_DEFAULT,
+        }
+    }
+}
+
+/// Runs and checks every scenario of `path` against `baselines`, each over
+/// `config.n_seeds` seeds. With `out`, writes the run of each scenario's own seed
+/// (outcome and report) into `out/<scenario name>/`.
+pub fn check(path: &Path, baselines: &Path, config: CheckConfig, out: Option<&Path>) -> CheckReport {
+    let CheckConfig { update, jobs, n_seeds } = config;
+    let n_seeds = n_seeds.max(1);
     let mut report = CheckReport::default();
     let files = match scenario_files(path) {
         Ok(files) => files,
@@ -470,13 +594,28 @@ pub fn check(path: &Path, baselines: &Path, update: bool, jobs: usize, out: Opti
             Err(error) => report.errors.push(error.into()),
         }
     }
-    let results = crate::parallel::run_scenarios(&scenarios, jobs);
-    for ((scenario, file), result) in scenarios.iter().zip(loaded_files).zip(results) {
+    // Every (scenario, seed) is one job: the parallel runner spreads them all.
+    let runs: Vec<Scenario> = scenarios
+        .iter()
+        .flat_map(|scenario| {
+            seeds(scenario.seed, n_seeds).into_iter().map(|seed| {
+                let mut run = scenario.clone();
+                run.seed = seed;
+                run
+            })
+        })
+        .collect();
+    let mut results = crate::parallel::run_scenarios(&runs, jobs).into_iter();
+    for (scenario, file) in scenarios.iter().zip(loaded_files) {
+        let per_seed: Vec<crate::RunResult> = results.by_ref().take(n_seeds).collect();
+        let outcomes: Vec<&Outcome> = per_seed.iter().map(|r| &r.outcome).collect();
+        let result = &per_seed[0];
         let outcome = &result.outcome;
         let mut s = ScenarioCheck {
             name: scenario.name.clone(),
             file,
             seed: scenario.seed,
+            n_seeds,
             expect_failures: outcome.check(&scenario.expect),
             changes: Vec::new(),
             errors: Vec::new(),
@@ -484,17 +623,15 @@ pub fn check(path: &Path, baselines: &Path, update: bool, jobs: usize, out: Opti
         };
         if let Some(out) = out {
             let dir = out.join(crate::report::file_stem(&scenario.name));
-            if let Err(error) = crate::report::write_run(&dir, &result, &scenario.expect) {
+            if let Err(error) = crate::report::write_run(&dir, result, &scenario.expect) {
                 s.errors.push(error.into());
             }
         }
         let baseline_path = Baseline::path(baselines, &scenario.name);
         let old = baseline_path.exists().then(|| Baseline::load(&baseline_path));
         if update {
-            if let Some(Ok(old)) = &old
-                && old.seed == scenario.seed
-            {
-                s.changes = diff(old, outcome).0;
+            if let Some(Ok(old)) = &old {
+                s.changes = diff(old, &outcomes).0;
                 for c in &mut s.changes {
                     if c.verdict == Verdict::Regression {
                         c.verdict = Verdict::Worse;
@@ -502,7 +639,7 @@ pub fn check(path: &Path, baselines: &Path, update: bool, jobs: usize, out: Opti
                 }
             }
             let written = std::fs::create_dir_all(baselines)
-                .and_then(|()| std::fs::write(&baseline_path, Baseline::from_outcome(outcome).to_json()));
+                .and_then(|()| std::fs::write(&baseline_path, Baseline::from_outcomes(&outcomes).to_json()));
             match written {
                 Ok(()) => report.updated.push(baseline_path),
                 Err(source) => s.errors.push(CheckError::WriteBaseline {
@@ -518,13 +655,15 @@ pub fn check(path: &Path, baselines: &Path, update: bool, jobs: usize, out: Opti
                     baselines: baselines.to_path_buf(),
                 }),
                 Some(Err(error)) => s.errors.push(error),
-                Some(Ok(baseline)) if baseline.seed != scenario.seed => s.errors.push(CheckError::SeedChanged {
-                    path: baseline_path,
-                    baseline_seed: baseline.seed,
-                    scenario_seed: scenario.seed,
-                }),
                 Some(Ok(baseline)) => {
-                    let (changes, errors) = diff(&baseline, outcome);
+                    let now_seeds = seeds(scenario.seed, n_seeds);
+                    if baseline.seeds != now_seeds {
+                        s.notes.push(format!(
+                            "the baseline ran seeds {:?}, this run {:?}: compared unpaired (means and spreads)",
+                            baseline.seeds, now_seeds
+                        ));
+                    }
+                    let (changes, errors) = diff(&baseline, &outcomes);
                     s.changes = changes;
                     s.errors.extend(errors);
                     let missing: Vec<&str> = TOLERANCES
@@ -569,26 +708,69 @@ mod tests {
             seed: 1,
             ..Outcome::default()
         };
-        outcome.cost.total_eur = 100.0;
+        outcome.margin_eur = 100.0;
         outcome.start_wait.p95_s = 60.0;
-        outcome.sessions.lost = 1;
+        outcome.queue.length_max = 1;
         let mut baseline = Baseline::from_outcome(&outcome);
-        let (changes, errors) = diff(&baseline, &outcome);
+        let (changes, errors) = diff(&baseline, &[&outcome]);
         assert!(changes.is_empty() && errors.is_empty());
-        baseline.metrics.insert("cost_total_eur".to_string(), 99.0); // +1.0%: within 2%
+        baseline.per_seed.clear(); // one seed: the means are compared
+        baseline.metrics.insert("margin_eur".to_string(), 102.0); // -2%: within 5% + 1
         baseline.metrics.insert("start_wait_p95_s".to_string(), 50.0); // +10 s: beyond 5% + 1 s
-        baseline.metrics.insert("sessions_lost".to_string(), 2.0); // fewer lost: better
-        let (changes, errors) = diff(&baseline, &outcome);
+        baseline.metrics.insert("queue_length_max".to_string(), 2.0); // shorter: better
+        let (changes, errors) = diff(&baseline, &[&outcome]);
         assert!(errors.is_empty());
         let verdicts: Vec<(&str, Verdict)> = changes.iter().map(|c| (c.metric.as_str(), c.verdict)).collect();
         assert_eq!(
             verdicts,
             [
-                ("cost_total_eur", Verdict::Worse),
+                ("margin_eur", Verdict::Worse),
                 ("start_wait_p95_s", Verdict::Regression),
-                ("sessions_lost", Verdict::Improved),
+                ("queue_length_max", Verdict::Improved),
             ]
         );
+    }
+
+    fn outcome_with(seed: u64, p95_s: f64) -> Outcome {
+        let mut outcome = Outcome {
+            scenario: "s".to_string(),
+            seed,
+            ..Outcome::default()
+        };
+        outcome.start_wait.p95_s = p95_s;
+        outcome
+    }
+
+    fn verdict_of(baseline: &Baseline, outcomes: &[Outcome]) -> Option<Verdict> {
+        let refs: Vec<&Outcome> = outcomes.iter().collect();
+        let (changes, _) = diff(baseline, &refs);
+        changes
+            .iter()
+            .find(|c| c.metric == "start_wait_p95_s")
+            .map(|c| c.verdict)
+    }
+
+    #[test]
+    fn a_shift_inside_the_seed_noise_passes_and_a_consistent_one_fails() {
+        // Baseline p95 over three seeds: 100, 130, 160 s (noisy).
+        let base: Vec<Outcome> = [(1, 100.0), (2, 130.0), (3, 160.0)]
+            .map(|(s, v)| outcome_with(s, v))
+            .into();
+        let baseline = Baseline::from_outcomes(&base.iter().collect::<Vec<_>>());
+        assert_eq!(baseline.per_seed["start_wait_p95_s"], [100.0, 130.0, 160.0]);
+        // Same seeds, +12 s on one seed only: the mean rises 4 s, within 5% + 1 s of 130.
+        let noisy = [(1, 100.0), (2, 142.0), (3, 160.0)].map(|(s, v)| outcome_with(s, v));
+        assert_eq!(verdict_of(&baseline, &noisy), Some(Verdict::Worse));
+        // A seed change alone: other seeds, other figures, same spread: unpaired, passes.
+        let reseeded = [(7, 160.0), (8, 100.0), (9, 150.0)].map(|(s, v)| outcome_with(s, v));
+        assert_ne!(verdict_of(&baseline, &reseeded), Some(Verdict::Regression));
+        // +20 s on every seed (paired, no spread): a regression beyond 5% + 1 s.
+        let worse = [(1, 120.0), (2, 150.0), (3, 180.0)].map(|(s, v)| outcome_with(s, v));
+        assert_eq!(verdict_of(&baseline, &worse), Some(Verdict::Regression));
+        // +20 s on the mean but only on one seed (60 s there): noise explains it.
+        let one_seed = [(1, 100.0), (2, 190.0), (3, 160.0)].map(|(s, v)| outcome_with(s, v));
+        assert_eq!(verdict_of(&baseline, &one_seed), Some(Verdict::Worse));
+        assert_eq!(t95(2), 2.920);
     }
 
     #[test]
@@ -598,7 +780,7 @@ mod tests {
         baseline.metrics.clear();
         baseline.metrics.insert("no_such_metric".to_string(), 1.0);
         // Only metrics in TOLERANCES are compared; an unknown one is ignored ...
-        let (changes, errors) = diff(&baseline, &outcome);
+        let (changes, errors) = diff(&baseline, &[&outcome]);
         assert!(changes.is_empty() && errors.is_empty());
         // ... and every TOLERANCES metric exists in an outcome.
         let names = Outcome::metric_names();

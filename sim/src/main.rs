@@ -86,6 +86,10 @@ enum Command {
         /// Also write each run's outcome and report into DIR/<scenario name>/.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Seeds per scenario (its own seed, then the next ones): a metric fails only
+        /// when its worsening is beyond both seed noise and its tolerance.
+        #[arg(long, value_name = "N", default_value_t = payperplay_sim::check::SEEDS_DEFAULT)]
+        seeds: usize,
         #[command(flatten)]
         jobs: Jobs,
     },
@@ -160,9 +164,15 @@ fn run_cli() -> anyhow::Result<ExitCode> {
             baselines,
             update_baselines,
             out,
+            seeds,
             jobs,
         } => {
-            let report = payperplay_sim::check::check(&path, &baselines, update_baselines, jobs.jobs, out.as_deref());
+            let config = payperplay_sim::check::CheckConfig {
+                update: update_baselines,
+                jobs: jobs.jobs,
+                n_seeds: seeds,
+            };
+            let report = payperplay_sim::check::check(&path, &baselines, config, out.as_deref());
             print!("{}", report.render());
             Ok(ExitCode::from(report.exit_code()))
         }

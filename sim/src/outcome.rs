@@ -85,6 +85,13 @@ pub struct Sessions {
     pub total: u64,
     /// Sessions whose server could not be started (rejected or cancelled).
     pub lost: u64,
+    /// Sessions whose players gave up waiting for the start (`[workload] patience`).
+    pub abandoned: u64,
+    /// Abandoned sessions in percent of all sessions.
+    pub abandoned_pct: f64,
+    /// Revenue the abandoned sessions would have brought: their server's RAM for the
+    /// session length at the RAM price (an upper bound when sessions overlap).
+    pub abandoned_revenue_eur: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -94,6 +101,12 @@ pub struct Starts {
     pub rejected: u64,
     pub cancelled: u64,
     pub pending_at_end: u64,
+    /// Starts that did not run but whose wait so far is in the start-wait figures (a
+    /// lower bound): those pending at the end and those withdrawn by impatient players.
+    pub censored: u64,
+    /// Starts of a tier no cloud VM type can hold (after reserve) in an autoscaled
+    /// fleet: they wait for dedicated capacity, and the cloud policy ignores them.
+    pub unservable_by_cloud: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -369,7 +382,7 @@ impl Outcome {
         );
         let _ = writeln!(w, "## Fleet\n");
         let _ = writeln!(w, "| metric | value |\n|---|---:|");
-        let rows: [(&str, String); 14] = [
+        let rows: [(&str, String); 15] = [
             (
                 "starts running / rejected / cancelled / pending",
                 format!(
@@ -378,6 +391,13 @@ impl Outcome {
                 ),
             ),
             ("sessions lost", self.sessions.lost.to_string()),
+            (
+                "sessions abandoned (players gave up waiting)",
+                format!(
+                    "{} ({:.2}%, {:.2} EUR of revenue)",
+                    self.sessions.abandoned, self.sessions.abandoned_pct, self.sessions.abandoned_revenue_eur
+                ),
+            ),
             (
                 "requests queued",
                 format!("{} ({:.2}%)", self.queue.requests_queued, self.queue.queued_pct),

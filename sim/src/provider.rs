@@ -1,11 +1,15 @@
 //! The Hetzner Cloud model: dated prices, provisioning latency per type and location,
 //! the API rate limit, sold-out windows, failed orders and lost VMs.
 //!
-//! Billing follows Hetzner: a VM bills from its order until its deletion is confirmed,
-//! every started hour at the hourly price of the day it was ordered, capped at the
-//! monthly price per 730-hour month.
+//! Billing follows Hetzner: a VM bills from the moment its creation completes (the
+//! order plus its provisioning delay; a refused order costs nothing) until its
+//! deletion is confirmed, every started hour at the hourly price in effect (for its
+//! type and location) when it was created, and never more than the monthly price per
+//! *calendar* month (UTC): each started hour counts in the month in which it starts.
+//! Its primary IPv4 and its volume (if the scenario gives VMs one) bill by the same
+//! rule and count in the cloud cost, so in the margin.
 
-use payperplay_core::{MS_PER_DAY, MS_PER_HOUR, MS_PER_MONTH, Timestamp};
+use payperplay_core::{MS_PER_DAY, MS_PER_HOUR, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -67,6 +71,8 @@ impl Bucket {
 #[derive(Debug, Clone, Copy)]
 struct Price {
     from: Timestamp,
+    /// `None`: every location.
+    location: Option<u16>,
     hourly_micros: u64,
     monthly_micros: u64,
 }
@@ -76,8 +82,12 @@ pub struct Provider {
     latency: Vec<Vec<usize>>,
     dists: Vec<Dist>,
     deletion: Dist,
-    /// Prices per type, by date, oldest first (the catalog's price from the epoch).
+    /// Prices per type, by date, oldest first (the catalog's price from the epoch);
+    /// at the same date a location's own entry comes after the general one.
     prices: Vec<Vec<Price>>,
+    /// What every VM adds: its IPv4 and its volume, (hourly, monthly cap).
+    ipv4_micros: (u64, u64),
+    volume_micros: (u64, u64),
     /// (type, location or all, from, until).
     sold_out: Vec<(u16, Option<u16>, Timestamp, Timestamp)>,
     bucket: Option<Bucket>,
@@ -136,6 +146,7 @@ impl Provider {
             .map(|t| {
                 vec![Price {
                     from: Timestamp::ZERO,
+                    location: None,
                     hourly_micros: t.price_micros_per_hour,
                     monthly_micros: t.monthly_cap_micros,
                 }]
@@ -145,12 +156,13 @@ impl Provider {
             let t = type_idx(&p.server_type).expect("validated");
             prices[t].push(Price {
                 from: Timestamp(parse_date(&p.from).expect("validated") as u64 * MS_PER_DAY),
+                location: p.location.as_deref().map(|l| loc_idx(l).expect("validated") as u16),
                 hourly_micros: p.price_micros_per_hour,
                 monthly_micros: p.monthly_cap_micros,
             });
         }
         for list in &mut prices {
-            list.sort_by_key(|p| p.from);
+            list.sort_by_key(|p| (p.from, p.location.is_some()));
         }
         let start = scenario.start();
         let sold_out = cloud
@@ -179,7 +191,10 @@ impl Provider {
         } else {
             -(1.0 - p_day).ln() / MS_PER_DAY as f64
         };
+        let volume_monthly = cloud.volume_micros_per_gb_month * cloud.volume_gb;
         Provider {
+            ipv4_micros: (cloud.ipv4_micros_per_hour, cloud.ipv4_monthly_cap_micros),
+            volume_micros: (volume_monthly.div_ceil(730), volume_monthly),
             latency,
             dists,
             deletion: cloud.deletion_seconds.clone(),
@@ -255,11 +270,21 @@ impl Provider {
         (ms < u64::MAX as f64 / 2.0).then_some(ms as u64)
     }
 
-    /// What a VM of type `t` ordered at `created_at` and deleted at `until` costs.
-    pub fn vm_cost_micros(&self, t: u16, created_at: Timestamp, until: Timestamp) -> u64 {
+    /// What a VM of type `t` in location `loc`, created at `created_at` and deleted at
+    /// `until`, costs with its IPv4 and volume. Nothing when it was deleted before its
+    /// creation completed.
+    pub fn vm_cost_micros(&self, t: u16, loc: u16, created_at: Timestamp, until: Timestamp) -> u64 {
+        if until < created_at {
+            return 0;
+        }
         let list = &self.prices[t as usize];
-        let price = list.iter().rev().find(|p| p.from <= created_at).unwrap_or(&list[0]);
-        vm_cost_micros(price.hourly_micros, price.monthly_micros, until.since(created_at))
+        let price = list
+            .iter()
+            .rev()
+            .find(|p| p.from <= created_at && p.location.is_none_or(|l| l == loc))
+            .unwrap_or(&list[0]);
+        let bill = |(hourly, monthly): (u64, u64)| vm_cost_micros(hourly, monthly, created_at, until);
+        bill((price.hourly_micros, price.monthly_micros)) + bill(self.ipv4_micros) + bill(self.volume_micros)
     }
 }
 
@@ -277,33 +302,75 @@ pub fn failure_input(command_id: payperplay_core::CommandId, error: OrderError) 
     }
 }
 
-/// Hetzner's rule: every started hour at the hourly price, at most the monthly cap per
-/// 730-hour month.
-pub fn vm_cost_micros(price_micros_per_hour: u64, monthly_cap_micros: u64, lifetime_ms: u64) -> u64 {
-    let full_months = lifetime_ms / MS_PER_MONTH;
-    let rest_ms = lifetime_ms % MS_PER_MONTH;
-    let started_hours = rest_ms.div_ceil(MS_PER_HOUR);
-    let rest = (started_hours * price_micros_per_hour).min(monthly_cap_micros);
-    let rest = if lifetime_ms == 0 {
-        price_micros_per_hour.min(monthly_cap_micros)
-    } else {
-        rest
-    };
-    full_months * monthly_cap_micros + rest
+/// Hetzner's rule: every started hour (at least one) at the hourly price, at most the
+/// monthly cap per calendar month (UTC), each started hour counted in the month in
+/// which it starts.
+pub fn vm_cost_micros(
+    price_micros_per_hour: u64,
+    monthly_cap_micros: u64,
+    created_at: Timestamp,
+    until: Timestamp,
+) -> u64 {
+    let started_hours = until.since(created_at).div_ceil(MS_PER_HOUR).max(1);
+    let end_ms = created_at.ms() + started_hours * MS_PER_HOUR;
+    let mut total = 0;
+    let mut month_start_ms = created_at.ms();
+    while month_start_ms < end_ms {
+        let month_end_ms = next_month_start_ms(month_start_ms).min(end_ms);
+        // Hours start at created_at + k h: those starting in [month_start, month_end).
+        let first_k = (month_start_ms - created_at.ms()).div_ceil(MS_PER_HOUR);
+        let end_k = (month_end_ms - created_at.ms()).div_ceil(MS_PER_HOUR);
+        total += ((end_k - first_k) * price_micros_per_hour).min(monthly_cap_micros);
+        month_start_ms = month_end_ms;
+    }
+    total
+}
+
+/// The first millisecond of the calendar month (UTC) after the one holding `ms`.
+fn next_month_start_ms(ms: u64) -> u64 {
+    // Howard Hinnant's civil_from_days, then days_from_civil of the next month's 1st.
+    let days = (ms / MS_PER_DAY) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let first = crate::scenario::parse_date(&format!("{year:04}-{month:02}-01")).expect("a valid date");
+    first as u64 * MS_PER_DAY
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn day(date: &str) -> Timestamp {
+        Timestamp(crate::scenario::parse_date(date).unwrap() as u64 * MS_PER_DAY)
+    }
+
     #[test]
-    fn vms_bill_every_started_hour_up_to_the_monthly_cap() {
+    fn vms_bill_every_started_hour_up_to_the_cap_of_each_calendar_month() {
         let (hourly, cap) = (20_000, 12_000_000);
-        assert_eq!(vm_cost_micros(hourly, cap, 1), 20_000);
-        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_HOUR), 20_000);
-        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_HOUR + 1), 40_000);
-        assert_eq!(vm_cost_micros(hourly, cap, 700 * MS_PER_HOUR), 12_000_000);
-        assert_eq!(vm_cost_micros(hourly, cap, MS_PER_MONTH + MS_PER_HOUR), 12_020_000);
+        let at = day("2026-03-02");
+        let cost = |ms| vm_cost_micros(hourly, cap, at, at.plus_ms(ms));
+        assert_eq!(cost(0), 20_000);
+        assert_eq!(cost(1), 20_000);
+        assert_eq!(cost(MS_PER_HOUR), 20_000);
+        assert_eq!(cost(MS_PER_HOUR + 1), 40_000);
+        assert_eq!(cost(700 * MS_PER_HOUR), 12_000_000);
+        // 2 March to 2 April: March is capped, April's 25 started hours bill on top.
+        assert_eq!(cost(31 * MS_PER_DAY + MS_PER_HOUR), 12_000_000 + 25 * 20_000);
+        // Across a month's end two caps apply, though fewer than 730 hours passed.
+        let late = day("2026-03-20");
+        assert_eq!(
+            vm_cost_micros(hourly, 3_000_000, late, late.plus_ms(20 * MS_PER_DAY)),
+            6_000_000
+        );
+        let feb = day("2028-02-29");
+        assert_eq!(next_month_start_ms(feb.ms()), day("2028-03-01").ms());
+        assert_eq!(next_month_start_ms(day("2026-12-31").ms() + 5), day("2027-01-01").ms());
     }
 
     #[test]

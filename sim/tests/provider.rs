@@ -55,23 +55,55 @@ fn scenario(extra: &str) -> Scenario {
     scenario_with("", extra)
 }
 
-/// Hetzner's rule written out independently: the price of the day the VM was ordered,
-/// every started hour (at least one), never more than the monthly cap per 730 hours.
+/// Hetzner's rule written out independently: the price in effect (for the VM's type
+/// and location) when its creation completed, every started hour (at least one), each
+/// hour in the calendar month in which it starts, never more than the monthly cap per
+/// calendar month; plus the primary IPv4 (0.0008 EUR an hour, 0.50 EUR a month) by the
+/// same rule. Months are found by walking month lengths from 1970, hour by hour.
 fn oracle_micros(prices: &[(u64, u64, u64)], created_ms: u64, until_ms: u64) -> u64 {
     let (_, hourly, monthly) = *prices.iter().rev().find(|(from, _, _)| *from <= created_ms).unwrap();
-    let life_ms = until_ms - created_ms;
-    let month_ms = 730 * MS_PER_HOUR;
-    let months = life_ms / month_ms;
-    let rest = life_ms - months * month_ms;
-    let hours = (rest as f64 / MS_PER_HOUR as f64)
-        .ceil()
-        .max(if life_ms == 0 { 1.0 } else { 0.0 }) as u64;
-    months * monthly + (hours * hourly).min(monthly)
+    if until_ms < created_ms {
+        return 0;
+    }
+    let hours = ((until_ms - created_ms) as f64 / MS_PER_HOUR as f64).ceil().max(1.0) as u64;
+    let mut per_month: std::collections::BTreeMap<(u64, u64), u64> = Default::default();
+    for k in 0..hours {
+        *per_month.entry(year_month(created_ms + k * MS_PER_HOUR)).or_default() += 1;
+    }
+    per_month
+        .values()
+        .map(|&n| (n * hourly).min(monthly) + (n * 800).min(500_000))
+        .sum()
+}
+
+/// (year, month) of a UTC millisecond, by counting days through month lengths.
+fn year_month(ms: u64) -> (u64, u64) {
+    let mut days = ms / MS_PER_DAY;
+    let mut year = 1970;
+    loop {
+        for month in 1..=12 {
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let len = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month as usize - 1];
+            if days < len {
+                return (year, month);
+            }
+            days -= len;
+        }
+        year += 1;
+    }
+}
+
+#[test]
+fn the_oracle_finds_calendar_months() {
+    assert_eq!(year_month(0), (1970, 1));
+    let leap_day = payperplay_sim::scenario::parse_date("2028-02-29").unwrap() as u64 * MS_PER_DAY;
+    assert_eq!(year_month(leap_day), (2028, 2));
+    assert_eq!(year_month(leap_day + MS_PER_DAY), (2028, 3));
 }
 
 #[test]
 fn cloud_cost_matches_the_billing_oracle_across_a_price_change() {
-    // Prices rise on the second day; VMs ordered before keep the old price.
+    // Prices rise on the second day; VMs created before keep the old price.
     let s = scenario(
         r#"
 [[fleet.cloud.prices]]
@@ -115,10 +147,41 @@ monthly_eur = 18.49
 }
 
 #[test]
-fn a_vm_kept_longer_than_a_month_bills_the_cap_then_hours_again() {
+fn a_location_price_applies_only_to_vms_in_that_location() {
+    let mut s = scenario(
+        r#"
+[[fleet.cloud.prices]]
+from = "2026-01-01"
+server_type = "small"
+location = "fsn1"
+hourly_eur = 0.05
+monthly_eur = 30
+"#,
+    );
+    s.core.policy.server_type = Some("small".into());
+    let mut sim = Simulation::new(s);
+    sim.record_vms();
+    let result = sim.run_full();
+    assert!(result.vms.iter().any(|v| v.location == "fsn1"));
+    for vm in &result.vms {
+        let prices = match (vm.server_type.as_str(), vm.location.as_str()) {
+            ("small", "fsn1") => vec![(0, 50_000, 30_000_000)],
+            ("small", _) => vec![(0, 22_400, 13_990_000)],
+            _ => vec![(0, 40_000, 24_990_000)],
+        };
+        assert_eq!(
+            vm.cost_micros,
+            oracle_micros(&prices, vm.created_at.ms(), vm.until.ms()),
+            "{vm:?}"
+        );
+    }
+}
+
+#[test]
+fn a_vm_kept_across_calendar_months_bills_one_cap_per_month() {
     let mut s = scenario("");
     s.core.policy.min_cloud_nodes = 1;
-    // Nothing is ever scaled down: the first VM lives the whole run.
+    // Nothing is ever scaled down: the first VM lives the whole run (30 March to 2 May).
     s.core.policy.reactive.as_mut().unwrap().scale_down_empty_after_ms = 60 * MS_PER_DAY;
     s.duration_ms = 33 * MS_PER_DAY;
     s.workload.sessions_per_hour = 0.5;
@@ -128,18 +191,48 @@ fn a_vm_kept_longer_than_a_month_bills_the_cap_then_hours_again() {
     let long: Vec<_> = result
         .vms
         .iter()
-        .filter(|v| v.until.ms() - v.created_at.ms() > 730 * MS_PER_HOUR)
+        .filter(|v| v.until.ms() - v.created_at.ms() > 30 * MS_PER_DAY)
         .collect();
     assert!(!long.is_empty());
     for vm in long {
-        let hours_past_month = (vm.until.ms() - vm.created_at.ms() - 730 * MS_PER_HOUR).div_ceil(MS_PER_HOUR);
-        let (hourly, cap) = if vm.server_type == "small" {
-            (22_400, 13_990_000)
+        let prices = if vm.server_type == "small" {
+            [(0, 22_400, 13_990_000)]
         } else {
-            (40_000, 24_990_000)
+            [(0, 40_000, 24_990_000)]
         };
-        assert_eq!(vm.cost_micros, cap + (hours_past_month * hourly).min(cap));
+        let expected = oracle_micros(&prices, vm.created_at.ms(), vm.until.ms());
+        assert_eq!(vm.cost_micros, expected, "{vm:?}");
+        // March's two days, April capped, May's two days: more than one 730-hour cap.
+        assert!(expected > prices[0].2 + 500_000, "{expected}");
     }
+}
+
+#[test]
+fn billing_starts_when_creation_completes_not_at_the_order() {
+    // One VM is ordered at once but takes two days to create: the one-day run pays
+    // nothing for it.
+    let mut s = scenario_with("", "");
+    s.fleet.cloud.provisioning_seconds = payperplay_sim::dist::Dist::Const { value: 2.0 * 86_400.0 };
+    s.core.policy.min_cloud_nodes = 1;
+    s.duration_ms = MS_PER_DAY;
+    let outcome = simulate(s);
+    assert!(outcome.nodes.provisioned >= 1, "{:?}", outcome.nodes);
+    assert_eq!(outcome.cost.cloud_eur, 0.0);
+}
+
+#[test]
+fn ipv4_and_volumes_count_in_the_cloud_cost_and_the_margin() {
+    let plain = simulate(scenario(""));
+    let mut s = scenario_with("volume_gb = 100\nipv4_hourly_eur = 0.01\nipv4_monthly_eur = 5", "");
+    s.fleet.cloud.volume_micros_per_gb_month = 44_000;
+    let with_extras = simulate(s);
+    assert!(
+        with_extras.cost.cloud_eur > plain.cost.cloud_eur + 1.0,
+        "{} vs {}",
+        with_extras.cost.cloud_eur,
+        plain.cost.cloud_eur
+    );
+    assert!(with_extras.margin_eur < plain.margin_eur - 1.0);
 }
 
 fn every_start_ends(o: &payperplay_sim::Outcome) {

@@ -42,6 +42,25 @@ fn the_small_scenario_summary_matches_its_snapshot() {
 /// A fleet of `slots` dedicated nodes of 4 GiB each (no reserve), one 4 GiB tier, no
 /// boot, stop or idle delay: each slot is one server of an M/·/c queue.
 fn queue_scenario(slots: u32, sessions_per_hour: f64, session_minutes: &str, days: u32, seed: u64) -> Scenario {
+    queue_scenario_with_patience(
+        slots,
+        sessions_per_hour,
+        session_minutes,
+        "patience = false",
+        days,
+        seed,
+    )
+}
+
+/// The same queue with players' patience given by `patience` (TOML of `[workload]`).
+fn queue_scenario_with_patience(
+    slots: u32,
+    sessions_per_hour: f64,
+    session_minutes: &str,
+    patience: &str,
+    days: u32,
+    seed: u64,
+) -> Scenario {
     let text = format!(
         r#"
 name = "queueing"
@@ -84,6 +103,7 @@ initial_balance_eur = 1000000.0
 sessions_per_hour = {sessions_per_hour}
 session_minutes = {session_minutes}
 tiers = [{{ gb = 4, weight = 1 }}]
+{patience}
 "#
     );
     Scenario::parse(&text, Path::new("queueing.toml")).expect("queueing scenario is valid")
@@ -151,8 +171,119 @@ fn an_mginf_fleet_has_a_poisson_mean_of_busy_servers() {
     assert_eq!(outcome.queue.requests_queued, 0, "M/G/∞ never queues");
 }
 
+/// Erlang A (M/M/c+M): the probability that an arrival abandons, from the
+/// birth-death chain with birth rate `lambda` and death rate `min(n, c)·mu +
+/// max(n - c, 0)·theta` in state `n` (truncated where the terms vanish).
+fn erlang_a_abandonment(c: u32, lambda: f64, mu: f64, theta: f64) -> f64 {
+    let (mut term, mut sum, mut abandon_rate) = (1.0f64, 1.0f64, 0.0f64);
+    for n in 1..2_000u32 {
+        let death = n.min(c) as f64 * mu + n.saturating_sub(c) as f64 * theta;
+        term *= lambda / death;
+        sum += term;
+        abandon_rate += n.saturating_sub(c) as f64 * theta * term;
+    }
+    abandon_rate / sum / lambda
+}
+
+#[test]
+fn an_mmc_fleet_with_impatient_players_reproduces_erlang_a() {
+    // c = 10 slots, λ = 9 per hour, mean service 1 hour, exponential patience of mean
+    // 30 min (θ = 2 per hour): about one arrival in ten gives up.
+    let (c, lambda, mu, theta) = (10, 9.0, 1.0, 2.0);
+    let outcome = simulate(queue_scenario_with_patience(
+        c,
+        lambda,
+        r#"{ kind = "exponential", mean = 60 }"#,
+        r#"patience_seconds = { kind = "exponential", mean = 1800 }"#,
+        2400,
+        7,
+    ));
+    let theory = erlang_a_abandonment(c, lambda, mu, theta);
+    let n = outcome.sessions.total as f64;
+    assert!(n > 400_000.0, "{n} sessions: too few for a 3% comparison");
+    let simulated = outcome.sessions.abandoned as f64 / n;
+    println!("P(abandon): theory {theory:.5}, simulated {simulated:.5}");
+    assert!(
+        (simulated - theory).abs() / theory < 0.03,
+        "P(abandon) {simulated} vs Erlang A {theory}"
+    );
+    // Every abandoned session withdrew its queued start (but for a few around the
+    // warm-up's edge); those waits are counted.
+    assert!(outcome.starts.cancelled.abs_diff(outcome.sessions.abandoned) <= 10);
+    assert!(outcome.starts.censored + 10 >= outcome.sessions.abandoned);
+}
+
+#[test]
+fn erlang_a_without_abandonment_is_erlang_c() {
+    // θ = μ: the chain is M/M/∞'s, so abandonment is the excess over c of a Poisson
+    // (a = 2, c = 1: E[(N - 1)+] = a - 1 + e^-a).
+    let a: f64 = 2.0;
+    let expected = (a - 1.0 + (-a).exp()) / a;
+    assert!((erlang_a_abandonment(1, a, 1.0, 1.0) - expected).abs() < 1e-12);
+}
+
+/// Players who wait hours give up: a fleet that makes them wait loses their sessions
+/// and their revenue, so three dedicated machines no longer beat an autoscaled fleet on
+/// margin (before patience they did, with a median start wait of 1.9 h).
+#[test]
+fn an_undersized_dedicated_fleet_loses_impatient_players_and_its_margin() {
+    let dedicated = load("dedicated-only.toml");
+    let mut autoscaled = load("weekday-tuned.toml");
+    autoscaled.duration_ms = dedicated.duration_ms;
+    autoscaled.seed = dedicated.seed;
+    let dedicated = simulate(dedicated);
+    let autoscaled = simulate(autoscaled);
+    assert_eq!(dedicated.sessions.total, autoscaled.sessions.total, "the same workload");
+    assert!(
+        dedicated.margin_eur < autoscaled.margin_eur,
+        "dedicated-only margin {} vs autoscaled {}",
+        dedicated.margin_eur,
+        autoscaled.margin_eur
+    );
+    assert!(dedicated.sessions.abandoned_pct > 10.0 * autoscaled.sessions.abandoned_pct.max(0.1));
+    assert!(dedicated.sessions.abandoned_revenue_eur > 50.0);
+    assert!(
+        dedicated.start_wait.p50_s < 600.0,
+        "nobody waits hours: {}",
+        dedicated.start_wait.p50_s
+    );
+}
+
 #[test]
 fn erlang_c_matches_a_textbook_value() {
     // c = 2, a = 1: C = 1/3.
     assert!((erlang_c(2, 1.0) - 1.0 / 3.0).abs() < 1e-12);
+}
+
+const MINIMAL_SCENARIO: &str = r#"
+name = "minimal"
+duration = "1h"
+
+[[fleet.dedicated]]
+name = "box"
+ram_gb = 16
+monthly_eur = 1.0
+
+[workload]
+users = 1
+initial_balance_eur = 1.0
+sessions_per_hour = 1
+session_minutes = { kind = "const", value = 1 }
+tiers = [{ gb = 4, weight = 1 }]
+"#;
+
+#[test]
+fn the_workload_kind_defaults_to_the_generator_as_documented() {
+    let scenario = Scenario::parse(MINIMAL_SCENARIO, Path::new("minimal.toml")).expect("kind may be left out");
+    assert_eq!(
+        scenario.workload.kind,
+        payperplay_sim::scenario::WorkloadKind::Generator
+    );
+}
+
+#[test]
+fn a_start_date_the_month_does_not_have_is_an_error_naming_the_field() {
+    let text = format!("start_date = \"2026-02-31\"\n{MINIMAL_SCENARIO}");
+    let error = Scenario::parse(&text, Path::new("minimal.toml")).expect_err("31 February is no date");
+    assert!(error.to_string().contains("start_date"), "{error}");
 }

@@ -189,14 +189,14 @@ impl Core {
     /// deadline, so re-arming on each would leave a dead entry behind per change.
     pub(super) fn arm_user_timer(&mut self, user_id: UserId) {
         let at = self.balance_deadline(user_id);
-        let slot = self.users[&user_id].timer_at;
+        let slot = self.users[&user_id].armed_timer;
         if let Some(armed) = slot
             && at.is_none_or(|at| armed.at <= at)
         {
             return;
         }
         let new = self.arm_timer(slot, at, Timer::User(user_id));
-        self.users.get_mut(&user_id).expect("exists").timer_at = new;
+        self.users.get_mut(&user_id).expect("exists").armed_timer = new;
     }
 
     pub(super) fn fire_balance_timer(&mut self, user_id: UserId) {

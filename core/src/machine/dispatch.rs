@@ -40,7 +40,15 @@ impl Core {
         self.totals.queued_demand_mib -= entry.ram_mib as u64;
     }
 
-    /// Start what fits, in queue order (at most `scan_max` entries per pass).
+    /// Start what fits, in queue order (at most `scan_max` placement attempts per pass).
+    ///
+    /// The window: the head, then the first `scan_max` requests whose size could fit
+    /// the largest free space of any ready node. Requests that cannot fit anywhere now
+    /// are stepped over without counting (their sizes are known from the queue's size
+    /// tally, so the walk stops once every request that could fit has been seen): a
+    /// queue front full of requests for a tier only one machine holds never hides the
+    /// smaller starts behind it. `scan_max` bounds the work of a pass, not who can be
+    /// placed.
     ///
     /// Starvation: smaller requests may overtake a head that does not fit (backfill)
     /// until the head has waited `head_bypass_ms_max`. From then on the head holds a
@@ -58,7 +66,18 @@ impl Core {
         let head_bypass_ms_max = self.config.queue.head_bypass_ms_max;
         let mut candidates = std::mem::take(&mut self.dispatch_buffer);
         candidates.clear();
-        candidates.extend(self.queue.iter().take(scan_max).map(|(_, entry)| *entry));
+        let n_could_fit = self.queue.count_up_to(max_free).min(scan_max);
+        let mut n_seen = 0;
+        for (position, (_, entry)) in self.queue.iter().enumerate() {
+            if n_seen == n_could_fit {
+                break;
+            }
+            let could_fit = entry.ram_mib <= max_free;
+            if could_fit || position == 0 {
+                candidates.push(*entry);
+            }
+            n_seen += could_fit as usize;
+        }
         let mut claimed: Option<NodeId> = None;
         let mut head_seen = false;
         for entry in &candidates {
@@ -87,10 +106,13 @@ impl Core {
     ///
     /// Every pass of `dispatch` ends with no request in its window placeable, and
     /// free RAM only grows through paths that call `dispatch` again; so when a request
-    /// joins the queue only the newcomer needs a look, not the whole window.
+    /// joins the queue only the newcomer needs a look, not the whole window. The
+    /// newcomer is in the window when no more than `scan_max` queued requests could fit
+    /// the largest free space.
     pub(super) fn dispatch_newcomer(&mut self, server_id: ServerId) {
         let scan_max = self.config.queue.scan_max as usize;
-        if self.queue.len() > scan_max {
+        let max_free = self.free_dedicated.max_free_mib().max(self.free_cloud.max_free_mib());
+        if self.queue.count_up_to(max_free) > scan_max {
             return;
         }
         let Some((_, head)) = self.queue.iter().next() else {

@@ -259,6 +259,8 @@ impl Core {
             now: self.now,
             trigger,
             totals: self.totals,
+            queued_for_cloud_count: self.queue.count_up_to(self.largest_placeable_mib) as u32,
+            queued_for_cloud_mib: self.queue.demand_mib_up_to(self.largest_placeable_mib),
             nodes: &self.nodes,
             queued_by_size: self.queue.head_by_size(QUEUE_VIEW_MAX, &mut self.queue_view),
             catalog: &self.config.catalog,

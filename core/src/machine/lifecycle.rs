@@ -316,7 +316,7 @@ impl Core {
         self.settle(server_id);
         self.arm_server_timer(server_id, None);
         if let Some(habit) = self.habits.get(&server_id) {
-            let slot = habit.timer_at;
+            let slot = habit.armed_timer;
             self.arm_timer(slot, None, Timer::Prewarm(server_id));
             self.habits.remove(&server_id);
         }

@@ -94,7 +94,7 @@ pub struct CoreStats {
 #[derive(Debug, Clone, Default)]
 struct HabitState {
     habit: Habit,
-    timer_at: Option<TimerSlot>,
+    armed_timer: Option<TimerSlot>,
 }
 
 /// Reusable buffers for `Core::drain_into` and `Core::handle_into`. The caller empties

@@ -21,7 +21,7 @@ impl Core {
         }
         let state = self.habits.get_mut(&server_id).expect("inserted");
         // A later demand the same day changes nothing the habit depends on.
-        if state.habit.record(now) || state.timer_at.is_none() {
+        if state.habit.record(now) || state.armed_timer.is_none() {
             self.arm_prewarm(server_id);
         }
     }
@@ -29,9 +29,9 @@ impl Core {
     pub(super) fn arm_prewarm(&mut self, server_id: ServerId) {
         let state = &self.habits[&server_id];
         let at = state.habit.next_prewarm(&self.config.prewarm, self.now);
-        let slot = state.timer_at;
+        let slot = state.armed_timer;
         let new = self.arm_timer(slot, at, Timer::Prewarm(server_id));
-        self.habits.get_mut(&server_id).expect("exists").timer_at = new;
+        self.habits.get_mut(&server_id).expect("exists").armed_timer = new;
     }
 
     /// The usual time is near: start the server if it rests and its owner can pay.

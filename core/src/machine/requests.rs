@@ -52,7 +52,7 @@ impl Core {
                 unsettled_since: self.now,
                 servers: IdSet::new(),
                 low_balance_warned: false,
-                timer_at: None,
+                armed_timer: None,
             },
         );
         Ok(())
@@ -111,7 +111,7 @@ impl Core {
                 accrual: Accrual::default(),
                 pending_command: None,
                 stop_attempts: 0,
-                timer_at: None,
+                armed_timer: None,
                 queue_seq: None,
                 prewarm_hold: false,
             },

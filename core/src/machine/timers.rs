@@ -32,16 +32,19 @@ impl Core {
                     self.servers
                         .get_mut(&server_id)
                         .expect("timer's server exists")
-                        .timer_at = None;
+                        .armed_timer = None;
                     self.fire_server_timer(server_id);
                 }
                 Timer::User(user_id) => {
-                    self.users.get_mut(&user_id).expect("timer's user exists").timer_at = None;
+                    self.users.get_mut(&user_id).expect("timer's user exists").armed_timer = None;
                     self.fire_balance_timer(user_id);
                 }
                 Timer::Node(node_id) => self.fire_provision_timeout(node_id),
                 Timer::Prewarm(server_id) => {
-                    self.habits.get_mut(&server_id).expect("timer's habit exists").timer_at = None;
+                    self.habits
+                        .get_mut(&server_id)
+                        .expect("timer's habit exists")
+                        .armed_timer = None;
                     self.fire_prewarm(server_id);
                 }
                 Timer::ScaleTick => {
@@ -57,14 +60,14 @@ impl Core {
     pub(super) fn timer_is_live(&self, at: Timestamp, seq: u64, timer: Timer) -> bool {
         let slot = Some(TimerSlot { at, seq });
         match timer {
-            Timer::Server(id) => self.servers.get(&id).is_some_and(|s| s.timer_at == slot),
-            Timer::User(id) => self.users.get(&id).is_some_and(|u| u.timer_at == slot),
+            Timer::Server(id) => self.servers.get(&id).is_some_and(|s| s.armed_timer == slot),
+            Timer::User(id) => self.users.get(&id).is_some_and(|u| u.armed_timer == slot),
             Timer::Node(id) => self.nodes.get(&id).is_some_and(|n| {
                 n.state == NodeState::Provisioning
                     && n.created_at.plus_ms(self.config.lifecycle.provision_timeout_ms) == at
             }),
             Timer::ScaleTick => self.scale_tick_at == Some(at),
-            Timer::Prewarm(id) => self.habits.get(&id).is_some_and(|h| h.timer_at == slot),
+            Timer::Prewarm(id) => self.habits.get(&id).is_some_and(|h| h.armed_timer == slot),
         }
     }
 
@@ -144,9 +147,9 @@ impl Core {
     }
 
     pub(super) fn arm_server_timer(&mut self, server_id: ServerId, at: Option<Timestamp>) {
-        let slot = self.servers[&server_id].timer_at;
+        let slot = self.servers[&server_id].armed_timer;
         let new = self.arm_timer(slot, at, Timer::Server(server_id));
-        self.servers.get_mut(&server_id).expect("exists").timer_at = new;
+        self.servers.get_mut(&server_id).expect("exists").armed_timer = new;
     }
 
     pub(super) fn arm_idle_timer(&mut self, server_id: ServerId) {

@@ -11,6 +11,8 @@ use crate::types::{LocationIdx, NodeId, Timestamp, VmTypeIdx};
 
 /// Every policy component in one: see `scenarios/POLICIES.md` for the rule.
 ///
+/// - Demand is RAM held plus RAM queued by requests some VM type could hold; larger
+///   requests wait for dedicated capacity and count for nothing here.
 /// - Scale-up: (1) the queue: queued requests are packed (first-fit decreasing) into
 ///   the capacity on its way, then into new nodes of the chosen type; (2) the
 ///   reactive headroom (`scale_up_free_mib_below`, one node per cooldown); (3) the
@@ -18,8 +20,8 @@ use crate::types::{LocationIdx, NodeId, Timestamp, VmTypeIdx};
 ///   scheduled minimum: cordoned nodes are taken back first, then nodes ordered;
 ///   (4) the node minimum, the larger of `min_cloud_nodes` and the scheduled
 ///   `min_nodes`.
-/// - Scale-down, on the periodic tick only, with nothing queued and nothing ordered
-///   in this evaluation, and not within the cooldown after a scale-up: a cloud node
+/// - Scale-down, on the periodic tick only, with nothing queued that a VM type could
+///   hold and nothing ordered in this evaluation, and not within the cooldown after a scale-up: a cloud node
 ///   goes only if the active rule allows it, and the capacity without it still meets
 ///   the capacity target, the demand plus the reactive headroom, and the node minimum.
 pub struct CompositePolicy {
@@ -97,7 +99,9 @@ impl CompositePolicy {
 impl ScalingPolicy for CompositePolicy {
     fn evaluate(&mut self, view: &FleetView<'_>) -> ScalingDecision {
         let totals = view.totals;
-        let demand_mib = totals.allocated_mib + totals.queued_demand_mib;
+        // Requests no VM type can hold wait for dedicated capacity: they are not cloud
+        // demand, and must not keep cloud nodes alive or block scale-down.
+        let demand_mib = totals.allocated_mib + view.queued_for_cloud_mib;
         self.observe(view, demand_mib);
         let mut decision = ScalingDecision::default();
         let room = self.max_cloud_nodes.saturating_sub(totals.n_cloud_nodes);
@@ -115,7 +119,7 @@ impl ScalingPolicy for CompositePolicy {
         if view.trigger == Trigger::Tick
             && decision.provision.is_empty()
             && decision.uncordon.is_empty()
-            && totals.queued_count == 0
+            && view.queued_for_cloud_count == 0
             && quiet
         {
             let keep_mib = target_mib.max(demand_mib + free_below);

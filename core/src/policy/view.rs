@@ -57,6 +57,11 @@ pub struct FleetView<'a> {
     /// `VmTypeIdx`: computed once, the catalog and the reserve being fixed.
     pub type_usable_mib: &'a [u32],
     pub last_scale_up_at: Option<Timestamp>,
+    /// Queued requests a new VM of some catalog type could hold: how many, and their
+    /// RAM. The rest (larger than every type after reserve) wait for dedicated
+    /// capacity: the cloud policy neither scales for them nor keeps nodes for them.
+    pub queued_for_cloud_count: u32,
+    pub queued_for_cloud_mib: u64,
 }
 
 /// Usable RAM of every node still provisioning, by id, recomputed from the nodes

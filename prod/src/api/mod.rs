@@ -42,6 +42,8 @@ pub struct AppState {
     pub mail_wakeup: Arc<tokio::sync::Notify>,
     pub scaling_config: Arc<serde_json::Value>,
     pub principals: Arc<crate::auth::PrincipalCache>,
+    /// Where players connect (server views show each server's address).
+    pub router: Arc<payperplay_router::RouterConfig>,
     /// The nodes' engines (status in the admin nodes view), when containers are real.
     pub fleet: Option<Arc<crate::drivers::NodeFleet>>,
 }
@@ -85,6 +87,7 @@ impl AppState {
             limits: Arc::new(RateLimits::new(&config.auth)),
             mail_wakeup,
             principals: Arc::new(crate::auth::PrincipalCache::default()),
+            router: Arc::new(config.router.clone()),
             fleet: None,
             scaling_config: Arc::new(serde_json::json!({
                 "policy": config.core.policy,

@@ -68,6 +68,8 @@ pub struct ServerView {
     pub ram_mib: i32,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// What players type in Minecraft to join (the player router's hostname for it).
+    pub address: String,
     pub status: StatusView,
 }
 
@@ -113,9 +115,10 @@ fn known_status(status: Option<StatusView>) -> Result<StatusView, ApiError> {
     status.ok_or_else(|| ApiError::Unavailable("server not yet known to the runtime".to_string()))
 }
 
-fn server_view(row: ServerRow, status: StatusView) -> ServerView {
+fn server_view(router: &payperplay_router::RouterConfig, row: ServerRow, status: StatusView) -> ServerView {
     ServerView {
         id: row.id,
+        address: crate::router::player_address(router, row.id, &row.name),
         name: row.name,
         ram_mib: row.ram_mib,
         created_at_ms: row.created_at_ms,
@@ -127,7 +130,7 @@ fn server_view(row: ServerRow, status: StatusView) -> ServerView {
 /// The server's view with its status asked of the core.
 async fn view(state: &AppState, row: ServerRow) -> Result<ServerView, ApiError> {
     let status = status(state, row.id).await?;
-    Ok(server_view(row, status))
+    Ok(server_view(&state.router, row, status))
 }
 
 /// Submits `input` about the server in `row`; answers with the server's view as the
@@ -138,7 +141,7 @@ async fn submit_for_view(state: &AppState, input: Input, row: ServerRow) -> Resu
         .runtime
         .submit(input, move |core| status_of(core, server_id))
         .await?;
-    Ok(server_view(row, known_status(status)?))
+    Ok(server_view(&state.router, row, known_status(status)?))
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {
@@ -233,7 +236,7 @@ async fn create_server(
         // Journaled or not, reconciliation at the next runtime start creates it.
         Err(error) => return Err(error.into()),
     };
-    Ok((StatusCode::CREATED, axum::Json(server_view(row, status))))
+    Ok((StatusCode::CREATED, axum::Json(server_view(&state.router, row, status))))
 }
 
 /// List your servers (deleted ones never appear).
@@ -255,7 +258,7 @@ async fn list_servers(
     let views = rows
         .into_iter()
         .zip(statuses)
-        .filter_map(|(row, status)| Some(server_view(row, status?)))
+        .filter_map(|(row, status)| Some(server_view(&state.router, row, status?)))
         .collect();
     Ok(axum::Json(views))
 }
@@ -335,7 +338,7 @@ async fn update_server(
         )
         .await?;
     match status_after_tier_change {
-        Some(status) => Ok(axum::Json(server_view(row, known_status(status)?))),
+        Some(status) => Ok(axum::Json(server_view(&state.router, row, known_status(status)?))),
         None => Ok(axum::Json(view(&state, row).await?)),
     }
 }

@@ -51,18 +51,22 @@ pub struct TrackedContainer {
 /// The nodes' engines and what is known of the containers on them.
 pub struct NodeFleet {
     pub config: ContainersConfig,
-    drivers: BTreeMap<String, Arc<NodeDriver>>,
+    /// The configured nodes' engines, and cloud VMs' once they answered (`add_node`).
+    drivers: Mutex<BTreeMap<String, Arc<NodeDriver>>>,
+    /// Told the name of every node added after start (its observer starts then).
+    added: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
     status: Mutex<BTreeMap<String, EngineStatus>>,
     tracked: Mutex<BTreeMap<ServerId, TrackedContainer>>,
-    /// Servers whose readiness is being watched (one watch per server).
-    watching: Mutex<BTreeSet<ServerId>>,
+    /// Containers whose readiness is being watched (one watch per container).
+    watching: Mutex<BTreeSet<(ServerId, String)>>,
+    /// Servers whose exit this process reported and that have not been started since
+    /// (so reconciliation does not report an exit twice while the core catches up).
+    exit_reported: Mutex<BTreeSet<ServerId>>,
 }
 
 impl std::fmt::Debug for NodeFleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeFleet")
-            .field("nodes", &self.drivers.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("NodeFleet").field("nodes", &self.node_names()).finish()
     }
 }
 
@@ -125,20 +129,66 @@ impl NodeFleet {
         }
         NodeFleet {
             config: config.clone(),
-            drivers,
+            drivers: Mutex::new(drivers),
+            added: Mutex::new(None),
             status: Mutex::new(status),
             tracked: Mutex::new(BTreeMap::new()),
             watching: Mutex::new(BTreeSet::new()),
+            exit_reported: Mutex::new(BTreeSet::new()),
         }
     }
 
     /// Names of the nodes with a usable engine driver, in name order.
     pub fn node_names(&self) -> Vec<String> {
-        self.drivers.keys().cloned().collect()
+        lock(&self.drivers).keys().cloned().collect()
     }
 
     pub fn driver(&self, node: &str) -> Option<Arc<NodeDriver>> {
-        self.drivers.get(node).cloned()
+        lock(&self.drivers).get(node).cloned()
+    }
+
+    /// The engine driver a node config describes (a cloud VM's, before it is added).
+    pub fn node_driver_for(&self, node: &DedicatedNodeConfig) -> Result<NodeDriver, FleetError> {
+        let engine = node.engine.as_ref().ok_or_else(|| {
+            FleetError::Node(NodeError::BadConfig {
+                node: node.name.clone(),
+                reason: "no engine to reach".to_string(),
+            })
+        })?;
+        node_driver(&self.config, node, engine)
+    }
+
+    /// Adds a node whose engine answered (a cloud VM); a node of that name is replaced.
+    /// Whoever listens to [`NodeFleet::subscribe_added`] starts its observer.
+    pub fn add_node(&self, name: String, driver: Arc<NodeDriver>) {
+        let fresh = lock(&self.drivers).insert(name.clone(), driver).is_none();
+        if fresh {
+            lock(&self.status).insert(
+                name.clone(),
+                EngineStatus {
+                    ready: true,
+                    reason: None,
+                    engine_version: None,
+                    disk_free_mib: None,
+                },
+            );
+            if let Some(added) = lock(&self.added).as_ref() {
+                let _ = added.send(name);
+            }
+        }
+    }
+
+    /// Removes a node (its VM is deleted); its observer ends. True when it was there.
+    pub fn remove_node(&self, name: &str) -> bool {
+        lock(&self.status).remove(name);
+        lock(&self.drivers).remove(name).is_some()
+    }
+
+    /// The names of nodes added from now on (one listener).
+    pub fn subscribe_added(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *lock(&self.added) = Some(tx);
+        rx
     }
 
     fn driver_or_error(&self, node: &str) -> Result<Arc<NodeDriver>, DriverError> {
@@ -179,6 +229,7 @@ impl NodeFleet {
     }
 
     pub fn track(&self, server_id: ServerId, container: TrackedContainer) {
+        lock(&self.exit_reported).remove(&server_id);
         lock(&self.tracked).insert(server_id, container);
     }
 
@@ -195,15 +246,24 @@ impl NodeFleet {
         }
     }
 
+    /// Claims the report of an exit: true for the first claim since the server's
+    /// container was last tracked (by the start command or by adoption).
+    pub fn claim_exit_report(&self, server_id: ServerId, container_id: Option<&str>) -> bool {
+        let was_tracked = self.untrack(server_id, container_id);
+        let first = lock(&self.exit_reported).insert(server_id);
+        was_tracked || (container_id.is_none() && first)
+    }
+
     /// Watches a started container until its game port answers a status ping
     /// (`ServerBooted`), or kills it after `boot_timeout_ms` and reports it exited (the
     /// core then starts the server again). Ends quietly when the container stops being
-    /// the server's tracked one (it exited, or a stop began). One watch per server.
+    /// the server's tracked one (it exited, or a stop began). One watch per container.
     pub fn watch_readiness(self: &Arc<Self>, server_id: ServerId, sink: ObservationSink) {
         let Some(container) = self.tracked(server_id) else {
             return;
         };
-        if !lock(&self.watching).insert(server_id) {
+        let key = (server_id, container.container_id.clone());
+        if !lock(&self.watching).insert(key.clone()) {
             return;
         }
         let fleet = self.clone();
@@ -227,14 +287,14 @@ impl NodeFleet {
                     {
                         tracing::warn!(server = %server_id, %error, "kill after a boot timeout failed");
                     }
-                    if fleet.untrack(server_id, Some(&container.container_id)) {
+                    if fleet.claim_exit_report(server_id, Some(&container.container_id)) {
                         sink.observe(Input::ContainerExited { server_id }).await;
                     }
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(READY_POLL_INTERVAL_MS)).await;
             }
-            lock(&fleet.watching).remove(&server_id);
+            lock(&fleet.watching).remove(&key);
         });
     }
 }
@@ -349,6 +409,10 @@ impl DockerContainers {
 }
 
 impl ContainerDriver for DockerContainers {
+    fn game_address(&self, server_id: ServerId) -> Option<SocketAddr> {
+        self.fleet.tracked(server_id).map(|container| container.game_address)
+    }
+
     fn start_container(
         &self,
         command_id: CommandId,
@@ -436,10 +500,17 @@ impl ContainerDriver for DockerContainers {
     }
 }
 
-/// Which core node a fleet node is: the dedicated node of that name that is not lost.
+/// Which core node a fleet node is: the dedicated node of that name, or the cloud node
+/// whose VM name it is (`super::cloud_node_name`), that is not lost.
 pub fn core_node_id(core: &payperplay_core::Core, name: &str) -> Option<NodeId> {
+    let catalog = &core.config().catalog;
     core.nodes()
         .filter(|node| node.state != payperplay_core::NodeState::Lost)
-        .find(|node| matches!(&node.kind, payperplay_core::NodeKind::Dedicated { name: node_name, .. } if node_name == name))
+        .find(|node| match &node.kind {
+            payperplay_core::NodeKind::Dedicated { name: node_name, .. } => node_name == name,
+            payperplay_core::NodeKind::Cloud { server_type, location } => {
+                super::cloud_node_name(catalog, node.id, *server_type, *location) == name
+            }
+        })
         .map(|node| node.id)
 }

@@ -3,25 +3,35 @@
 //!
 //! - An order is idempotent: the VM is named `{platform}-cmd-{command_id}` and labelled
 //!   with the platform, the node and the command, so a repeated order finds its VM.
-//! - An order is done when the VM's create and start actions finished, within
-//!   `cloud.ready_wait_ms_max`; a failed or late order deletes whatever the provider
-//!   made for it, so a failure never leaks a VM.
+//! - An order is done when the VM's create and start actions finished and, with a
+//!   fleet attached (`serve`), when SSH to the VM and its Docker engine answer and it
+//!   joined the fleet as a node ([`super::cloud`]), all within `cloud.ready_wait_ms_max`;
+//!   a failed or late order deletes whatever the provider made for it, so a failure
+//!   never leaks a VM (and the core orders elsewhere).
+//! - Reconciliation by label ([`HetznerCloud::reconcile_with`]) at start and every
+//!   `cloud.reconcile_interval_ms`: adopts, deletes unknown VMs after
+//!   `cloud.reconcile_grace_ms`, reports lost nodes.
 //! - Failures keep their meaning for the core: sold out becomes
 //!   `FailureKind::ResourceUnavailable` (the core falls back to another type or
 //!   location), rate limited becomes `FailureKind::RateLimited` (the core backs off),
 //!   transient ones are retried by the executor, permanent ones are not.
 //! - The token lives in a `SecretString`; no error or log line carries it.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use payperplay_core::{Catalog, CommandId, NodeId};
+use payperplay_core::{Catalog, CommandId, Input, NodeId, NodeState};
 use payperplay_hetzner::client::{LABEL_NODE, LABEL_PLATFORM};
 use payperplay_hetzner::cloud_init::WorkerBootstrap;
 use payperplay_hetzner::model::Server;
 use payperplay_hetzner::{ClientConfig, ErrorClass, HetznerClient, HetznerError, VmOrder};
 
-use super::{BoxFuture, CloudProvider, DriverError};
+use super::cloud::{self, CloudReconcileReport};
+use super::{BoxFuture, CloudProvider, DriverError, NodeFleet, cloud_node_name_of};
+use crate::clock::Stopwatch;
 use crate::config::CloudConfig;
+use crate::runtime::RuntimeHandle;
 
 /// Hetzner Cloud as the platform's [`CloudProvider`].
 #[derive(Debug)]
@@ -31,6 +41,11 @@ pub struct HetznerCloud {
     ssh_public_key: String,
     ready_url: String,
     ready_wait_ms_max: u64,
+    config: CloudConfig,
+    /// Where a ready VM joins as a node; without one an order ends with the VM running.
+    fleet: Option<Arc<NodeFleet>>,
+    /// VMs reconciliation found unknown to the core, by VM id: since when.
+    unknown_since: Mutex<BTreeMap<u64, Stopwatch>>,
 }
 
 impl HetznerCloud {
@@ -48,7 +63,146 @@ impl HetznerCloud {
             ssh_public_key: config.ssh_public_key.trim().to_string(),
             ready_url: config.ready_url.clone(),
             ready_wait_ms_max: config.ready_wait_ms_max,
+            config: config.clone(),
+            fleet: None,
+            unknown_since: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Ready VMs join `fleet` as nodes (only once SSH and their engine answer).
+    pub fn with_fleet(mut self, fleet: Arc<NodeFleet>) -> HetznerCloud {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// Adds every running VM of the platform to the fleet without waiting for it (its
+    /// observer reports its engine): at start, before the runtime re-issues commands
+    /// for nodes on those VMs. Reconciliation deletes the ones the core does not know.
+    pub async fn adopt_all(&self) -> Result<Vec<String>, DriverError> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(Vec::new());
+        };
+        let mut adopted = Vec::new();
+        for vm in self.list_vms().await? {
+            if let Some(name) = self.adopt(fleet, &vm) {
+                adopted.push(name);
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Puts a VM's node into the fleet when it is not there; its name when it was added.
+    fn adopt(&self, fleet: &NodeFleet, vm: &Server) -> Option<String> {
+        let name = cloud::vm_node_name(vm)?;
+        if fleet.driver(&name).is_some() {
+            return None;
+        }
+        let node = match cloud::vm_node_config(&self.config, &name, vm) {
+            Ok(node) => node,
+            Err(error) => {
+                tracing::warn!(vm = %vm.name, %error, "VM cannot be adopted as a node");
+                return None;
+            }
+        };
+        match fleet.node_driver_for(&node) {
+            Ok(driver) => {
+                fleet.add_node(name.clone(), Arc::new(driver));
+                Some(name)
+            }
+            Err(error) => {
+                tracing::warn!(vm = %vm.name, %error, "VM cannot be adopted as a node");
+                None
+            }
+        }
+    }
+
+    /// One reconciliation pass (see [`super::cloud`]): the core's cloud nodes first,
+    /// then the provider's VMs (so a node the core counts had its VM before the list).
+    pub async fn reconcile_with(&self, handle: &RuntimeHandle) -> Result<CloudReconcileReport, DriverError> {
+        let nodes = handle
+            .query(cloud::core_cloud_nodes)
+            .await
+            .map_err(|error| DriverError::Transient(format!("reconciliation could not ask the core: {error}")))?;
+        let vms = self.list_vms().await?;
+        let grace = Duration::from_millis(self.config.reconcile_grace_ms);
+        let mut report = CloudReconcileReport::default();
+        let mut seen_nodes = std::collections::BTreeSet::new();
+        let mut listed = std::collections::BTreeSet::new();
+        for vm in &vms {
+            listed.insert(vm.id);
+            let node = cloud::vm_node_id(vm).and_then(|id| nodes.get(&id).map(|node| (id, node)));
+            match node {
+                Some((node_id, (_, state))) if *state != NodeState::Lost => {
+                    seen_nodes.insert(node_id);
+                    self.unknown_since.lock().expect("unknown VMs lock").remove(&vm.id);
+                    if matches!(state, NodeState::Ready | NodeState::Draining)
+                        && let Some(fleet) = &self.fleet
+                        && let Some(name) = self.adopt(fleet, vm)
+                    {
+                        tracing::info!(node = %name, vm = %vm.name, "adopted the VM of a known node");
+                        report.adopted.push(name);
+                    }
+                }
+                _ => {
+                    let overdue = self
+                        .unknown_since
+                        .lock()
+                        .expect("unknown VMs lock")
+                        .entry(vm.id)
+                        .or_insert_with(Stopwatch::start)
+                        .elapsed()
+                        >= grace;
+                    if !overdue {
+                        report.unknown_waiting.push(vm.name.clone());
+                        continue;
+                    }
+                    tracing::warn!(vm = %vm.name, "deleting a VM no node of the core owns");
+                    self.client.delete_server(vm.id).await.map_err(driver_error)?;
+                    metrics::counter!("payperplay_cloud_vms_deleted_total").increment(1);
+                    if let (Some(fleet), Some(name)) = (&self.fleet, cloud::vm_node_name(vm)) {
+                        fleet.remove_node(&name);
+                    }
+                    self.unknown_since.lock().expect("unknown VMs lock").remove(&vm.id);
+                    report.deleted.push(vm.name.clone());
+                }
+            }
+        }
+        self.unknown_since
+            .lock()
+            .expect("unknown VMs lock")
+            .retain(|id, _| listed.contains(id));
+        let sink = handle.observation_sink();
+        for (node_id, (name, state)) in &nodes {
+            if matches!(state, NodeState::Ready | NodeState::Draining) && !seen_nodes.contains(node_id) {
+                tracing::warn!(node = %name, "the provider lost the VM of a node: reporting it lost");
+                if let Some(fleet) = &self.fleet {
+                    fleet.remove_node(name);
+                }
+                sink.observe(Input::NodeLost { node_id: *node_id }).await;
+                report.lost.push(*node_id);
+            }
+        }
+        Ok(report)
+    }
+
+    /// With a fleet: waits until the VM's SSH and engine answer and it joined the
+    /// fleet, by `deadline`. Without one there is nothing to wait for.
+    async fn become_node(
+        &self,
+        node_id: NodeId,
+        vm_type: &str,
+        location: &str,
+        vm: &Server,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), DriverError> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(());
+        };
+        let name = cloud_node_name_of(node_id, vm_type, location);
+        let node = cloud::vm_node_config(&self.config, &name, vm)?;
+        let waited = cloud::wait_until_node(fleet, &node, deadline).await?;
+        metrics::histogram!("payperplay_cloud_vm_engine_wait_seconds").record(waited.as_secs_f64());
+        Ok(())
     }
 
     /// Checks what `serve` needs before it orders anything: the token is accepted,
@@ -102,12 +256,19 @@ impl HetznerCloud {
             ssh_keys: vec![self.ssh_key_name.clone()],
             user_data,
         };
-        let ready_wait = Duration::from_millis(self.ready_wait_ms_max);
-        let error = match tokio::time::timeout(ready_wait, self.client.order_vm(&order)).await {
-            Ok(Ok(server)) => {
-                metrics::counter!("payperplay_cloud_vms_ordered_total").increment(1);
-                return Ok(server.id.to_string());
-            }
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_millis(self.ready_wait_ms_max);
+        let error = match tokio::time::timeout_at(deadline, self.client.order_vm(&order)).await {
+            Ok(Ok(server)) => match self.become_node(node_id, vm_type, location, &server, deadline).await {
+                Ok(()) => {
+                    metrics::counter!("payperplay_cloud_vms_ordered_total").increment(1);
+                    // Order to ready; the journal carries it too (the order's and its
+                    // success's times: `export-trace` writes `provisioning_observed`).
+                    metrics::histogram!("payperplay_cloud_provision_seconds").record(started.elapsed().as_secs_f64());
+                    return Ok(server.id.to_string());
+                }
+                Err(error) => error,
+            },
             // Sold out is the create request's own answer: nothing was made.
             Ok(Err(error)) if error.class() == ErrorClass::SoldOut => return Err(driver_error(error)),
             Ok(Err(error)) => driver_error(error),
@@ -139,6 +300,9 @@ impl HetznerCloud {
             if vm.labels.get(LABEL_PLATFORM) != Some(&self.client.config().platform) {
                 continue;
             }
+            if let (Some(fleet), Some(name)) = (&self.fleet, cloud::vm_node_name(&vm)) {
+                fleet.remove_node(&name);
+            }
             if let Some(action) = self.client.delete_server(vm.id).await.map_err(driver_error)? {
                 self.client.wait_for_action(action).await.map_err(driver_error)?;
             }
@@ -162,6 +326,20 @@ impl CloudProvider for HetznerCloud {
     /// Deletes every VM labelled with the node (a 404 counts as deleted).
     fn delete_node(&self, _command_id: CommandId, node_id: NodeId) -> BoxFuture<'_, Result<(), DriverError>> {
         Box::pin(self.delete(node_id))
+    }
+
+    fn reconcile_interval_ms(&self) -> Option<u64> {
+        Some(self.config.reconcile_interval_ms)
+    }
+
+    fn reconcile<'a>(&'a self, handle: &'a RuntimeHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            let report = self.reconcile_with(handle).await?;
+            if report != CloudReconcileReport::default() {
+                tracing::info!(?report, "cloud reconciliation");
+            }
+            Ok(())
+        })
     }
 }
 

@@ -1,13 +1,14 @@
 //! Driver traits: how the runtime's executor carries out the core's commands against
 //! the world. [`CloudProvider`] orders and deletes VMs, [`ContainerDriver`] runs
 //! servers' containers on nodes. [`docker`] is the real container driver (Docker
-//! engines reached locally or over SSH, through `payperplay_nodes`); [`fake`] holds
-//! the in-process cloud fake until the Hetzner driver replaces it. Every driver call
+//! engines reached locally or over SSH, through `payperplay_nodes`); [`hetzner`] is the
+//! cloud (Hetzner Cloud), [`cloud`] how its VMs become nodes and are reconciled by
+//! label. Every driver call
 //! is idempotent by the command's id (deterministic names and labels), because a
 //! command may be carried out again after a restart.
 
+pub mod cloud;
 pub mod docker;
-pub mod fake;
 pub mod hetzner;
 
 use std::future::Future;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use payperplay_core::{Catalog, CommandId, FailureKind, Input, LocationIdx, NodeId, ServerId, VmTypeIdx};
 
 pub use docker::{DockerContainers, EngineStatus, NodeFleet};
-pub use fake::FakeCloud;
+pub use hetzner::{HetznerCloud, NoCloud};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -84,6 +85,17 @@ pub trait CloudProvider: Send + Sync + 'static {
 
     /// Deletes the VM of `node_id`. "Already deleted" counts as success.
     fn delete_node(&self, command_id: CommandId, node_id: NodeId) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// How often [`CloudProvider::reconcile`] runs (first at start); `None`: never.
+    fn reconcile_interval_ms(&self) -> Option<u64> {
+        None
+    }
+
+    /// Compares the provider's VMs with the core's nodes (see [`cloud`]).
+    fn reconcile<'a>(&'a self, handle: &'a crate::runtime::RuntimeHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        let _ = handle;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A node as a command names it: the core's id and the name the fleet knows it by
@@ -119,6 +131,13 @@ pub trait ContainerDriver: Send + Sync + 'static {
     fn archive_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
 
     fn delete_world(&self, command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// Where the server's game port answers while its container runs (the player
+    /// router connects players there); `None` when unknown (the in-process fake has none).
+    fn game_address(&self, server_id: ServerId) -> Option<std::net::SocketAddr> {
+        let _ = server_id;
+        None
+    }
 }
 
 #[derive(Clone)]
@@ -143,9 +162,14 @@ pub fn location_name(catalog: &Catalog, location: LocationIdx) -> Option<&str> {
 /// The name of a cloud node's VM: derived from its node id, so a repeated order finds
 /// the VM instead of making a second one, and operators can read its type and place.
 pub fn cloud_node_name(catalog: &Catalog, node_id: NodeId, vm_type: VmTypeIdx, location: LocationIdx) -> String {
-    format!(
-        "ppp-node-{node_id}-{}-{}",
+    cloud_node_name_of(
+        node_id,
         vm_type_name(catalog, vm_type).unwrap_or("unknown"),
-        location_name(catalog, location).unwrap_or("unknown")
+        location_name(catalog, location).unwrap_or("unknown"),
     )
+}
+
+/// [`cloud_node_name`] from the VM type's and location's names.
+pub fn cloud_node_name_of(node_id: NodeId, vm_type: &str, location: &str) -> String {
+    format!("ppp-node-{node_id}-{vm_type}-{location}")
 }

@@ -47,6 +47,19 @@ impl Store {
         Ok(())
     }
 
+    /// A live server whoever owns it (the player router resolves hostnames with it);
+    /// `NotFound` for deleted servers.
+    pub async fn live_server(&self, server_id: i64) -> StoreResult<ServerRow> {
+        sqlx::query_as(
+            "SELECT id, owner_id, name, ram_mib, created_at_ms, updated_at_ms FROM servers
+             WHERE id = $1 AND deleted_at_ms IS NULL",
+        )
+        .bind(server_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("server"))
+    }
+
     /// The owner's live server; `NotFound` for other owners' and deleted servers.
     pub async fn server(&self, owner_id: i64, server_id: i64) -> StoreResult<ServerRow> {
         sqlx::query_as(

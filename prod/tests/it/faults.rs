@@ -6,17 +6,15 @@ use std::time::Duration;
 
 use crate::common::{START, TestApp, eventually, test_config};
 use axum::http::{Method, StatusCode};
-use payperplay_core::{CommandId, NodeId, ServerId};
+use payperplay_core::{CommandId, ServerId};
 use payperplay_prod::clock::ManualClock;
-use payperplay_prod::drivers::{
-    BoxFuture, ContainerDriver, DriverError, Drivers, FakeCloud, FakeContainers, ObservationSink,
-};
+use payperplay_prod::drivers::{BoxFuture, ContainerDriver, DriverError, Drivers, NodeRef, ObservationSink};
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Panics on the first start, then behaves like the fake.
+/// Panics on the first start, then behaves like the real driver it wraps.
 struct PanicsOnce {
-    inner: FakeContainers,
+    inner: Arc<dyn ContainerDriver>,
     starts: AtomicU32,
 }
 
@@ -25,7 +23,7 @@ impl ContainerDriver for PanicsOnce {
         &self,
         command_id: CommandId,
         server_id: ServerId,
-        node_id: NodeId,
+        node: NodeRef,
         ram_mib: u32,
         restore_world: bool,
         sink: ObservationSink,
@@ -34,10 +32,10 @@ impl ContainerDriver for PanicsOnce {
             panic!("driver bug on first start");
         }
         self.inner
-            .start_container(command_id, server_id, node_id, ram_mib, restore_world, sink)
+            .start_container(command_id, server_id, node, ram_mib, restore_world, sink)
     }
 
-    fn stop_container(&self, c: CommandId, s: ServerId, n: NodeId) -> BoxFuture<'_, Result<(), DriverError>> {
+    fn stop_container(&self, c: CommandId, s: ServerId, n: NodeRef) -> BoxFuture<'_, Result<(), DriverError>> {
         self.inner.stop_container(c, s, n)
     }
 
@@ -53,12 +51,13 @@ impl ContainerDriver for PanicsOnce {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_panicking_driver_is_retried_not_lost(pool: PgPool) {
     let config = test_config();
+    let real = crate::common::real_drivers(&config, &pool).await;
     let drivers = Drivers {
-        cloud: Arc::new(FakeCloud::new(10)),
         containers: Arc::new(PanicsOnce {
-            inner: FakeContainers::new(20),
+            inner: real.containers.clone(),
             starts: AtomicU32::new(0),
         }),
+        ..real
     };
     let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
     let (admin, _) = app.admin().await;
@@ -105,10 +104,16 @@ async fn serve_answers_ready_and_stops_cleanly_on_sigterm(pool: PgPool) {
         .local_addr()
         .unwrap()
         .port();
+    let router_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
         .arg("serve")
         .env("PAYPERPLAY_DATABASE_URL", &url)
         .env("PAYPERPLAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PAYPERPLAY_ROUTER_LISTEN", format!("127.0.0.1:{router_port}"))
         .env("PAYPERPLAY_SMTP_PORT", "1")
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
@@ -122,6 +127,15 @@ async fn serve_answers_ready_and_stops_cleanly_on_sigterm(pool: PgPool) {
     assert_eq!(http_get_status(port, "/v1/health/live").await, Some(200));
     assert_eq!(http_get_status(port, "/v1/openapi.json").await, Some(200));
     assert_eq!(http_get_status(port, "/metrics").await, Some(200));
+    // The player router runs inside serve.
+    let unknown = payperplay_mcproto::status_ping(
+        std::net::SocketAddr::from(([127, 0, 0, 1], router_port)),
+        "nobody.play.localhost",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the player router answers");
+    assert_eq!(unknown.motd, "No server at nobody.play.localhost: check the address");
     let pid = child.id().expect("running").to_string();
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -145,7 +145,7 @@ async fn a_second_runtime_on_the_same_database_is_refused(pool: PgPool) {
         &config,
         payperplay_prod::store::Store::new(pool),
         clock,
-        payperplay_prod::fake_drivers(&config),
+        crate::common::real_drivers(&config, &app.pool).await,
     )
     .await;
     let error = second.err().expect("second runtime refused").to_string();
@@ -233,7 +233,9 @@ async fn the_exported_journal_replays_to_the_same_commands(pool: PgPool) {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert!(recorded.len() > 10, "{recorded:?}");
+    // How many commands there are by the stop depends on how fast the real engine stops
+    // containers; what matters is that the replay gives exactly the same ones.
+    assert!(recorded.len() > 5, "{recorded:?}");
     assert_eq!(
         replayed, recorded,
         "the journal replays to exactly the commands production issued"

@@ -76,6 +76,10 @@ pub struct Simulation {
     rng_provider: ChaCha8Rng,
     rng_timing: ChaCha8Rng,
     rng_faults: ChaCha8Rng,
+    rng_patience: ChaCha8Rng,
+    /// Starts of a tier larger than this are ones no cloud VM type can hold (0: the
+    /// fleet does not autoscale, nothing is counted).
+    largest_cloud_usable_mib: u32,
     recorder: Recorder,
     events_processed: u64,
     n_dedicated: u64,
@@ -131,6 +135,15 @@ impl Simulation {
             rng_provider: stream(seed, Stream::Provider),
             rng_timing: stream(seed, Stream::ServerTiming),
             rng_faults: stream(seed, Stream::Faults),
+            rng_patience: stream(seed, Stream::Patience),
+            largest_cloud_usable_mib: if scenario.core.policy.autoscales() {
+                payperplay_core::policy::type_usable_mib(&scenario.core.catalog, &scenario.core.reserve)
+                    .into_iter()
+                    .max()
+                    .unwrap_or(0)
+            } else {
+                0
+            },
             provider: Provider::new(&scenario),
             source,
             pending_work: None,

@@ -42,6 +42,11 @@ pub(super) enum SimEvent {
     TopUp {
         user_id: UserId,
     },
+    /// A waiting session's patience runs out (it is found by its arrival time).
+    PatienceEnd {
+        server_idx: u32,
+        arrived: Timestamp,
+    },
 }
 
 /// `then_boot` of a command that boots nothing.

@@ -37,6 +37,8 @@ pub struct RunResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmLife {
     pub server_type: String,
+    pub location: String,
+    /// When its creation completed (billing starts).
     pub created_at: Timestamp,
     /// Deletion confirmed (or the end of the run).
     pub until: Timestamp,
@@ -61,9 +63,14 @@ pub(super) struct Recorder {
     pub(super) prewarm_starts: u64,
     pub(super) sessions: u64,
     pub(super) sessions_lost: u64,
+    pub(super) sessions_abandoned: u64,
+    pub(super) abandoned_revenue_micros: u64,
     pub(super) starts_requested: u64,
     pub(super) starts_rejected: u64,
     pub(super) starts_cancelled: u64,
+    /// Starts whose wait entered the distributions unfinished (see `record_unfinished_start`).
+    pub(super) starts_censored: u64,
+    pub(super) starts_unservable_by_cloud: u64,
     pub(super) queue_len_max: u64,
     pub(super) utilization_peak: f64,
     /// (allocated, usable) MiB of the last ratio taken into `utilization_peak`.
@@ -83,6 +90,36 @@ pub(super) struct Recorder {
 }
 
 impl Recorder {
+    /// A start that did not run: still queued or starting at the end of the run, or
+    /// withdrawn because its players gave up. Its wait enters the start-wait figures
+    /// censored, with its age when it was last seen (a lower bound: the true wait is at
+    /// least this long), and counts as an SLO miss when that age already exceeds the
+    /// SLO. Dropping such starts would let a run that strands starts look faster.
+    pub(super) fn record_unfinished_start(
+        &mut self,
+        requested_at: Timestamp,
+        placed_at: Option<Timestamp>,
+        now: Timestamp,
+    ) {
+        if requested_at < self.measure_from {
+            return;
+        }
+        let wait = now.since(requested_at);
+        let capacity = placed_at.unwrap_or(now).since(requested_at);
+        self.start_wait.record(wait);
+        self.capacity_wait.record(capacity);
+        if let Some(placed_at) = placed_at {
+            self.boot_wait.record(now.since(placed_at));
+        }
+        if capacity > 0 {
+            self.queue_wait.record(capacity);
+        }
+        if wait > self.slo_ms {
+            self.slo_misses += 1;
+        }
+        self.starts_censored += 1;
+    }
+
     pub(super) fn new(scenario: &Scenario) -> Recorder {
         let measure_from = scenario.start().plus_ms(scenario.warmup_ms);
         Recorder {
@@ -102,9 +139,13 @@ impl Recorder {
             prewarm_starts: 0,
             sessions: 0,
             sessions_lost: 0,
+            sessions_abandoned: 0,
+            abandoned_revenue_micros: 0,
             starts_requested: 0,
             starts_rejected: 0,
             starts_cancelled: 0,
+            starts_censored: 0,
+            starts_unservable_by_cloud: 0,
             queue_len_max: 0,
             utilization_peak: 0.0,
             utilization_seen: (0, 0),
@@ -137,16 +178,19 @@ fn eur(micros: i64) -> f64 {
 }
 
 impl Simulation {
-    /// Add a VM's cost up to `until`: Hetzner style, every started hour at the hourly
-    /// price, capped at the monthly price per 730-hour month; the part of a VM's life
+    /// Add a VM's cost up to `until`: Hetzner style (see [`crate::provider`]), from
+    /// creation completion, VM plus IPv4 plus volume; the part of a VM's life
     /// before the warm-up ended does not count.
     pub(super) fn account_vm(&mut self, vm: &Vm, until: Timestamp) {
-        let cost = self.provider.vm_cost_micros(vm.server_type.0, vm.created_at, until);
+        let cost = self
+            .provider
+            .vm_cost_micros(vm.server_type.0, vm.location, vm.created_at, until);
         if let Some(log) = &mut self.vm_log {
             log.push(VmLife {
                 server_type: self.scenario.core.catalog.server_types[vm.server_type.0 as usize]
                     .name
                     .clone(),
+                location: self.scenario.core.catalog.locations[vm.location as usize].clone(),
                 created_at: vm.created_at,
                 until,
                 cost_micros: cost,
@@ -154,6 +198,7 @@ impl Simulation {
         }
         // Costs of VMs that lived across the warm-up boundary count in proportion.
         let from = vm.created_at.max(self.recorder.measure_from);
+        let until = until.max(from);
         let lifetime = until.since(vm.created_at).max(1);
         let measured = until.since(from);
         let measured_cost = (cost as u128 * measured as u128 / lifetime as u128) as u64;
@@ -258,6 +303,7 @@ impl Simulation {
 
     /// The end of the run: close the books, then read the outcome off the recorder.
     pub(super) fn finish(mut self) -> RunResult {
+        self.censor_unfinished_starts();
         self.close_books();
         let integrals = self.recorder.timeline.integrals();
         let ms = integrals.ms.max(1);
@@ -277,6 +323,23 @@ impl Simulation {
         }
     }
 
+    /// Every user's start still queued or starting at the horizon enters the waits
+    /// censored at the end of the run.
+    fn censor_unfinished_starts(&mut self) {
+        let end = self.end;
+        let unfinished: Vec<(Timestamp, Option<Timestamp>)> = self
+            .core
+            .servers()
+            .filter(|(_, s)| matches!(s.state, ServerState::Queued | ServerState::Starting))
+            .filter_map(|(_, s)| s.start.as_ref())
+            .filter(|start| !start.prewarm)
+            .map(|start| (start.requested_at, start.placed_at))
+            .collect();
+        for (requested_at, placed_at) in unfinished {
+            self.recorder.record_unfinished_start(requested_at, placed_at, end);
+        }
+    }
+
     /// The held span goes to the timeline, every account is settled (ledger entries
     /// posted, so revenue counted), and the VMs still running are billed to the end.
     fn close_books(&mut self) {
@@ -293,7 +356,7 @@ impl Simulation {
     fn outcome(&self, measured: &Measured) -> Outcome {
         let rec = &self.recorder;
         let i = &measured.integrals;
-        let starts_running = rec.start_wait.count();
+        let starts_running = rec.start_wait.count() - rec.starts_censored;
         let cost = self.cost(measured);
         let revenue = outcome::Revenue {
             ram_eur: eur(rec.revenue_ram_micros),
@@ -307,12 +370,17 @@ impl Simulation {
             sessions: outcome::Sessions {
                 total: rec.sessions,
                 lost: rec.sessions_lost,
+                abandoned: rec.sessions_abandoned,
+                abandoned_pct: outcome::round3(100.0 * rec.sessions_abandoned as f64 / rec.sessions.max(1) as f64),
+                abandoned_revenue_eur: outcome::round6(eur(rec.abandoned_revenue_micros as i64)),
             },
             starts: outcome::Starts {
                 requested: rec.starts_requested,
                 running: starts_running,
                 rejected: rec.starts_rejected,
                 cancelled: rec.starts_cancelled,
+                censored: rec.starts_censored,
+                unservable_by_cloud: rec.starts_unservable_by_cloud,
                 pending_at_end: self.starts_pending(),
             },
             start_wait: rec.start_wait.percentiles(),
@@ -323,14 +391,16 @@ impl Simulation {
             regular_join_wait: rec.regular_join_wait.percentiles(),
             queue: outcome::Queue {
                 requests_queued: rec.queue_wait.count(),
-                queued_pct: outcome::round3(100.0 * rec.queue_wait.count() as f64 / starts_running.max(1) as f64),
+                queued_pct: outcome::round3(
+                    100.0 * rec.queue_wait.count() as f64 / rec.start_wait.count().max(1) as f64,
+                ),
                 length_mean: outcome::round6(i.queue_len_ms as f64 / measured.ms as f64),
                 length_max: rec.queue_len_max,
             },
             slo: outcome::Slo {
                 threshold_s: rec.slo_ms as f64 / 1000.0,
                 misses: rec.slo_misses,
-                miss_pct: outcome::round3(100.0 * rec.slo_misses as f64 / starts_running.max(1) as f64),
+                miss_pct: outcome::round3(100.0 * rec.slo_misses as f64 / rec.start_wait.count().max(1) as f64),
             },
             margin_eur: outcome::round6(revenue.ram_eur + revenue.storage_eur - cost.dedicated_eur - cost.cloud_eur),
             cost,

@@ -40,6 +40,8 @@ pub(super) struct SimServer {
 /// A cloud VM the provider bills.
 pub(super) struct Vm {
     pub(super) server_type: VmTypeIdx,
+    pub(super) location: u16,
+    /// When creation completes (the order plus its provisioning delay): billing starts.
     pub(super) created_at: Timestamp,
     pub(super) ready: bool,
 }
@@ -129,6 +131,7 @@ impl Simulation {
                     }
                 }
             }
+            SimEvent::PatienceEnd { server_idx, arrived } => self.patience_ends(server_idx as usize, arrived),
             SimEvent::TopUp { user_id } => {
                 let amount_micros = self.scenario.workload.topup_micros;
                 // Scheduled only for a positive amount, for a user the core warned.
@@ -225,6 +228,14 @@ impl Simulation {
     fn request_start(&mut self, server_idx: usize) {
         if self.measuring() {
             self.recorder.starts_requested += 1;
+            let ram_mib = self
+                .core
+                .server(server_id(server_idx))
+                .expect("sim servers exist")
+                .ram_mib;
+            if self.largest_cloud_usable_mib > 0 && ram_mib > self.largest_cloud_usable_mib {
+                self.recorder.starts_unservable_by_cloud += 1;
+            }
         }
         match self.input(Input::StartServer {
             server_id: server_id(server_idx),
@@ -262,6 +273,20 @@ impl Simulation {
         } else {
             // Queued or starting: they wait for the start under way; else they ask for one.
             self.servers[server_idx].waiting.push((players, length_ms, self.now));
+            if self.scenario.workload.patience {
+                let patience_ms = self
+                    .scenario
+                    .workload
+                    .patience_seconds
+                    .seconds_as_ms(&mut self.rng_patience);
+                self.schedule(
+                    self.now.plus_ms(patience_ms),
+                    SimEvent::PatienceEnd {
+                        server_idx: server_idx as u32,
+                        arrived: self.now,
+                    },
+                );
+            }
             if state.accepts_start() {
                 self.request_start(server_idx);
             }
@@ -294,6 +319,42 @@ impl Simulation {
                 epoch,
             },
         );
+    }
+
+    /// A waiting session gives up, if it is still waiting (it is gone once the server
+    /// runs or its start ended). It is counted as abandoned, with the revenue it would
+    /// have brought: its server's RAM for the session's length at the RAM price (an
+    /// upper bound when sessions on one server overlap). When nobody waits any more
+    /// for a start that is still queued, the start is withdrawn (as a user closing the
+    /// page would): a queued start nobody wants must not hold capacity or orders.
+    fn patience_ends(&mut self, server_idx: usize, arrived: Timestamp) {
+        let waiting = &mut self.servers[server_idx].waiting;
+        let Some(i) = waiting.iter().position(|&(_, _, at)| at == arrived) else {
+            return;
+        };
+        let (_, length_ms, _) = waiting.remove(i);
+        let nobody_waits = waiting.is_empty();
+        let server_id = server_id(server_idx);
+        let server = self.core.server(server_id).expect("sim servers exist");
+        let (state, ram_mib) = (server.state, server.ram_mib);
+        if self.measuring() && arrived >= self.recorder.measure_from {
+            let price = self.scenario.core.billing.ram_price_micros_per_gib_hour as u128;
+            let micros = ram_mib as u128 * length_ms as u128 * price / (1024 * payperplay_core::MS_PER_HOUR as u128);
+            self.recorder.sessions_abandoned += 1;
+            self.recorder.abandoned_revenue_micros += micros as u64;
+        }
+        if nobody_waits && state == ServerState::Queued && !self.servers[server_idx].prewarm {
+            if self.measuring()
+                && let Some(start) = server.start.as_ref()
+            {
+                let (requested_at, placed_at) = (start.requested_at, start.placed_at);
+                self.recorder.record_unfinished_start(requested_at, placed_at, self.now);
+            }
+            // A stop is accepted in every state; from the queue it withdraws the start.
+            if let Err(rejection) = self.input(Input::StopServer { server_id }) {
+                self.unexpected_rejection("StopServer", &rejection);
+            }
+        }
     }
 
     /// The players waiting for a server's start give up: their sessions are lost.
@@ -345,7 +406,8 @@ impl Simulation {
                         node_id,
                         Vm {
                             server_type,
-                            created_at: self.now,
+                            location: location.0,
+                            created_at: self.now.plus_ms(delay),
                             ready: false,
                         },
                     );

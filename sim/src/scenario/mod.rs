@@ -120,6 +120,18 @@ pub struct CloudModel {
     /// Before the first entry for a type, `core.catalog` prices apply.
     pub prices: Vec<DatedPrice>,
     pub rate_limit: RateLimit,
+    /// Each VM's primary IPv4, billed like the VM (started hours, capped per calendar
+    /// month). Hetzner: 0.0008 EUR an hour, at most 0.50 EUR a month.
+    #[serde(rename = "ipv4_hourly_eur", with = "eur_micros")]
+    pub ipv4_micros_per_hour: u64,
+    #[serde(rename = "ipv4_monthly_eur", with = "eur_micros")]
+    pub ipv4_monthly_cap_micros: u64,
+    /// A volume attached to each VM (worlds, backups), GB; 0: none.
+    pub volume_gb: u64,
+    /// The volume's price per GB and calendar month (billed per started hour at
+    /// 1/730 of it, capped at the month). Hetzner: 0.044 EUR.
+    #[serde(rename = "volume_eur_per_gb_month", with = "eur_micros")]
+    pub volume_micros_per_gb_month: u64,
 }
 
 impl Default for CloudModel {
@@ -137,6 +149,10 @@ impl Default for CloudModel {
             sold_out: Vec::new(),
             prices: Vec::new(),
             rate_limit: RateLimit::default(),
+            ipv4_micros_per_hour: 800,
+            ipv4_monthly_cap_micros: 500_000,
+            volume_gb: 0,
+            volume_micros_per_gb_month: 44_000,
         }
     }
 }
@@ -162,6 +178,10 @@ pub struct DatedPrice {
     /// First day (UTC) the price applies to new orders, "YYYY-MM-DD".
     pub from: String,
     pub server_type: String,
+    /// Only VMs in this location (a planner knob: per-location prices); `None`: every
+    /// location. On the same date a location's own price wins.
+    #[serde(default)]
+    pub location: Option<String>,
     #[serde(rename = "hourly_eur", with = "eur_micros")]
     pub price_micros_per_hour: u64,
     #[serde(rename = "monthly_eur", with = "eur_micros")]
@@ -211,10 +231,11 @@ impl Default for ServerTiming {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadKind {
-    /// Sessions drawn from the generator's distributions.
+    /// Sessions drawn from the generator's distributions (the default).
+    #[default]
     Generator,
     /// A recorded or generated trace (`path`), see the trace format.
     Trace,
@@ -225,6 +246,8 @@ pub enum WorkloadKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
+    /// `generator` unless given (as `scenarios/README.md` documents).
+    #[serde(default)]
     pub kind: WorkloadKind,
     /// The trace file for `kind = "trace"`, relative to the scenario file.
     #[serde(default)]
@@ -265,6 +288,17 @@ pub struct Workload {
     /// Load spikes on top of the profiles (a launch day, an event).
     #[serde(default)]
     pub surges: Vec<Surge>,
+    /// Players give up a start that keeps them waiting longer than their patience.
+    /// `false` makes them wait for ever (the queueing-theory checks).
+    #[serde(default = "yes")]
+    pub patience: bool,
+    /// How long a waiting session stays before it gives up (seconds).
+    #[serde(default = "crate::workload::default_patience_seconds")]
+    pub patience_seconds: Dist,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The arrival rate climbs linearly to `factor` times its profile value over `ramp`,
@@ -430,7 +464,17 @@ pub fn parse_date(text: &str) -> Option<i64> {
     let y: i64 = parts.next()?.parse().ok()?;
     let m: i64 = parts.next()?.parse().ok()?;
     let d: i64 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1970..=9999).contains(&y) {
+        return None;
+    }
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=days_in_month).contains(&d) {
         return None;
     }
     // Howard Hinnant's days_from_civil.
@@ -452,6 +496,15 @@ mod tests {
         assert_eq!(parse_date("1970-01-01"), Some(0));
         assert_eq!(parse_date("2026-01-05"), Some(20458));
         assert_eq!(parse_date("2026-13-01"), None);
+        // A day the month does not have is not a date (it used to roll into March).
+        assert_eq!(parse_date("2026-02-31"), None);
+        assert_eq!(parse_date("2026-02-29"), None);
+        assert_eq!(
+            parse_date("2028-02-29"),
+            Some(parse_date("2028-02-28").expect("a date") + 1)
+        );
+        assert_eq!(parse_date("2100-02-29"), None);
+        assert_eq!(parse_date("2026-04-31"), None);
         assert_eq!(parse_date("yesterday"), None);
     }
 }

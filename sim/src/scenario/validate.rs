@@ -129,6 +129,14 @@ impl Scenario {
                     format!("{:?} is not in core.catalog.server_types", p.server_type),
                 );
             }
+            if let Some(loc) = &p.location
+                && !core.catalog.locations.contains(loc)
+            {
+                return err(
+                    &format!("fleet.cloud.prices.{i}.location"),
+                    format!("{loc:?} is not in core.catalog.locations"),
+                );
+            }
         }
         let rl = &cloud.rate_limit;
         let positive = |v: f64| v.is_finite() && v > 0.0;
@@ -152,6 +160,9 @@ impl Scenario {
             dist.validate().or_else(|m| err(field, m))?;
         }
         let g = &self.workload;
+        g.patience_seconds
+            .validate()
+            .or_else(|m| err("workload.patience_seconds", m))?;
         for (i, surge) in g.surges.iter().enumerate() {
             if !(surge.factor.is_finite() && surge.factor >= 0.0) {
                 return err(

@@ -1,8 +1,10 @@
 // Logs in to a Minecraft server in offline mode with node-minecraft-protocol (a real
 // client library) and stays until told to leave. Driven by testgame/tests/login.rs.
 //
-//   node login.js HOST PORT USERNAME
+//   node login.js HOST PORT USERNAME [HANDSHAKE_HOST]
 //
+// HANDSHAKE_HOST, when given, is the server address the handshake names instead of HOST
+// (a router routes by it; the socket still goes to HOST).
 // Prints one JSON line per event on stdout: {"event":"joined",...} when the client got
 // Join Game, {"event":"chat",...} for each chat message, {"event":"kicked",...} if the
 // server disconnects it, {"event":"left"} after a "leave" line arrives on stdin (or stdin
@@ -17,12 +19,12 @@ try {
   process.exit(2)
 }
 
-const [host, port, username] = process.argv.slice(2)
+const [host, port, username, handshakeHost] = process.argv.slice(2)
 const emit = (event) => process.stdout.write(JSON.stringify(event) + '\n')
 
 let keepAlives = 0
 let leaving = false
-const client = mc.createClient({ host, port: Number(port), username, auth: 'offline', version: '1.12.2' })
+const client = mc.createClient({ host, port: Number(port), username, auth: 'offline', version: '1.12.2', fakeHost: handshakeHost })
 
 client.on('keep_alive', () => { keepAlives += 1 })
 client.on('login', (packet) => {
