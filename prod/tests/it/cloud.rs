@@ -6,7 +6,9 @@
 //! reconciliation by label deletes VMs the core does not know and reports nodes whose
 //! VM the provider lost.
 
-use crate::common::{RCON_PORT_OFFSET, START, TestApp, eventually, local_engine, test_config, test_node, test_ssh_port};
+use crate::common::{
+    RCON_PORT_OFFSET, START, TestApp, eventually, local_engine, test_config, test_node, test_ssh_port,
+};
 use axum::http::{Method, StatusCode};
 use payperplay_core::{Catalog, PolicyConfig, ServerId, VmType};
 use payperplay_hetzner::client::{LABEL_NODE, LABEL_PLATFORM};
@@ -114,10 +116,9 @@ pub fn fake_client(api: &str, platform: &str) -> HetznerClient {
     HetznerClient::new(config).expect("client")
 }
 
-async fn start_four(app: &TestApp) -> (String, Vec<i64>) {
-    let (admin, _) = app.admin().await;
+async fn start_four(app: &TestApp, admin: &str) -> (String, Vec<i64>) {
     let (token, user_id) = app.user("cloudy@example.com").await;
-    app.credit(&admin, user_id, 100_000_000).await;
+    app.credit(admin, user_id, 100_000_000).await;
     let mut ids = Vec::new();
     for n in 0..4 {
         ids.push(app.create_server(&token, &format!("c{n}"), 4096).await);
@@ -141,7 +142,7 @@ async fn a_queued_start_runs_on_a_cloud_vm_once_its_engine_answers(pool: PgPool)
     let drivers = crate::common::real_drivers(&config, &pool).await;
     let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
     let (admin, _) = app.admin().await;
-    let (token, ids) = start_four(&app).await;
+    let (token, ids) = start_four(&app, &admin).await;
 
     // The fourth does not fit the 16 GiB dedicated node: a VM is ordered for it, and
     // it runs there once SSH and the engine behind the VM answer.
@@ -172,7 +173,11 @@ async fn a_queued_start_runs_on_a_cloud_vm_once_its_engine_answers(pool: PgPool)
     assert_eq!(tracked.node, name, "{tracked:?}");
     let game_port = tracked.game_address.port();
     assert!(vm_ports.contains(&game_port), "port {game_port} outside {vm_ports:?}");
-    assert!(app.container_of(ids[3]).await.is_some_and(|container| container.running));
+    assert!(
+        app.container_of(ids[3])
+            .await
+            .is_some_and(|container| container.running)
+    );
 
     let status: String = sqlx::query_scalar("SELECT status FROM commands WHERE kind = 'provision_node'")
         .fetch_one(&app.pool)
@@ -227,15 +232,15 @@ async fn a_vm_whose_engine_never_answers_is_deleted_and_its_order_fails(pool: Pg
     cloud.ready_wait_ms_max = 1_500;
     let drivers = crate::common::real_drivers(&config, &pool).await;
     let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
-    let (token, ids) = start_four(&app).await;
+    let (admin, _) = app.admin().await;
+    let (token, ids) = start_four(&app, &admin).await;
 
     eventually("the first order failed", || async {
-        let failed: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM commands WHERE kind = 'provision_node' AND status = 'failed'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        let failed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE kind = 'provision_node' AND status = 'failed'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
         failed >= 1
     })
     .await;
@@ -248,12 +253,11 @@ async fn a_vm_whose_engine_never_answers_is_deleted_and_its_order_fails(pool: Pg
     assert!(reason.contains("not ready within"), "{reason}");
     // The failed order's VM is gone; any VM left is a later order still in flight.
     let client = fake_client(&api, &platform);
-    let failed_commands: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM commands WHERE kind = 'provision_node' AND status = 'failed'",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let failed_commands: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM commands WHERE kind = 'provision_node' AND status = 'failed'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     let names: Vec<String> = client
         .list_platform_vms()
         .await
@@ -302,7 +306,7 @@ async fn reconciliation_deletes_unknown_vms_and_reports_a_lost_one(pool: PgPool)
 
     // A node the core counts whose VM disappears at the provider: reported lost, and
     // its server goes back to waiting instead of counting as running there.
-    let (token, ids) = start_four(&app).await;
+    let (token, ids) = start_four(&app, &admin).await;
     eventually("fourth server runs on a cloud node", || async {
         app.state_of(&token, ids[3]).await == "running"
     })
@@ -329,7 +333,10 @@ async fn reconciliation_deletes_unknown_vms_and_reports_a_lost_one(pool: PgPool)
         "a lost node still counted: {nodes}"
     );
     let (_, server) = app.get(&format!("/v1/servers/{}", ids[3]), &token).await;
-    assert_ne!(server["status"]["node_id"], lost_node, "its server is no longer placed there: {server}");
+    assert_ne!(
+        server["status"]["node_id"], lost_node,
+        "its server is no longer placed there: {server}"
+    );
     app.stop().await;
     remove_platform_containers(&platform);
 }

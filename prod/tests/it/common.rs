@@ -195,7 +195,7 @@ pub fn test_config() -> Config {
         id: 1,
         key_hex: SecretString::from(payperplay_nodes::SecretBox::generate_key_hex().expect("random key")),
     }];
-        config.runtime.command_retry_backoff_ms = 10;
+    config.runtime.command_retry_backoff_ms = 10;
     config.smtp.port = 1; // nothing listens: mail stays queued unless a test sets a sink
     config.smtp.retry_backoff_ms = 50;
     config.smtp.poll_interval_ms = 100;
