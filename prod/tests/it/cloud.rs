@@ -271,7 +271,27 @@ async fn a_vm_whose_engine_never_answers_is_deleted_and_its_order_fails(pool: Pg
             "the VM of failed order {id} is still there: {names:?}"
         );
     }
-    assert_ne!(app.state_of(&token, ids[3]).await, "running");
+    let ready_cloud_nodes: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE kind = 'cloud' AND state = 'ready'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(ready_cloud_nodes, 0, "a VM that never answered became a node");
+    let (_, server) = app.get(&format!("/v1/servers/{}", ids[3]), &token).await;
+    let on_node = server["status"]["node_id"].as_i64();
+    let kind: Option<String> = match on_node {
+        Some(node_id) => sqlx::query_scalar("SELECT kind FROM nodes WHERE id = $1")
+            .bind(node_id)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap(),
+        None => None,
+    };
+    assert_ne!(
+        kind.as_deref(),
+        Some("cloud"),
+        "the fourth server is on a cloud node: {server}"
+    );
     app.stop().await;
 }
 
