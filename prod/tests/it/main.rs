@@ -8,6 +8,7 @@ mod admin_billing;
 mod cloud;
 mod common;
 mod containers;
+mod crash;
 mod faults;
 mod mail;
 mod nodes;
