@@ -64,6 +64,85 @@ pub struct Config {
     /// routes it asks.
     #[serde(default)]
     pub router_link: RouterLinkConfig,
+    /// The cloud provider (Hetzner Cloud). Without it the fleet is the dedicated nodes
+    /// alone and every `ProvisionNode` fails, naming the missing section.
+    #[serde(default)]
+    pub cloud: Option<CloudConfig>,
+}
+
+/// `[cloud]`: Hetzner Cloud, where the platform orders and deletes its VMs. The token
+/// comes from here or `PAYPERPLAY_HETZNER_TOKEN` (preferred); it is never logged and
+/// `check-config` shows it redacted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// The API base URL including `/v1` (a fake's `http://127.0.0.1:PORT/v1` in tests).
+    pub api_endpoint: String,
+    pub token: SecretString,
+    /// The value of the platform label and the prefix of every VM name.
+    pub platform: String,
+    /// The image VMs are created from.
+    pub image: String,
+    /// The platform's SSH key: its name at Hetzner and its public half (one line),
+    /// put on every VM and into the worker's cloud-init.
+    pub ssh_key_name: String,
+    pub ssh_public_key: String,
+    /// Where a worker POSTs readiness from cloud-init; empty for the marker file alone.
+    pub ready_url: String,
+    /// An order not finished (VM created and started) within this bound is deleted and
+    /// fails; the core retries elsewhere.
+    pub ready_wait_ms_max: u64,
+    /// How long one request may wait out 429 answers before the order fails as rate
+    /// limited (the core then backs off).
+    pub rate_limit_wait_ms_max: u64,
+    pub request_timeout_ms: u64,
+    /// How often the provider's VMs are compared with the fleet.
+    pub reconcile_interval_ms: u64,
+    /// A VM of the platform the core does not know is deleted once reconciliation has
+    /// seen it unknown this long (an order in flight is known: its node is).
+    pub reconcile_grace_ms: u64,
+    /// How a new VM is reached: SSH (user, port, the private half of
+    /// `ssh_public_key`, pinned host keys; none pinned: the first key seen is pinned
+    /// for this process) to the engine's socket. The fake Hetzner API names each
+    /// VM's own SSH port and game ports in labels, which win over these.
+    pub ssh_user: String,
+    pub ssh_port: u16,
+    pub ssh_key_file: String,
+    pub ssh_host_keys: Vec<String>,
+    pub engine_socket_path: String,
+    /// Game ports handed out on a VM, "first-last"; RCON ports start
+    /// `rcon_port_offset` above the first.
+    pub game_ports: PortRange,
+    pub rcon_port_offset: u16,
+    /// A path on the VM on the engine's file system (free-disk check).
+    pub data_path: String,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            api_endpoint: "https://api.hetzner.cloud/v1".to_string(),
+            token: SecretString::from(String::new()),
+            platform: "payperplay".to_string(),
+            image: "ubuntu-24.04".to_string(),
+            ssh_key_name: "payperplay".to_string(),
+            ssh_public_key: String::new(),
+            ready_url: String::new(),
+            ready_wait_ms_max: 600_000,
+            rate_limit_wait_ms_max: 120_000,
+            request_timeout_ms: 30_000,
+            reconcile_interval_ms: 60_000,
+            reconcile_grace_ms: 900_000,
+            ssh_user: default_ssh_user(),
+            ssh_port: default_ssh_port(),
+            ssh_key_file: String::new(),
+            ssh_host_keys: Vec::new(),
+            engine_socket_path: default_engine_socket(),
+            game_ports: default_game_ports(),
+            rcon_port_offset: default_rcon_ports_first() - default_game_ports().first,
+            data_path: default_data_path(),
+        }
+    }
 }
 
 /// Pruning of finished records (the journal itself is kept whole: it is what a
@@ -300,8 +379,8 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// The drivers. Containers are real (`[containers]`, the nodes' `engine`); the
-/// cloud provider is an in-process fake for now.
+/// The drivers. Containers are real (`[containers]`, the nodes' `engine`), VMs come
+/// from `[cloud]`; these old fake delays are accepted and ignored.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriversConfig {
@@ -628,6 +707,9 @@ impl Config {
             }
             self.secrets.keys = parsed;
         }
+        if let Some(token) = lookup("PAYPERPLAY_HETZNER_TOKEN") {
+            self.cloud.get_or_insert_with(CloudConfig::default).token = SecretString::from(token);
+        }
         if let Some(emails) = lookup("PAYPERPLAY_ADMIN_EMAILS") {
             self.auth.admin_emails = emails
                 .split(',')
@@ -664,6 +746,23 @@ impl Config {
             ));
         }
         self.validate_accounts()?;
+        if let Some(cloud) = &self.cloud {
+            if cloud.token.expose_secret().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "cloud.token is empty: set it or PAYPERPLAY_HETZNER_TOKEN".to_string(),
+                ));
+            }
+            if cloud.ssh_public_key.trim().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "cloud.ssh_public_key is empty: VMs need the platform's SSH key".to_string(),
+                ));
+            }
+            if cloud.ready_wait_ms_max == 0 || cloud.reconcile_interval_ms == 0 {
+                return Err(ConfigError::Invalid(
+                    "cloud.ready_wait_ms_max and cloud.reconcile_interval_ms must be at least 1".to_string(),
+                ));
+            }
+        }
         for node in &self.fleet.dedicated_nodes {
             if node.capacity_mib == 0 || node.name.is_empty() {
                 return Err(ConfigError::Invalid(format!(

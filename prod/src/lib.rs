@@ -34,8 +34,9 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::drivers::Drivers;
 use crate::drivers::docker::{DockerContainers, FleetError, NodeFleet, secret_box};
-use crate::drivers::{Drivers, FakeCloud};
+use crate::drivers::hetzner::{HetznerCloud, NoCloud};
 use crate::email::Mailer;
 use crate::runtime::{Runtime, RuntimeDeps, RuntimeHandle};
 use crate::store::{Store, StoreError};
@@ -48,6 +49,8 @@ pub enum StartError {
     Mail(#[from] email::MailError),
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error("cloud: {0}")]
+    Cloud(#[from] payperplay_hetzner::HetznerError),
 }
 
 /// The background half of the shell: the runtime owning the core and the mailer,
@@ -73,6 +76,7 @@ impl Services {
         let mail_wakeup = Arc::new(Notify::new());
         let (handle, inbox) = runtime::channel(config.runtime.input_queue_len_max);
         let fleet = drivers.fleet.clone();
+        let cloud = drivers.cloud.clone();
         let deps = RuntimeDeps {
             store: store.clone(),
             clock: clock.clone(),
@@ -129,7 +133,31 @@ impl Services {
             },
         )));
         if let Some(fleet) = &fleet {
+            // Nodes that join later (cloud VMs once their engine answered) get theirs then.
+            let mut added = fleet.subscribe_added();
             tasks.extend(observers::spawn(fleet.clone(), handle.clone(), shutdown_rx.clone()));
+            let (fleet, observer_handle, mut observer_shutdown) = (fleet.clone(), handle.clone(), shutdown_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = observer_shutdown.changed() => return,
+                        name = added.recv() => match name {
+                            Some(name) => {
+                                observers::spawn_node(fleet.clone(), observer_handle.clone(), observer_shutdown.clone(), name);
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            }));
+        }
+        if let Some(interval_ms) = cloud.reconcile_interval_ms() {
+            tasks.push(tokio::spawn(cloud_reconciliation(
+                cloud,
+                handle.clone(),
+                interval_ms,
+                shutdown_rx.clone(),
+            )));
         }
         let pruner = (
             store.clone(),
@@ -187,17 +215,57 @@ impl Services {
 }
 
 /// The drivers `serve` uses: containers on the configured nodes' Docker engines (a
-/// node without an `engine` takes none), the cloud fake until the Hetzner driver.
-/// Nothing is connected here: an engine that does not answer shows as not ready.
-pub fn drivers_from_config(config: &Config, store: Store) -> Result<Drivers, StartError> {
+/// node without an `engine` takes none) and Hetzner Cloud when `[cloud]` is set
+/// (without it, no VM is ever ordered). The cloud is checked here (token, the core
+/// catalog's VM types and locations, the SSH key), so a bad `[cloud]` stops `serve`
+/// with an error naming what was wrong; engines are not connected here (one that
+/// does not answer shows as not ready).
+pub async fn drivers_from_config(config: &Config, store: Store) -> Result<Drivers, StartError> {
     let fleet = Arc::new(NodeFleet::from_config(
         &config.containers,
         &config.fleet.dedicated_nodes,
     ));
     let secrets = secret_box(&config.secrets)?;
+    let cloud: Arc<dyn drivers::CloudProvider> = match &config.cloud {
+        Some(cloud_config) => {
+            let cloud = HetznerCloud::new(cloud_config)?.with_fleet(fleet.clone());
+            cloud.check(&config.core.catalog).await?;
+            // VMs of an earlier run are nodes again before the runtime re-issues
+            // commands for them; reconciliation deletes those the core does not know.
+            match cloud.adopt_all().await {
+                Ok(adopted) if !adopted.is_empty() => tracing::info!(?adopted, "cloud VMs adopted as nodes"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not list the cloud's VMs at start"),
+            }
+            Arc::new(cloud)
+        }
+        None => Arc::new(NoCloud),
+    };
     Ok(Drivers {
-        cloud: Arc::new(FakeCloud::new(config.drivers.fake_provision_ms)),
+        cloud,
         containers: Arc::new(DockerContainers::new(fleet.clone(), store, secrets)),
         fleet: Some(fleet),
     })
+}
+
+/// The cloud's reconciliation by label: at start (once the runtime answers) and every
+/// `interval_ms`; a failed pass is logged and tried again at the next tick.
+async fn cloud_reconciliation(
+    cloud: Arc<dyn drivers::CloudProvider>,
+    handle: RuntimeHandle,
+    interval_ms: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(interval_ms.max(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = ticks.tick() => {
+                if let Err(error) = cloud.reconcile(&handle).await {
+                    tracing::warn!(%error, "cloud reconciliation failed");
+                }
+            }
+        }
+    }
 }

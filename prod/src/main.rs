@@ -217,7 +217,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = connect(&config).await?;
     store.check_migrated().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let drivers = drivers_from_config(&config, store.clone()).context("setting up the drivers")?;
+    let drivers = drivers_from_config(&config, store.clone())
+        .await
+        .context("setting up the drivers")?;
     let services = Services::start(&config, store.clone(), clock.clone(), drivers.clone())
         .await
         .context("starting the runtime")?;

@@ -103,29 +103,39 @@ pub fn spawn(
     fleet
         .node_names()
         .into_iter()
-        .map(|name| {
-            let fleet = fleet.clone();
-            let handle = handle.clone();
-            let task_shutdown = shutdown.clone();
-            tokio::spawn(crate::supervise::supervise(
-                "node-observer",
-                shutdown.clone(),
-                move || {
-                    let observer = NodeObserver {
-                        fleet: fleet.clone(),
-                        driver: fleet.driver(&name).expect("fleet lists its nodes"),
-                        sink: handle.observation_sink(),
-                        handle: handle.clone(),
-                        name: name.clone(),
-                        probe_misses: 0,
-                        lost_reported: false,
-                        unknown_since: BTreeMap::new(),
-                    };
-                    observer.run(task_shutdown.clone())
-                },
-            ))
-        })
+        .map(|name| spawn_node(fleet.clone(), handle.clone(), shutdown.clone(), name))
         .collect()
+}
+
+/// Starts the supervised observer of one node (a cloud VM's once it joined the fleet);
+/// it ends when the node leaves the fleet.
+pub fn spawn_node(
+    fleet: Arc<NodeFleet>,
+    handle: RuntimeHandle,
+    shutdown: watch::Receiver<bool>,
+    name: String,
+) -> tokio::task::JoinHandle<()> {
+    let task_shutdown = shutdown.clone();
+    tokio::spawn(crate::supervise::supervise("node-observer", shutdown, move || {
+        let driver = fleet.driver(&name);
+        let observer = driver.map(|driver| NodeObserver {
+            fleet: fleet.clone(),
+            driver,
+            sink: handle.observation_sink(),
+            handle: handle.clone(),
+            name: name.clone(),
+            probe_misses: 0,
+            lost_reported: false,
+            unknown_since: BTreeMap::new(),
+        });
+        let shutdown = task_shutdown.clone();
+        async move {
+            match observer {
+                Some(observer) => observer.run(shutdown).await,
+                None => Ok(()),
+            }
+        }
+    }))
 }
 
 struct NodeObserver {
@@ -159,7 +169,12 @@ impl NodeObserver {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
-                _ = probe.tick() => self.probe().await?,
+                _ = probe.tick() => {
+                    if self.fleet.driver(&self.name).is_none() {
+                        return Ok(()); // the node left the fleet (its VM was deleted)
+                    }
+                    self.probe().await?
+                }
                 _ = reconcile.tick() => {
                     if self.fleet.status(&self.name).is_some_and(|status| status.ready) {
                         self.reconcile().await?;

@@ -51,7 +51,10 @@ pub struct TrackedContainer {
 /// The nodes' engines and what is known of the containers on them.
 pub struct NodeFleet {
     pub config: ContainersConfig,
-    drivers: BTreeMap<String, Arc<NodeDriver>>,
+    /// The configured nodes' engines, and cloud VMs' once they answered (`add_node`).
+    drivers: Mutex<BTreeMap<String, Arc<NodeDriver>>>,
+    /// Told the name of every node added after start (its observer starts then).
+    added: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
     status: Mutex<BTreeMap<String, EngineStatus>>,
     tracked: Mutex<BTreeMap<ServerId, TrackedContainer>>,
     /// Containers whose readiness is being watched (one watch per container).
@@ -63,9 +66,7 @@ pub struct NodeFleet {
 
 impl std::fmt::Debug for NodeFleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeFleet")
-            .field("nodes", &self.drivers.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("NodeFleet").field("nodes", &self.node_names()).finish()
     }
 }
 
@@ -128,7 +129,8 @@ impl NodeFleet {
         }
         NodeFleet {
             config: config.clone(),
-            drivers,
+            drivers: Mutex::new(drivers),
+            added: Mutex::new(None),
             status: Mutex::new(status),
             tracked: Mutex::new(BTreeMap::new()),
             watching: Mutex::new(BTreeSet::new()),
@@ -138,11 +140,55 @@ impl NodeFleet {
 
     /// Names of the nodes with a usable engine driver, in name order.
     pub fn node_names(&self) -> Vec<String> {
-        self.drivers.keys().cloned().collect()
+        lock(&self.drivers).keys().cloned().collect()
     }
 
     pub fn driver(&self, node: &str) -> Option<Arc<NodeDriver>> {
-        self.drivers.get(node).cloned()
+        lock(&self.drivers).get(node).cloned()
+    }
+
+    /// The engine driver a node config describes (a cloud VM's, before it is added).
+    pub fn node_driver_for(&self, node: &DedicatedNodeConfig) -> Result<NodeDriver, FleetError> {
+        let engine = node.engine.as_ref().ok_or_else(|| {
+            FleetError::Node(NodeError::BadConfig {
+                node: node.name.clone(),
+                reason: "no engine to reach".to_string(),
+            })
+        })?;
+        node_driver(&self.config, node, engine)
+    }
+
+    /// Adds a node whose engine answered (a cloud VM); a node of that name is replaced.
+    /// Whoever listens to [`NodeFleet::subscribe_added`] starts its observer.
+    pub fn add_node(&self, name: String, driver: Arc<NodeDriver>) {
+        let fresh = lock(&self.drivers).insert(name.clone(), driver).is_none();
+        if fresh {
+            lock(&self.status).insert(
+                name.clone(),
+                EngineStatus {
+                    ready: true,
+                    reason: None,
+                    engine_version: None,
+                    disk_free_mib: None,
+                },
+            );
+            if let Some(added) = lock(&self.added).as_ref() {
+                let _ = added.send(name);
+            }
+        }
+    }
+
+    /// Removes a node (its VM is deleted); its observer ends. True when it was there.
+    pub fn remove_node(&self, name: &str) -> bool {
+        lock(&self.status).remove(name);
+        lock(&self.drivers).remove(name).is_some()
+    }
+
+    /// The names of nodes added from now on (one listener).
+    pub fn subscribe_added(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *lock(&self.added) = Some(tx);
+        rx
     }
 
     fn driver_or_error(&self, node: &str) -> Result<Arc<NodeDriver>, DriverError> {
@@ -454,10 +500,17 @@ impl ContainerDriver for DockerContainers {
     }
 }
 
-/// Which core node a fleet node is: the dedicated node of that name that is not lost.
+/// Which core node a fleet node is: the dedicated node of that name, or the cloud node
+/// whose VM name it is (`super::cloud_node_name`), that is not lost.
 pub fn core_node_id(core: &payperplay_core::Core, name: &str) -> Option<NodeId> {
+    let catalog = &core.config().catalog;
     core.nodes()
         .filter(|node| node.state != payperplay_core::NodeState::Lost)
-        .find(|node| matches!(&node.kind, payperplay_core::NodeKind::Dedicated { name: node_name, .. } if node_name == name))
+        .find(|node| match &node.kind {
+            payperplay_core::NodeKind::Dedicated { name: node_name, .. } => node_name == name,
+            payperplay_core::NodeKind::Cloud { server_type, location } => {
+                super::cloud_node_name(catalog, node.id, *server_type, *location) == name
+            }
+        })
         .map(|node| node.id)
 }

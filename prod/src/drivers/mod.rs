@@ -1,22 +1,24 @@
 //! Driver traits: how the runtime's executor carries out the core's commands against
 //! the world. [`CloudProvider`] orders and deletes VMs, [`ContainerDriver`] runs
 //! servers' containers on nodes. [`docker`] is the real container driver (Docker
-//! engines reached locally or over SSH, through `payperplay_nodes`); [`fake`] holds
-//! the in-process cloud fake until the Hetzner driver replaces it. Every driver call
+//! engines reached locally or over SSH, through `payperplay_nodes`); [`hetzner`] is the
+//! cloud (Hetzner Cloud), [`cloud`] how its VMs become nodes and are reconciled by
+//! label. Every driver call
 //! is idempotent by the command's id (deterministic names and labels), because a
 //! command may be carried out again after a restart.
 
+pub mod cloud;
 pub mod docker;
-pub mod fake;
+pub mod hetzner;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use payperplay_core::{Catalog, CommandId, Input, LocationIdx, NodeId, ServerId, VmTypeIdx};
+use payperplay_core::{Catalog, CommandId, FailureKind, Input, LocationIdx, NodeId, ServerId, VmTypeIdx};
 
 pub use docker::{DockerContainers, EngineStatus, NodeFleet};
-pub use fake::FakeCloud;
+pub use hetzner::{HetznerCloud, NoCloud};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -25,9 +27,28 @@ pub enum DriverError {
     /// Worth retrying (network, rate limit, 5xx).
     #[error("transient: {0}")]
     Transient(String),
-    /// Retrying will not help (invalid input, resource sold out).
+    /// Retrying will not help (invalid input, a bad token).
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The VM type is sold out in that location: the core falls back to another type
+    /// or location, so the executor does not retry.
+    #[error("sold out: {0}")]
+    SoldOut(String),
+    /// The provider's API budget is spent (after the client's own bounded back-off):
+    /// the core backs off, so the executor does not retry.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+}
+
+impl DriverError {
+    /// What the core learns about a failed command.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            DriverError::SoldOut(_) => FailureKind::ResourceUnavailable,
+            DriverError::RateLimited(_) => FailureKind::RateLimited,
+            DriverError::Transient(_) | DriverError::Permanent(_) => FailureKind::Other,
+        }
+    }
 }
 
 /// Where drivers report what they observe later (a server booted, a container died).
@@ -64,6 +85,17 @@ pub trait CloudProvider: Send + Sync + 'static {
 
     /// Deletes the VM of `node_id`. "Already deleted" counts as success.
     fn delete_node(&self, command_id: CommandId, node_id: NodeId) -> BoxFuture<'_, Result<(), DriverError>>;
+
+    /// How often [`CloudProvider::reconcile`] runs (first at start); `None`: never.
+    fn reconcile_interval_ms(&self) -> Option<u64> {
+        None
+    }
+
+    /// Compares the provider's VMs with the core's nodes (see [`cloud`]).
+    fn reconcile<'a>(&'a self, handle: &'a crate::runtime::RuntimeHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        let _ = handle;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A node as a command names it: the core's id and the name the fleet knows it by
@@ -130,9 +162,14 @@ pub fn location_name(catalog: &Catalog, location: LocationIdx) -> Option<&str> {
 /// The name of a cloud node's VM: derived from its node id, so a repeated order finds
 /// the VM instead of making a second one, and operators can read its type and place.
 pub fn cloud_node_name(catalog: &Catalog, node_id: NodeId, vm_type: VmTypeIdx, location: LocationIdx) -> String {
-    format!(
-        "ppp-node-{node_id}-{}-{}",
+    cloud_node_name_of(
+        node_id,
         vm_type_name(catalog, vm_type).unwrap_or("unknown"),
-        location_name(catalog, location).unwrap_or("unknown")
+        location_name(catalog, location).unwrap_or("unknown"),
     )
+}
+
+/// [`cloud_node_name`] from the VM type's and location's names.
+pub fn cloud_node_name_of(node_id: NodeId, vm_type: &str, location: &str) -> String {
+    format!("ppp-node-{node_id}-{vm_type}-{location}")
 }

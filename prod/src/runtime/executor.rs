@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use payperplay_core::{Command, CommandId, CommandKind, Email, FailureKind, Input, NodeId, UserId};
+use payperplay_core::{Command, CommandId, CommandKind, Email, Input, NodeId, UserId};
 
 use super::{AlarmKind, Alarms, RuntimeDeps};
 use crate::drivers::{DriverError, NodeRef, ObservationSink, cloud_node_name, location_name, vm_type_name};
@@ -80,7 +80,7 @@ impl Executor {
                     }
                     reason
                 }
-                Err(error) => break Err(error.to_string()),
+                Err(error) => break Err(error),
             };
             if self.deps.store.is_deposed() {
                 continue;
@@ -96,7 +96,8 @@ impl Executor {
         };
         self.alarms.clear(AlarmKind::CommandRetrying, &alarm_subject);
         let now = self.deps.clock.now();
-        let error = outcome.as_ref().err().map(String::as_str);
+        let error_text = outcome.as_ref().err().map(DriverError::to_string);
+        let error = error_text.as_deref();
         if let Err(store_error) = self
             .deps
             .store
@@ -111,10 +112,10 @@ impl Executor {
         if command.kind.awaits_result() {
             let input = match outcome {
                 Ok(()) => Input::CommandSucceeded { command_id: command.id },
-                Err(reason) => Input::CommandFailed {
+                Err(error) => Input::CommandFailed {
                     command_id: command.id,
-                    reason,
-                    kind: FailureKind::Other,
+                    kind: error.failure_kind(),
+                    reason: error.to_string(),
                 },
             };
             self.sink.observe(input).await;

@@ -1,7 +1,8 @@
 //! Shared test setup: a real Postgres database per test (`#[sqlx::test]` creates and
 //! migrates it from DATABASE_URL, which `scripts/start-services.sh` exports), the
 //! runtime with the real container driver on the test Docker engine (the test image,
-//! its boot delay through `[containers] extra_env`) and the cloud fake, and the router
+//! its boot delay through `[containers] extra_env`), no cloud unless a test configures
+//! `[cloud]` (the fake Hetzner API), and the router
 //! called without a socket.
 //!
 //! Tests run in parallel on one engine with host networking, so each test gets its own
@@ -195,7 +196,6 @@ pub fn test_config() -> Config {
         id: 1,
         key_hex: SecretString::from(payperplay_nodes::SecretBox::generate_key_hex().expect("random key")),
     }];
-    config.drivers.fake_provision_ms = 100;
     config.runtime.command_retry_backoff_ms = 10;
     config.smtp.port = 1; // nothing listens: mail stays queued unless a test sets a sink
     config.smtp.retry_backoff_ms = 50;
@@ -218,7 +218,7 @@ impl TestApp {
     }
 
     pub async fn start_with(pool: PgPool, config: Config) -> TestApp {
-        let drivers = real_drivers(&config, &pool);
+        let drivers = real_drivers(&config, &pool).await;
         TestApp::start_full(pool, config, ManualClock::new(START), drivers).await
     }
 
@@ -269,7 +269,7 @@ impl TestApp {
     /// Stops the runtime and starts a new one on the same database (journal replay).
     pub async fn restart(mut self) -> TestApp {
         self.services.take().expect("running").stop().await;
-        let drivers = real_drivers(&self.config, &self.pool);
+        let drivers = real_drivers(&self.config, &self.pool).await;
         TestApp::start_full(self.pool.clone(), self.config.clone(), self.clock.clone(), drivers).await
     }
 
@@ -430,8 +430,10 @@ impl TestApp {
 }
 
 /// The drivers `serve` would make from `config`: containers on the test engine.
-pub fn real_drivers(config: &Config, pool: &PgPool) -> Drivers {
-    drivers_from_config(config, Store::new(pool.clone())).expect("drivers from the test config")
+pub async fn real_drivers(config: &Config, pool: &PgPool) -> Drivers {
+    drivers_from_config(config, Store::new(pool.clone()))
+        .await
+        .expect("drivers from the test config")
 }
 
 /// Removes every container and world volume of the fleet's nodes (this test's label).

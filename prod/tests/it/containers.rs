@@ -606,7 +606,7 @@ async fn serve_killed_during_a_boot_finds_the_server_running_after_restart(pool:
         .unwrap()
         .as_millis() as u64;
     let clock = payperplay_prod::clock::ManualClock::new(payperplay_core::Timestamp(now_ms));
-    let drivers = crate::common::real_drivers(&config, &pool);
+    let drivers = crate::common::real_drivers(&config, &pool).await;
     let app = TestApp::start_full(pool.clone(), config.clone(), clock, drivers).await;
     let (admin, _) = app.admin().await;
     let (token, user_id) = app.user("restart@example.com").await;
@@ -703,7 +703,7 @@ async fn serve_killed_during_a_stop_while_the_world_saves_finds_the_server_stopp
     pool: PgPool,
 ) {
     let config = test_config();
-    let drivers = crate::common::real_drivers(&config, &pool);
+    let drivers = crate::common::real_drivers(&config, &pool).await;
     let app = TestApp::start_full(pool.clone(), config.clone(), wall_clock(), drivers).await;
     let (admin, _) = app.admin().await;
     let (token, user_id) = app.user("saver@example.com").await;

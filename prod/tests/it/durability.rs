@@ -269,7 +269,7 @@ async fn a_poisoned_journal_row_does_not_brick_the_start(pool: PgPool) {
         pool.clone(),
         poisoned_config(),
         app.clock.clone(),
-        crate::common::real_drivers(&app.config, &pool),
+        crate::common::real_drivers(&app.config, &pool).await,
     )
     .await;
     let (status, quarantined) = app.get("/v1/admin/quarantine", &admin).await;

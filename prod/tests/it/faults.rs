@@ -51,7 +51,7 @@ impl ContainerDriver for PanicsOnce {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_panicking_driver_is_retried_not_lost(pool: PgPool) {
     let config = test_config();
-    let real = crate::common::real_drivers(&config, &pool);
+    let real = crate::common::real_drivers(&config, &pool).await;
     let drivers = Drivers {
         containers: Arc::new(PanicsOnce {
             inner: real.containers.clone(),

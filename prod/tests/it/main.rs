@@ -9,7 +9,7 @@ mod admin_billing;
 mod cloud;
 mod common;
 mod containers;
-mod doubles;
+mod crash;
 mod durability;
 mod fake_oidc;
 mod faults;

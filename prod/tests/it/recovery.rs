@@ -145,7 +145,7 @@ async fn a_second_runtime_on_the_same_database_stands_by(pool: PgPool) {
         &config,
         payperplay_prod::store::Store::new(pool),
         clock,
-        crate::common::real_drivers(&config, &app.pool),
+        crate::common::real_drivers(&config, &app.pool).await,
     )
     .await
     .expect("a second runtime starts as a standby");

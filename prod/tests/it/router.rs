@@ -24,7 +24,7 @@ use payperplay_core::{CommandId, Input, ServerId};
 use payperplay_mcproto::frame::{PACKET_BYTES_MAX, read_frame};
 use payperplay_mcproto::packets::{Handshake, LoginStart, NextState, ids, login_disconnect_reason};
 use payperplay_prod::clock::ManualClock;
-use payperplay_prod::drivers::{BoxFuture, ContainerDriver, DriverError, Drivers, FakeCloud, NodeRef, ObservationSink};
+use payperplay_prod::drivers::{BoxFuture, ContainerDriver, DriverError, Drivers, NoCloud, NodeRef, ObservationSink};
 use payperplay_prod::router::PlatformBackend;
 use payperplay_router::{RouterConfig, RouterHandle};
 use payperplay_testgame::test_support::{free_port, testgame_binary};
@@ -139,7 +139,7 @@ async fn start(pool: PgPool) -> (TestApp, Arc<ProcessContainers>, RouterHandle) 
     config.router.domain = DOMAIN.to_string();
     let containers = Arc::new(ProcessContainers::new());
     let drivers = Drivers {
-        cloud: Arc::new(FakeCloud::new(config.drivers.fake_provision_ms)),
+        cloud: Arc::new(NoCloud),
         containers: containers.clone(),
         fleet: None,
     };
@@ -288,7 +288,7 @@ async fn start_on_engine(pool: PgPool, boot_delay_ms: u64) -> (TestApp, RouterHa
         .containers
         .extra_env
         .insert("TESTGAME_BOOT_DELAY_MS".to_string(), boot_delay_ms.to_string());
-    let drivers = real_drivers(&config, &pool);
+    let drivers = real_drivers(&config, &pool).await;
     let containers = drivers.containers.clone();
     let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
     let backend = PlatformBackend::new(
@@ -534,7 +534,7 @@ async fn a_router_process_in_front_of_serve_answers_pings_and_wakes_a_server_on_
         .unwrap()
         .as_millis() as u64;
     let clock = ManualClock::new(payperplay_core::Timestamp(now_ms));
-    let drivers = real_drivers(&config, &pool);
+    let drivers = real_drivers(&config, &pool).await;
     let app = TestApp::start_full(pool.clone(), config.clone(), clock, drivers).await;
     let (admin, _) = app.admin().await;
     let (token, user_id) = app.user("remote@example.com").await;
