@@ -176,6 +176,7 @@ pub fn test_config() -> Config {
     config.auth.register_per_minute = 10_000;
     config.auth.login_per_account_per_minute = 10_000;
     config.auth.mutations_per_user_per_minute = 100_000;
+    config.auth.servers_per_user_max = 100_000;
     config.core.policy = PolicyConfig::default();
     config.fleet.dedicated_nodes = vec![test_node("dedi-test", 16 * 1024, local_engine())];
     remove_leftovers_of_earlier_runs();

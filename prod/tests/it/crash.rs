@@ -146,6 +146,9 @@ fn config_toml(api: &str, platform: &str) -> String {
 admin_emails = ["admin@example.com"]
 login_per_minute = 100000
 register_per_minute = 100000
+login_per_account_per_minute = 100000
+mutations_per_user_per_minute = 1000000
+servers_per_user_max = 100000
 
 [auth.argon2]
 memory_kib = 256

@@ -622,7 +622,7 @@ pub async fn verified_session(port: u16, pool: &PgPool, email: &str) -> (String,
     let (status, body) = http(port, "POST", "/v1/accounts/register", None, Some(&credentials))
         .await
         .unwrap();
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 202, "{body}");
     let mail: String = sqlx::query_scalar(
         "SELECT body FROM email_outbox WHERE recipient = $1 AND kind = 'verification' ORDER BY id DESC LIMIT 1",
     )
@@ -635,6 +635,18 @@ pub async fn verified_session(port: u16, pool: &PgPool, email: &str) -> (String,
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
+    if email.starts_with("admin@") {
+        // Nobody is admin by registering: grant the role as `payperplay admin grant` does.
+        payperplay_prod::api::accounts::change_admin_role(
+            &payperplay_prod::store::Store::new(pool.clone()),
+            email,
+            payperplay_prod::store::AdminChange::Grant,
+            "test",
+            payperplay_core::Timestamp(1),
+        )
+        .await
+        .expect("admin granted");
+    }
     let (status, body) = http(port, "POST", "/v1/accounts/login", None, Some(&credentials))
         .await
         .unwrap();
@@ -657,7 +669,7 @@ async fn a_standby_serve_takes_over_when_the_leader_is_killed(pool: PgPool) {
     let config_path = dir.path().join("payperplay.toml");
     std::fs::write(
         &config_path,
-        "[runtime]\njournal_lock_wait_ms = 200\n\n[auth.argon2]\nmemory_kib = 256\niterations = 1\nparallelism = 1\n",
+        "[runtime]\njournal_lock_wait_ms = 200\n\n[auth]\nlogin_per_account_per_minute = 100000\nmutations_per_user_per_minute = 1000000\nservers_per_user_max = 100000\n\n[auth.argon2]\nmemory_kib = 256\niterations = 1\nparallelism = 1\n",
     )
     .unwrap();
     let (leader_port, standby_port) = (free_port(), free_port());

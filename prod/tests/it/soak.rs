@@ -170,6 +170,10 @@ command_retry_backoff_ms = 50
 [auth]
 login_per_minute = 100000
 register_per_minute = 100000
+login_per_account_per_minute = 100000
+mutations_per_user_per_minute = 1000000
+servers_per_user_max = 100000
+api_tokens_per_user_max = 100000
 
 [auth.argon2]
 memory_kib = 256
