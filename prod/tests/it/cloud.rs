@@ -6,9 +6,9 @@
 //! reconciliation by label deletes VMs the core does not know and reports nodes whose
 //! VM the provider lost.
 
-use crate::common::{
-    RCON_PORT_OFFSET, START, TestApp, eventually, local_engine, test_config, test_node, test_ssh_port,
-};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::common::{GAME_PORTS_PER_TEST, RCON_PORT_OFFSET, START, TestApp, eventually, test_config, test_ssh_port};
 use axum::http::{Method, StatusCode};
 use payperplay_core::{Catalog, PolicyConfig, ServerId, VmType};
 use payperplay_hetzner::client::{LABEL_NODE, LABEL_PLATFORM};
@@ -28,9 +28,38 @@ fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source scripts/start-services.sh"))
 }
 
-/// A fresh slice of game ports for one fake VM (never one a dedicated test node has).
+/// First game port of the fake VMs' slices. Below Linux's ephemeral range (32768 up),
+/// so no outgoing connection and no `127.0.0.1:0` listener (serve's API, the fake, the
+/// router) of this or another process can hold a VM's game or RCON port: the test
+/// node slices (47,100 up) are inside that range, and a container there failed to bind
+/// (exit code 1 on every retry) when one did.
+const VM_GAME_PORTS_FIRST: u16 = 29_000;
+/// Slices of [`GAME_PORTS_PER_TEST`] ports for fake VMs; their RCON ports are
+/// [`RCON_PORT_OFFSET`] higher, still below the ephemeral range.
+const VM_PORT_SLICES: u32 = 60;
+static NEXT_VM_SLICE: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh slice of game ports for one fake VM, none of whose game or RCON ports is in
+/// use now. Slices start at an offset from the process id, so concurrent test runs on
+/// one machine begin apart.
 pub fn vm_game_ports() -> PortRange {
-    test_node("slice", 0, local_engine()).game_ports
+    let start = std::process::id() % VM_PORT_SLICES;
+    for _ in 0..VM_PORT_SLICES {
+        let slice = (start + NEXT_VM_SLICE.fetch_add(1, Ordering::SeqCst)) % VM_PORT_SLICES;
+        let first = VM_GAME_PORTS_FIRST + slice as u16 * GAME_PORTS_PER_TEST;
+        let range = PortRange {
+            first,
+            last: first + GAME_PORTS_PER_TEST - 1,
+        };
+        let free = (range.first..=range.last).all(|port| {
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port + RCON_PORT_OFFSET)).is_ok()
+        });
+        if free {
+            return range;
+        }
+    }
+    panic!("no free slice of fake-VM game ports from {VM_GAME_PORTS_FIRST}");
 }
 
 /// Serves the fake Hetzner API on 127.0.0.1:0 in this test's runtime; each VM it

@@ -4,12 +4,18 @@
 //! again, and after each round and a reconcile interval the fleet must be whole: no two
 //! VMs with one name, no VM the fleet does not know, no node counted whose VM is gone,
 //! every start ended (running or queued; a refused one said why), no server stuck
-//! starting or stopping, every balance the sum of its ledger. Rounds:
+//! starting or stopping, every balance the sum of its ledger. Each round waits until
+//! the previous round's VMs are on their way out (empty VMs go after 1 s), so every
+//! round orders new VMs, and the kill may also land in their deletion. Rounds:
 //! `PAYPERPLAY_CRASH_ROUNDS` (default 20); seed: `PAYPERPLAY_CRASH_SEED` (printed on
-//! failure). Prints the time from kill -9 to a reconciled fleet.
+//! failure). Prints how many rounds ordered VMs and the time from kill -9 to a
+//! reconciled fleet. A container of the platform that dies with a non-zero code has
+//! its last log lines in the failure message.
 
 use std::collections::BTreeSet;
+use std::io::BufRead;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -32,6 +38,104 @@ const RECONCILED_WAIT_MS_MAX: u64 = 45_000;
 
 fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source scripts/start-services.sh"))
+}
+
+/// Containers of the platform that died with a non-zero exit code, with their last log
+/// lines, from the test engine's event stream (`docker events`, ended on drop).
+struct FailedContainers {
+    events: std::process::Child,
+    failures: Arc<Mutex<Vec<String>>>,
+}
+
+impl FailedContainers {
+    fn watch(platform: &str) -> Self {
+        let socket = format!("unix://{}", required("PAYPERPLAY_TEST_DOCKER_SOCKET"));
+        let mut events = std::process::Command::new("docker")
+            .args([
+                "-H",
+                &socket,
+                "events",
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=die",
+            ])
+            .arg("--filter")
+            .arg(format!("label=payperplay.platform={platform}"))
+            .args(["--format", "{{.ID}} {{index .Actor.Attributes \"exitCode\"}}"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker events runs");
+        let stdout = events.stdout.take().expect("piped");
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&failures);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Some((id, code)) = line.split_once(' ') else {
+                    continue;
+                };
+                if code == "0" {
+                    continue;
+                }
+                let logs = std::process::Command::new("docker")
+                    .args(["-H", &socket, "logs", "--tail", "3", id])
+                    .output()
+                    .map(|output| {
+                        format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&output.stdout),
+                            String::from_utf8_lossy(&output.stderr)
+                        )
+                    })
+                    .unwrap_or_default();
+                seen.lock()
+                    .unwrap()
+                    .push(format!("container {id} exited with {code}: {}", logs.trim()));
+            }
+        });
+        Self { events, failures }
+    }
+
+    fn report(&self) -> String {
+        let failures = self.failures.lock().unwrap();
+        if failures.is_empty() {
+            return "no container of the platform exited with a non-zero code".to_string();
+        }
+        failures.join("\n")
+    }
+}
+
+impl Drop for FailedContainers {
+    fn drop(&mut self) {
+        let _ = self.events.kill();
+        let _ = self.events.wait();
+    }
+}
+
+/// The cloud nodes the core still places on or orders (provisioning, ready or
+/// draining), by id.
+async fn live_cloud_nodes(port: u16, admin: &str) -> Option<Vec<i64>> {
+    let (200, nodes) = http(port, "GET", "/v1/admin/nodes", Some(admin), None).await? else {
+        return None;
+    };
+    Some(
+        nodes
+            .as_array()?
+            .iter()
+            .filter(|node| {
+                node["kind"] == "cloud" && matches!(node["state"].as_str(), Some("provisioning" | "ready" | "draining"))
+            })
+            .filter_map(|node| node["id"].as_i64())
+            .collect(),
+    )
+}
+
+async fn vm_orders(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE kind = 'provision_node'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// splitmix64: the test's seeded randomness.
@@ -203,8 +307,8 @@ evaluate_every = "1s"
 
 [core.policy.reactive]
 scale_up_cooldown = "1s"
-scale_down_empty_after = "2s"
-scale_down_cooldown = "1s"
+scale_down_empty_after = "1s"
+scale_down_cooldown = "500ms"
 "#,
         platform = q(platform),
         image = q(&required("PAYPERPLAY_TEST_IMAGE")),
@@ -322,6 +426,7 @@ async fn serve_killed_at_random_points_during_vm_orders_recovers_a_whole_fleet(p
     // Users and servers through the in-process app (no cloud, no nodes), then serve.
     let mut config = test_config();
     config.fleet.dedicated_nodes.clear();
+    config.auth.servers_per_user_max = u32::try_from(rounds * STARTS_PER_ROUND).unwrap().max(1);
     let platform = config.containers.platform.clone();
     let secret_key = format!("1:{}", {
         use secrecy::ExposeSecret;
@@ -372,11 +477,14 @@ async fn serve_killed_at_random_points_during_vm_orders_recovers_a_whole_fleet(p
     let base = required("DATABASE_URL");
     let database_url = format!("{}/{database}", base.rsplit_once('/').unwrap().0);
 
+    let failed_containers = FailedContainers::watch(&platform);
     let mut serve = spawn_serve(&config_path, &database_url, &secret_key).await;
     let mut reconciled_ms = Vec::new();
+    let mut rounds_with_orders = 0;
     let mut accepted = 0;
     let mut ran = BTreeSet::new();
     for (round, batch) in servers.chunks(STARTS_PER_ROUND).enumerate() {
+        let orders_before = vm_orders(&pool).await;
         let mut started = Vec::new();
         for id in batch {
             let answer = http(
@@ -415,7 +523,11 @@ async fn serve_killed_at_random_points_during_vm_orders_recovers_a_whole_fleet(p
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(problems.is_empty(), "round {round} (seed {seed}): {problems:#?}");
+        assert!(
+            problems.is_empty(),
+            "round {round} (seed {seed}): {problems:#?}\n{}",
+            failed_containers.report()
+        );
         reconciled_ms.push(killed_at.elapsed().as_millis() as u64);
         // Every start of the round runs (on a new VM) before the next round.
         let round_started = Instant::now();
@@ -436,14 +548,31 @@ async fn serve_killed_at_random_points_during_vm_orders_recovers_a_whole_fleet(p
                 }
                 assert!(
                     round_started.elapsed() < Duration::from_millis(RECONCILED_WAIT_MS_MAX),
-                    "round {round} (seed {seed}): server {id} never ran ({state:?})"
+                    "round {round} (seed {seed}): server {id} never ran ({state:?})\n{}",
+                    failed_containers.report()
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        // Stopped again, so their VMs empty out and are deleted while later rounds run.
+        if vm_orders(&pool).await > orders_before {
+            rounds_with_orders += 1;
+        }
+        // Stopped again, so their VMs empty out; the next round starts once none is
+        // left to place on (they may still be deleting), so it orders VMs of its own.
         for id in &started {
             let _ = http(serve.port, "POST", &format!("/v1/servers/{id}/stop"), Some(&user), None).await;
+        }
+        let emptying = Instant::now();
+        loop {
+            let live = live_cloud_nodes(serve.port, &admin).await;
+            if live.as_ref().is_some_and(Vec::is_empty) {
+                break;
+            }
+            assert!(
+                emptying.elapsed() < Duration::from_millis(RECONCILED_WAIT_MS_MAX),
+                "round {round} (seed {seed}): empty cloud nodes not deleted: {live:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     serve.child.start_kill().expect("SIGKILL");
@@ -457,7 +586,14 @@ async fn serve_killed_at_random_points_during_vm_orders_recovers_a_whole_fleet(p
             .await
             .unwrap();
     assert!(vms_ordered >= 1, "no VM was ordered");
-    eprintln!("{accepted} starts accepted and run, {vms_ordered} VM orders succeeded");
+    eprintln!(
+        "{accepted} starts accepted and run, {vms_ordered} VM orders succeeded, {rounds_with_orders} of {rounds} \
+         rounds ordered VMs"
+    );
+    assert_eq!(
+        rounds_with_orders, rounds,
+        "every round found no VM to reuse and ordered its own"
+    );
     reconciled_ms.sort_unstable();
     eprintln!(
         "kill -9 to a reconciled fleet over {} rounds: median {} ms, max {} ms",
