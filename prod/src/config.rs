@@ -444,7 +444,7 @@ fn default_game_ports() -> PortRange {
 }
 
 fn default_rcon_ports_first() -> u16 {
-    35565
+    27565
 }
 
 fn default_data_path() -> String {

@@ -159,7 +159,8 @@ async fn soak_mixed_load_with_kills_and_database_restarts_loses_no_money_and_end
     let url = format!("{}/{database}", base.rsplit_once('/').unwrap().0);
     let platform = format!("ppp-soak-{}-{seed}", std::process::id());
     // Game ports far from the other tests' slices.
-    let first_port = 47_100 + 48 * GAME_PORTS_PER_TEST + (seed % 8) as u16 * GAME_PORTS_PER_TEST;
+    let first_port =
+        crate::common::GAME_PORTS_FIRST + 48 * GAME_PORTS_PER_TEST + (seed % 8) as u16 * GAME_PORTS_PER_TEST;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("soak.toml");
     let config = format!(
