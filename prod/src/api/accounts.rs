@@ -8,6 +8,8 @@
 //! routes; it is purged after `auth.unverified_purge_after_ms`. Nobody becomes admin
 //! by registering: `payperplay admin grant EMAIL`.
 
+use std::net::IpAddr;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -147,25 +149,58 @@ fn account_mail<'a>(
     }
 }
 
-/// Queues a fresh verification code for an unverified user (within the mail limit).
-async fn send_verification_code(state: &AppState, user: &UserRow, now: Timestamp) -> Result<(), ApiError> {
+/// Which one-time code an account mail carries.
+#[derive(Debug, Clone, Copy)]
+enum CodeMail {
+    Verification,
+    PasswordReset,
+}
+
+/// Queues a fresh one-time code of `which` for `user` (within the account mail limit).
+async fn send_code_mail(state: &AppState, user: &UserRow, which: CodeMail, now: Timestamp) -> Result<(), ApiError> {
     let (code, code_hash) = auth::new_token("");
-    let (subject, body) = crate::email::verification_mail(&state.public_base_url, &code);
-    let expires_at = now.plus_ms(state.auth.verification_ttl_ms);
-    let code = OneTimeCode::Verification {
-        token_hash: &code_hash,
-        expires_at,
+    let base_url = &state.public_base_url;
+    let (kind, (subject, body), one_time_code) = match which {
+        CodeMail::Verification => (
+            "verification",
+            crate::email::verification_mail(base_url, &code),
+            OneTimeCode::Verification {
+                token_hash: &code_hash,
+                expires_at: now.plus_ms(state.auth.verification_ttl_ms),
+            },
+        ),
+        CodeMail::PasswordReset => (
+            "password_reset",
+            crate::email::password_reset_mail(base_url, &code, state.auth.password_reset_ttl_ms),
+            OneTimeCode::PasswordReset {
+                token_hash: &code_hash,
+                expires_at: now.plus_ms(state.auth.password_reset_ttl_ms),
+            },
+        ),
     };
-    let mail = account_mail(state, user, "verification", (&subject, &body), Some(code), now);
+    let mail = account_mail(state, user, kind, (&subject, &body), Some(one_time_code), now);
     if state.store.send_account_mail(mail, now).await? {
         state.mail_wakeup.notify_one();
     } else {
         tracing::info!(
             user_id = user.id,
-            "verification mail not sent: account mail limit reached"
+            kind,
+            "account mail not sent: account mail limit reached"
         );
     }
     Ok(())
+}
+
+/// The account a mail-me request names, after the per-address limit (`None` when the
+/// address has no account: the answer is the same either way).
+async fn account_to_mail(
+    state: &AppState,
+    client: IpAddr,
+    request: &EmailRequest,
+) -> Result<Option<UserRow>, ApiError> {
+    state.accounts.register_by_address.check(&limit_key(client))?;
+    let email = normalize_email(&request.email)?;
+    Ok(state.store.user_by_email(&email).await?)
 }
 
 /// Register an account. A mail goes to the address either way: a verification code
@@ -212,7 +247,7 @@ async fn register(
                     state.mail_wakeup.notify_one();
                 }
             } else {
-                send_verification_code(&state, &existing, now).await?;
+                send_code_mail(&state, &existing, CodeMail::Verification, now).await?;
             }
         }
         return Ok(accepted(REGISTER_ACCEPTED));
@@ -281,13 +316,10 @@ async fn resend_verification(
     ClientAddress(client): ClientAddress,
     Json(request): Json<EmailRequest>,
 ) -> Result<(StatusCode, axum::Json<AcceptedView>), ApiError> {
-    state.accounts.register_by_address.check(&limit_key(client))?;
-    let email = normalize_email(&request.email)?;
-    let now = state.clock.now();
-    if let Some(user) = state.store.user_by_email(&email).await?
+    if let Some(user) = account_to_mail(&state, client, &request).await?
         && !user.email_verified
     {
-        send_verification_code(&state, &user, now).await?;
+        send_code_mail(&state, &user, CodeMail::Verification, state.clock.now()).await?;
     }
     Ok(accepted(
         "if this address awaits verification, a new code is on its way",
@@ -306,21 +338,8 @@ async fn forgot_password(
     ClientAddress(client): ClientAddress,
     Json(request): Json<EmailRequest>,
 ) -> Result<(StatusCode, axum::Json<AcceptedView>), ApiError> {
-    state.accounts.register_by_address.check(&limit_key(client))?;
-    let email = normalize_email(&request.email)?;
-    let now = state.clock.now();
-    if let Some(user) = state.store.user_by_email(&email).await? {
-        let (code, code_hash) = auth::new_token("");
-        let ttl_ms = state.auth.password_reset_ttl_ms;
-        let (subject, body) = crate::email::password_reset_mail(&state.public_base_url, &code, ttl_ms);
-        let code = OneTimeCode::PasswordReset {
-            token_hash: &code_hash,
-            expires_at: now.plus_ms(ttl_ms),
-        };
-        let mail = account_mail(&state, &user, "password_reset", (&subject, &body), Some(code), now);
-        if state.store.send_account_mail(mail, now).await? {
-            state.mail_wakeup.notify_one();
-        }
+    if let Some(user) = account_to_mail(&state, client, &request).await? {
+        send_code_mail(&state, &user, CodeMail::PasswordReset, state.clock.now()).await?;
     }
     Ok(accepted("if this address has an account, a reset code is on its way"))
 }

@@ -160,6 +160,16 @@ pub enum OneTimeCode<'a> {
     },
 }
 
+impl<'a> OneTimeCode<'a> {
+    /// The table the code's hash is kept in, the hash and when it expires.
+    fn parts(self) -> (&'static str, &'a [u8], Timestamp) {
+        match self {
+            OneTimeCode::Verification { token_hash, expires_at } => ("email_verifications", token_hash, expires_at),
+            OneTimeCode::PasswordReset { token_hash, expires_at } => ("password_resets", token_hash, expires_at),
+        }
+    }
+}
+
 /// A mail about the account itself (verification, reset, "you already have an
 /// account"). At most `n_max` of them per user since `since`, so nobody can flood an
 /// address through our forms.
@@ -274,32 +284,17 @@ impl Store {
         if n_recent >= mail.n_max {
             return Ok(false);
         }
-        match mail.code {
-            Some(OneTimeCode::Verification { token_hash, expires_at }) => {
-                sqlx::query(
-                    "INSERT INTO email_verifications (token_hash, user_id, created_at_ms, expires_at_ms)
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(token_hash)
-                .bind(mail.user_id)
-                .bind(to_db(now))
-                .bind(to_db(expires_at))
-                .execute(&mut *tx)
-                .await?;
-            }
-            Some(OneTimeCode::PasswordReset { token_hash, expires_at }) => {
-                sqlx::query(
-                    "INSERT INTO password_resets (token_hash, user_id, created_at_ms, expires_at_ms)
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(token_hash)
-                .bind(mail.user_id)
-                .bind(to_db(now))
-                .bind(to_db(expires_at))
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {}
+        if let Some(code) = mail.code {
+            let (table, token_hash, expires_at) = code.parts();
+            sqlx::query(&format!(
+                "INSERT INTO {table} (token_hash, user_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)"
+            ))
+            .bind(token_hash)
+            .bind(mail.user_id)
+            .bind(to_db(now))
+            .bind(to_db(expires_at))
+            .execute(&mut *tx)
+            .await?;
         }
         enqueue_email_tx(
             &mut tx,

@@ -92,12 +92,31 @@ impl Drop for SmtpSink {
     }
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn verification_mail_arrives_and_its_code_verifies(pool: PgPool) {
+/// A running `serve` whose mail goes to a fresh SMTP sink.
+async fn app_with_sink(pool: PgPool) -> (SmtpSink, TestApp) {
     let sink = SmtpSink::start(free_port());
     let mut config = test_config();
     config.smtp.port = sink.port;
-    let app = TestApp::start_with(pool, config).await;
+    (sink, TestApp::start_with(pool, config).await)
+}
+
+/// A user `email` with 0.03 EUR and a 2 GiB server asked to start: the user's token and
+/// id, and the server's id.
+async fn start_with_three_cents(app: &TestApp, email: &str) -> (String, i64, i64) {
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user(email).await;
+    app.credit(&admin, user_id, 30_000).await;
+    let id = app.create_server(&token, "cheap", 2048).await;
+    let (status, _) = app
+        .call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    (token, user_id, id)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn verification_mail_arrives_and_its_code_verifies(pool: PgPool) {
+    let (sink, app) = app_with_sink(pool).await;
     let (status, _) = app
         .post(
             "/v1/accounts/register",
@@ -176,20 +195,10 @@ async fn mail_is_retried_until_the_smtp_server_is_back(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn low_balance_mail_from_the_core_arrives(pool: PgPool) {
-    let sink = SmtpSink::start(free_port());
-    let mut config = test_config();
-    config.smtp.port = sink.port;
-    let app = TestApp::start_with(pool, config).await;
-    let (admin, _) = app.admin().await;
-    let (token, user_id) = app.user("poor@example.com").await;
+    let (sink, app) = app_with_sink(pool).await;
     // 0.03 EUR is below the 1 EUR warning threshold: starting a server (which makes
     // the balance burn) makes the core send the low-balance warning.
-    app.credit(&admin, user_id, 30_000).await;
-    let id = app.create_server(&token, "cheap", 2048).await;
-    let (status, _) = app
-        .call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    start_with_three_cents(&app, "poor@example.com").await;
     eventually("low-balance mail received", || async {
         sink.messages_to("poor@example.com")
             .iter()
@@ -213,19 +222,9 @@ async fn low_balance_mail_from_the_core_arrives(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn zero_balance_stop_mail_arrives(pool: PgPool) {
-    let sink = SmtpSink::start(free_port());
-    let mut config = test_config();
-    config.smtp.port = sink.port;
-    let app = TestApp::start_with(pool, config).await;
-    let (admin, _) = app.admin().await;
-    let (token, user_id) = app.user("broke@example.com").await;
+    let (sink, app) = app_with_sink(pool).await;
     // 2 GiB at 0.01 EUR per GiB-hour costs 0.02 EUR an hour: 0.03 EUR lasts 1.5 hours.
-    app.credit(&admin, user_id, 30_000).await;
-    let id = app.create_server(&token, "cheap", 2048).await;
-    let (status, _) = app
-        .call(Method::POST, &format!("/v1/servers/{id}/start"), Some(&token), None)
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    let (token, user_id, id) = start_with_three_cents(&app, "broke@example.com").await;
     eventually("running", || async { app.state_of(&token, id).await == "running" }).await;
     // Players keep it from going idle (the player router reports them later).
     app.services
