@@ -56,13 +56,15 @@ enabled = false
 platform = "$platform"
 image = "$PAYPERPLAY_TEST_IMAGE"
 player_poll_interval_ms = 2000
+boot_timeout_ms = 1800000   # 500 boots on a loaded machine: never kill a slow one
 [[fleet.dedicated_nodes]]
 name = "memory"
 capacity_mib = $capacity_mib
 is_system = false
 bind_address = "127.0.0.1"
-game_ports = "40000-$((40000 + n_servers + 10))"
-rcon_ports_first = 45000
+# Below the ephemeral port range (32768-) and clear of the tests' slices.
+game_ports = "24000-$((24000 + n_servers + 10))"
+rcon_ports_first = 26000
 data_path = "/"
 [fleet.dedicated_nodes.engine]
 socket_path = "$PAYPERPLAY_TEST_DOCKER_SOCKET"
@@ -75,7 +77,7 @@ export RUST_LOG="${RUST_LOG:-warn}"
 "$binary" --config "$work_dir/memory.toml" serve >"$work_dir/serve.log" 2>&1 &
 server_pid=$!
 base="http://127.0.0.1:$port"
-for _ in $(seq 1 300); do
+for _ in $(seq 1 1200); do
     curl -fsS "$base/v1/health/ready" >/dev/null 2>&1 && break
     sleep 0.1
 done
@@ -99,16 +101,23 @@ sleep 1
 echo "serve RSS with no container: $(rss_mib) MiB"
 
 for i in $(seq 1 "$n_servers"); do
-    id="$(curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' \
+    # Retried with the same Idempotency-Key when a busy serve answers 503.
+    id="$(curl -fsS --retry 10 --retry-all-errors -H "authorization: Bearer $token" \
+        -H 'content-type: application/json' -H "idempotency-key: memory-create-$$-$i" \
         -d "{\"name\":\"memory-$i\",\"ram_mib\":2048}" "$base/v1/servers" | json "['id']")"
-    curl -fsS -X POST -H "authorization: Bearer $token" "$base/v1/servers/$id/start" >/dev/null
+    curl -fsS --retry 10 --retry-all-errors -X POST -H "authorization: Bearer $token" \
+        -H "idempotency-key: memory-start-$$-$i" "$base/v1/servers/$id/start" >/dev/null
 done
 echo "started $n_servers servers; waiting until they run"
 running=0
-for _ in $(seq 1 600); do
-    running="$(curl -fsS -H "authorization: Bearer $token" "$base/v1/servers" \
-        | python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s["status"]["state"] == "running"))')"
+wait_s="${SERVE_MEMORY_WAIT_S:-3600}"
+for second in $(seq 1 "$wait_s"); do
+    # A busy serve may answer 503: count again next time instead of ending the run.
+    running="$(curl -fsS -m 30 -H "authorization: Bearer $token" "$base/v1/servers" 2>/dev/null \
+        | python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s["status"]["state"] == "running"))' \
+        2>/dev/null || echo "$running")"
     [ "$running" -ge "$n_servers" ] && break
+    [ $((second % 60)) -eq 0 ] && echo "after ${second} s: $running running, serve RSS $(rss_mib) MiB"
     sleep 1
 done
 sleep 10 # a few player polls (2 s) and reconciles
