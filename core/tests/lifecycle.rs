@@ -643,8 +643,11 @@ fn a_lost_dedicated_node_that_answers_again_is_taken_back() {
     d.input(Input::NodeLost { node_id: NodeId(1) }).unwrap();
     assert_eq!(d.core.node(NodeId(1)).unwrap().state, NodeState::Lost);
     assert_eq!(d.state(1), ServerState::Queued, "queued for another node");
-    d.input(Input::StartServer { server_id: ServerId(2) }).unwrap();
-    assert_eq!(d.state(2), ServerState::Queued);
+    // With no node that could hold it, a new start is refused meanwhile.
+    assert_eq!(
+        d.input(Input::StartServer { server_id: ServerId(2) }),
+        Err(RejectReason::NoCapacityForTier { ram_mib: 4 * 1024 })
+    );
     d.take_commands();
     d.events.clear();
     d.input(Input::NodeAnswered { node_id: NodeId(1) }).unwrap();
@@ -654,8 +657,9 @@ fn a_lost_dedicated_node_that_answers_again_is_taken_back() {
             .iter()
             .any(|e| matches!(e, Event::NodeReady { node_id: NodeId(1) }))
     );
-    // Both queued starts are placed there again.
+    // The queued start is placed there again, and a new one too.
     assert_eq!(d.state(1), ServerState::Starting);
+    d.input(Input::StartServer { server_id: ServerId(2) }).unwrap();
     assert_eq!(d.state(2), ServerState::Starting);
     assert_eq!(d.core.node(NodeId(1)).unwrap().allocated_mib, 8 * 1024);
     // A ready node answering changes nothing; an unknown node is refused by name.

@@ -220,7 +220,9 @@ impl NodeObserver {
                         disk_free_mib: Some(health.disk_free_mib),
                     },
                 );
-                if self.lost_reported {
+                if self.lost_reported || !was_ready {
+                    // Also at the first answer after a start: the node may have been
+                    // lost before this process started.
                     self.report_answering().await?;
                 }
                 if !was_ready {
@@ -258,8 +260,8 @@ impl NodeObserver {
         Ok(())
     }
 
-    /// The node was reported lost and answers again: a dedicated node the core still
-    /// holds lost is taken back (`NodeAnswered`); a cloud node's VM is deleted instead.
+    /// The node answers (again): a dedicated node the core holds lost is taken back
+    /// (`NodeAnswered`); a lost cloud node's VM is deleted instead.
     async fn report_answering(&mut self) -> Result<(), ObserverError> {
         let node_name = self.name.clone();
         let lost_node = self

@@ -211,6 +211,14 @@ mod tests {
         assert_eq!((config.protocol, config.version_name.as_str()), (340, "1.12.2"));
         assert_eq!(config.boot_delay, Duration::ZERO);
         assert_eq!(config.crash_after, None);
+        assert!(!config.hide_online_players);
+        let hiding = super::Config::from_lookup(|name| match name {
+            "EULA" => Some("TRUE".into()),
+            "HIDE_ONLINE_PLAYERS" => Some("true".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(hiding.hide_online_players);
     }
 
     #[test]

@@ -1031,3 +1031,47 @@ async fn player_counts_read_by_rcon_list_keep_a_server_awake_that_hides_its_play
     .await;
     app.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_lost_before_serve_restarted_is_taken_back_when_it_answers_again(pool: PgPool) {
+    let mut sshd = PrivateSshd::start().await;
+    let mut config = test_config();
+    config.fleet.dedicated_nodes = vec![
+        test_node("remote-again", 12 * 1024, ssh_engine(sshd.port)),
+        test_node("local-stay", 8 * 1024, local_engine()),
+    ];
+    let app = TestApp::start_with(pool, config).await;
+    let (admin, _) = app.admin().await;
+    let node_state = |nodes: &Value, name: &str| -> (Value, Value) {
+        let node = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null);
+        (node["state"].clone(), node["engine_ready"].clone())
+    };
+    wait_until("both engines answer", 10_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        node_state(&nodes, "remote-again").1 == true && node_state(&nodes, "local-stay").1 == true
+    })
+    .await;
+    sshd.kill().await;
+    wait_until("the node is lost", 30_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        node_state(&nodes, "remote-again").0 == "lost"
+    })
+    .await;
+    // serve restarts while the node is lost; the node answers again after that.
+    let app = app.restart().await;
+    let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+    assert_eq!(node_state(&nodes, "remote-again").0, "lost", "{nodes}");
+    sshd.restart().await;
+    wait_until("the node is ready again", 30_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        node_state(&nodes, "remote-again") == (Value::from("ready"), Value::from(true))
+    })
+    .await;
+    app.stop().await;
+}
