@@ -17,8 +17,12 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 : "${PAYPERPLAY_TEST_IMAGE:?source scripts/start-services.sh (the test image)}"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo_root/target}"
-cargo build --release -q -p payperplay-prod --manifest-path "$repo_root/Cargo.toml"
-binary="$(find "$CARGO_TARGET_DIR" -path '*/release/payperplay' -type f | head -n1)"
+# PAYPERPLAY_BIN: a release `payperplay` already built (skips the build).
+binary="${PAYPERPLAY_BIN:-}"
+if [ -z "$binary" ]; then
+    cargo build --release -q -p payperplay-prod --manifest-path "$repo_root/Cargo.toml"
+    binary="$(find "$CARGO_TARGET_DIR" -path '*/release/payperplay' -type f | head -n1)"
+fi
 
 database="payperplay_memory_$$"
 psql "$DATABASE_URL" -q -c "CREATE DATABASE $database" >/dev/null
@@ -47,9 +51,10 @@ listen = "127.0.0.1:$port"
 [smtp]
 port = 1
 [auth]
-admin_emails = ["memory-admin@example.com"]
 login_per_minute = 100000
 register_per_minute = 100000
+mutations_per_user_per_minute = 100000
+servers_per_user_max = 100000
 [router]
 enabled = false
 [containers]
@@ -93,6 +98,8 @@ account() { # email -> token
     curl -fsS -H 'content-type: application/json' -d "{\"email\":\"$1\",\"password\":\"memory password 1\"}" "$base/v1/accounts/login" | json "['token']"
 }
 admin="$(account memory-admin@example.com)"
+"$binary" --config "$work_dir/memory.toml" admin grant memory-admin@example.com >/dev/null
+sleep 6 # past the 5-second cache of verified principals
 token="$(account memory@example.com)"
 user_id="$(curl -fsS -H "authorization: Bearer $token" "$base/v1/accounts/me" | json "['id']")"
 curl -fsS -H "authorization: Bearer $admin" -H 'content-type: application/json' \
