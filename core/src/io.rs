@@ -65,6 +65,11 @@ pub enum Input {
     NodeLost {
         node_id: NodeId,
     },
+    /// A dedicated node the core holds lost answers its health checks again: it takes
+    /// placements again (a ready node answering changes nothing).
+    NodeAnswered {
+        node_id: NodeId,
+    },
     // --- results of commands ---
     CommandSucceeded {
         command_id: CommandId,
@@ -93,6 +98,9 @@ pub enum FailureKind {
     ResourceUnavailable,
     /// The provider's API rate limit was hit.
     RateLimited,
+    /// Retrying cannot help on any node (an unknown image, a configuration the engine
+    /// refuses): a start ends rejected (`RejectReason::StartFailed`) instead of retried.
+    Permanent,
 }
 
 /// A decision, for the shell to carry out. `id` is the idempotency key.
@@ -330,6 +338,9 @@ pub enum RejectReason {
     },
     /// The start was retried `start_attempts_max` times and failed each time.
     TooManyAttempts,
+    /// The container could not be started, and retrying cannot help (the shell keeps
+    /// the failure's message: the server view shows it).
+    StartFailed,
     ServerDeleted,
     OutOfBalance,
 }
@@ -360,6 +371,7 @@ impl std::fmt::Display for RejectReason {
                 write!(f, "no node type can hold {ram_mib} MiB")
             }
             RejectReason::TooManyAttempts => write!(f, "start failed too many times"),
+            RejectReason::StartFailed => write!(f, "the container could not be started"),
             RejectReason::ServerDeleted => write!(f, "server was deleted"),
             RejectReason::OutOfBalance => write!(f, "balance ran out"),
         }

@@ -3,8 +3,9 @@
 
 use payperplay_core::testkit::{Driver, no_reserve, one_vm_type_catalog, static_config};
 use payperplay_core::{
-    Command, CommandKind, CoreConfig, Email, Event, Input, LedgerKind, MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND,
-    NodeId, Outputs, PolicyConfig, RejectReason, ServerId, ServerState, StartOutcome, StopReason, Timestamp, UserId,
+    Command, CommandKind, CoreConfig, Email, Event, FailureKind, Input, LedgerKind, MS_PER_HOUR, MS_PER_MINUTE,
+    MS_PER_SECOND, NodeId, NodeState, Outputs, PolicyConfig, RejectReason, ServerId, ServerState, StartOutcome,
+    StopReason, Timestamp, UserId,
 };
 
 fn with_user_and_node(config: CoreConfig, node_gb: u32, balance_micros: i64) -> Driver {
@@ -593,4 +594,78 @@ fn drain_into_hands_over_what_poll_would_in_the_same_order() {
     assert_eq!(outputs.events, polled.events);
     assert!(!outputs.commands.is_empty() && !outputs.events.is_empty());
     assert_eq!(drained.core.poll_command(), None);
+}
+
+#[test]
+fn a_start_failing_for_good_ends_rejected_at_once_and_a_transient_failure_is_retried() {
+    let mut d = with_user_and_node(static_config(), 8, 10_000_000);
+    d.create(1, 4);
+    d.create(2, 4);
+    // A transient failure (engine 5xx, full disk on one node): the start is retried.
+    d.input(Input::StartServer { server_id: ServerId(1) }).unwrap();
+    let first = d.find(|k| matches!(k, CommandKind::StartContainer { .. })).unwrap();
+    d.take_commands();
+    d.fail(&first, FailureKind::Other);
+    assert_eq!(d.state(1), ServerState::Starting, "placed again");
+    let retry = d.find(|k| matches!(k, CommandKind::StartContainer { .. })).unwrap();
+    assert_ne!(retry.id, first.id);
+    d.take_commands();
+    // A permanent one (unknown image, refused configuration): rejected with the reason,
+    // no second attempt, the RAM back on the node.
+    d.fail(&retry, FailureKind::Permanent);
+    assert_eq!(d.state(1), ServerState::Stopped);
+    assert!(
+        d.find(|k| matches!(k, CommandKind::StartContainer { .. })).is_none(),
+        "not retried"
+    );
+    assert!(d.events.iter().any(|e| matches!(
+        e,
+        Event::StartEnded {
+            server_id: ServerId(1),
+            outcome: StartOutcome::Rejected {
+                reason: RejectReason::StartFailed
+            },
+            ..
+        }
+    )));
+    assert_eq!(d.core.node(NodeId(1)).unwrap().allocated_mib, 0);
+    // The node still takes the next start.
+    start_and_boot(&mut d, 2);
+    assert_eq!(d.state(2), ServerState::Running);
+}
+
+#[test]
+fn a_lost_dedicated_node_that_answers_again_is_taken_back() {
+    let mut d = with_user_and_node(static_config(), 8, 10_000_000);
+    d.create(1, 4);
+    d.create(2, 4);
+    start_and_boot(&mut d, 1);
+    d.input(Input::NodeLost { node_id: NodeId(1) }).unwrap();
+    assert_eq!(d.core.node(NodeId(1)).unwrap().state, NodeState::Lost);
+    assert_eq!(d.state(1), ServerState::Queued, "queued for another node");
+    // With no node that could hold it, a new start is refused meanwhile.
+    assert_eq!(
+        d.input(Input::StartServer { server_id: ServerId(2) }),
+        Err(RejectReason::NoCapacityForTier { ram_mib: 4 * 1024 })
+    );
+    d.take_commands();
+    d.events.clear();
+    d.input(Input::NodeAnswered { node_id: NodeId(1) }).unwrap();
+    assert_eq!(d.core.node(NodeId(1)).unwrap().state, NodeState::Ready);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(e, Event::NodeReady { node_id: NodeId(1) }))
+    );
+    // The queued start is placed there again, and a new one too.
+    assert_eq!(d.state(1), ServerState::Starting);
+    d.input(Input::StartServer { server_id: ServerId(2) }).unwrap();
+    assert_eq!(d.state(2), ServerState::Starting);
+    assert_eq!(d.core.node(NodeId(1)).unwrap().allocated_mib, 8 * 1024);
+    // A ready node answering changes nothing; an unknown node is refused by name.
+    d.input(Input::NodeAnswered { node_id: NodeId(1) }).unwrap();
+    assert_eq!(
+        d.input(Input::NodeAnswered { node_id: NodeId(99) }),
+        Err(RejectReason::UnknownNode)
+    );
 }

@@ -210,7 +210,17 @@ impl NodeDriver {
         match docker.start_container(&container_id, None).await {
             Ok(()) => {}
             Err(error) if is_status(&error, &[304]) => {}
-            Err(error) => return Err(self.error("start container", error)),
+            Err(error) => {
+                let error = self.error("start container", error);
+                if created && !error.is_transient() {
+                    // The engine refuses to run it: no retry comes for this container.
+                    if let Err(remove_error) = self.remove_container(&docker, &container_id, true).await {
+                        tracing::warn!(node = %self.config.name, server = spec.server_id, %remove_error,
+                            "removing a container that did not start failed");
+                    }
+                }
+                return Err(error);
+            }
         }
         Ok(StartedContainer {
             container_id,

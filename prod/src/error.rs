@@ -232,6 +232,7 @@ impl From<Rejection> for ApiError {
             RejectReason::QueueFull => "queue_full",
             RejectReason::NoCapacityForTier { .. } => "no_capacity_for_tier",
             RejectReason::TooManyAttempts => "too_many_attempts",
+            RejectReason::StartFailed => "start_failed",
             RejectReason::OutOfBalance => "out_of_balance",
         };
         ApiError::Rejected {

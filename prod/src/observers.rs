@@ -6,9 +6,11 @@
 //!   container the server is tracked in only (a stop we asked for is untracked first).
 //! - **Nodes**: the health probe (engine ping, version, free disk) every
 //!   `probe_interval_ms`; its answer is the node's engine status (admin nodes view);
-//!   `probe_misses_max` misses in a row → `NodeLost`.
-//! - **Players**: a status ping of each running server every
-//!   `player_poll_interval_ms` → `PlayerCount` when the count differs from the core's.
+//!   `probe_misses_max` misses in a row → `NodeLost`; a lost dedicated node whose probe
+//!   answers again → `NodeAnswered` (the core takes it back).
+//! - **Players**: each running server every `player_poll_interval_ms`, by status ping
+//!   or (`player_count_source = "rcon"`) RCON `list` → `PlayerCount` when the count
+//!   differs from the core's.
 //! - **Reconcile**: at start and every `reconcile_interval_ms`, the node's containers by
 //!   label against the core: what the core knows is adopted (a booting server gets its
 //!   readiness watch again), what it does not know is stopped and removed after
@@ -29,6 +31,7 @@ use payperplay_nodes::{ContainerEventKind, NodeDriver};
 use tokio::sync::watch;
 
 use crate::clock::Stopwatch;
+use crate::config::PlayerCountSource;
 use crate::drivers::docker::{EngineStatus, NodeFleet, TrackedContainer, core_node_id};
 use crate::drivers::{ObservationSink, docker::driver_error};
 use crate::runtime::{RuntimeError, RuntimeHandle};
@@ -39,6 +42,8 @@ const PLAYER_PINGS_IN_FLIGHT_MAX: usize = 32;
 const EVENTS_RESUBSCRIBE_MS: u64 = 1_000;
 /// Bound on one health probe (an SSH connect to a dead host may hang longer).
 const PROBE_TIMEOUT_MS_MAX: u64 = 10_000;
+/// Bound on one RCON `list` (connect, login, command).
+const RCON_LIST_TIMEOUT_MS: u64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserverError {
@@ -215,6 +220,11 @@ impl NodeObserver {
                         disk_free_mib: Some(health.disk_free_mib),
                     },
                 );
+                if self.lost_reported || !was_ready {
+                    // Also at the first answer after a start: the node may have been
+                    // lost before this process started.
+                    self.report_answering().await?;
+                }
                 if !was_ready {
                     // Adopt what runs there as soon as the engine answers.
                     self.reconcile().await?;
@@ -250,24 +260,62 @@ impl NodeObserver {
         Ok(())
     }
 
-    /// Status-pings the node's running servers; reports counts that differ from the core's.
+    /// The node answers (again): a dedicated node the core holds lost is taken back
+    /// (`NodeAnswered`); a lost cloud node's VM is deleted instead.
+    async fn report_answering(&mut self) -> Result<(), ObserverError> {
+        let node_name = self.name.clone();
+        let lost_node = self
+            .handle
+            .query(move |core| {
+                core.nodes()
+                    .find(|node| {
+                        node.state == NodeState::Lost
+                            && matches!(&node.kind, payperplay_core::NodeKind::Dedicated { name, .. } if *name == node_name)
+                    })
+                    .map(|node| node.id)
+            })
+            .await
+            .map_err(|source| ObserverError::Runtime {
+                node: self.name.clone(),
+                source,
+            })?;
+        if let Some(node_id) = lost_node {
+            tracing::info!(node = %self.name, %node_id, "lost node answers again: taken back");
+            self.sink.observe(Input::NodeAnswered { node_id }).await;
+        }
+        self.lost_reported = false;
+        Ok(())
+    }
+
+    /// Reads the node's running servers' player counts; reports those that differ from
+    /// the core's.
     async fn poll_players(&mut self) -> Result<(), ObserverError> {
         let view = node_view(&self.handle, &self.name).await?;
-        let targets: Vec<(ServerId, u32, SocketAddr)> = view
+        let targets: Vec<(ServerId, u32, TrackedContainer)> = view
             .servers
             .iter()
             .filter(|server| server.state == ServerState::Running)
             .filter_map(|server| {
                 let tracked = self.fleet.tracked(server.server_id)?;
-                Some((server.server_id, server.players, tracked.game_address))
+                Some((server.server_id, server.players, tracked))
             })
             .collect();
+        let source = self.fleet.config.player_count_source;
+        let fleet = &self.fleet;
         let answers: Vec<(ServerId, u32, Option<u32>)> = futures_util::stream::iter(targets)
-            .map(|(server_id, known, address)| async move {
-                let online = payperplay_nodes::ready::status(address)
-                    .await
-                    .ok()
-                    .map(|report| u32::try_from(report.players_online.max(0)).unwrap_or(u32::MAX));
+            .map(|(server_id, known, tracked)| async move {
+                let online = match (source, tracked.rcon_address) {
+                    (PlayerCountSource::Rcon, Some(rcon_address)) => {
+                        match rcon_player_count(fleet, server_id, rcon_address).await {
+                            Ok(players) => Some(players),
+                            Err(reason) => {
+                                tracing::debug!(server = %server_id, %reason, "RCON list failed: status ping instead");
+                                status_player_count(tracked.game_address).await
+                            }
+                        }
+                    }
+                    _ => status_player_count(tracked.game_address).await,
+                };
                 (server_id, known, online)
             })
             .buffer_unordered(PLAYER_PINGS_IN_FLIGHT_MAX)
@@ -318,6 +366,7 @@ impl NodeObserver {
                         node: self.name.clone(),
                         container_id: container.container_id.clone(),
                         game_address: SocketAddr::new(self.driver.config().bind_address, ports.game),
+                        rcon_address: Some(SocketAddr::new(self.driver.config().bind_address, ports.rcon)),
                     };
                     if matches!(server.state, ServerState::Stopping { .. }) {
                         continue;
@@ -380,6 +429,25 @@ impl NodeObserver {
             tracing::warn!(node = %self.name, server = server_id, %error, "removing an unknown container failed");
         }
     }
+}
+
+/// Players online by status ping; `None` when it does not answer.
+async fn status_player_count(game_address: SocketAddr) -> Option<u32> {
+    payperplay_nodes::ready::status(game_address)
+        .await
+        .ok()
+        .map(|report| u32::try_from(report.players_online.max(0)).unwrap_or(u32::MAX))
+}
+
+/// Players online by RCON `list`.
+async fn rcon_player_count(fleet: &NodeFleet, server_id: ServerId, rcon_address: SocketAddr) -> Result<u32, String> {
+    let password = fleet
+        .rcon_password(server_id)
+        .await
+        .map_err(|error| error.to_string())?;
+    payperplay_nodes::ready::players_by_rcon(rcon_address, &password, Duration::from_millis(RCON_LIST_TIMEOUT_MS))
+        .await
+        .map_err(|error| error.to_string())
 }
 
 /// States in which a server's container belongs on its node.

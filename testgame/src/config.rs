@@ -23,6 +23,9 @@ pub struct Config {
     pub rcon: Option<RconConfig>,
     pub motd: String,
     pub max_players: u32,
+    /// `HIDE_ONLINE_PLAYERS` (vanilla's `hide-online-players`): status answers report
+    /// 0 players online and no sample; RCON `list` still names them.
+    pub hide_online_players: bool,
     pub memory: Option<String>,
     pub server_type: Option<String>,
     pub version: Option<String>,
@@ -105,6 +108,7 @@ impl Config {
             rcon,
             motd: get("MOTD").unwrap_or_else(|| "A Minecraft Server".to_owned()),
             max_players,
+            hide_online_players: parse_bool("HIDE_ONLINE_PLAYERS", get("HIDE_ONLINE_PLAYERS"), false)?,
             memory: get("MEMORY"),
             server_type: get("TYPE"),
             version,
@@ -207,6 +211,14 @@ mod tests {
         assert_eq!((config.protocol, config.version_name.as_str()), (340, "1.12.2"));
         assert_eq!(config.boot_delay, Duration::ZERO);
         assert_eq!(config.crash_after, None);
+        assert!(!config.hide_online_players);
+        let hiding = super::Config::from_lookup(|name| match name {
+            "EULA" => Some("TRUE".into()),
+            "HIDE_ONLINE_PLAYERS" => Some("true".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(hiding.hide_online_players);
     }
 
     #[test]

@@ -87,6 +87,15 @@ async fn write_packet(writer: &mut OwnedWriteHalf, packet: &Packet) -> Result<()
     Ok(())
 }
 
+/// Players online as status answers show them (0 with `hide_online_players`).
+fn shown_online(shared: &Shared) -> i64 {
+    if shared.config.hide_online_players {
+        0
+    } else {
+        shared.online_count() as i64
+    }
+}
+
 fn status_response(shared: &Shared) -> StatusResponse {
     StatusResponse {
         version: StatusVersion {
@@ -95,8 +104,12 @@ fn status_response(shared: &Shared) -> StatusResponse {
         },
         players: StatusPlayers {
             max: i64::from(shared.config.max_players),
-            online: shared.online_count() as i64,
-            sample: shared.sample(),
+            online: shown_online(shared),
+            sample: if shared.config.hide_online_players {
+                Vec::new()
+            } else {
+                shared.sample()
+            },
         },
         description: serde_json::json!({ "text": shared.config.motd }),
         favicon: None,
@@ -140,7 +153,7 @@ async fn answer_legacy_ping(
         protocol: 127,
         version: shared.config.version_name.clone(),
         motd: shared.config.motd.clone(),
-        online: shared.online_count() as i64,
+        online: shown_online(shared),
         max: i64::from(shared.config.max_players),
     };
     writer.write_all(&status.encode_for(request)).await?;

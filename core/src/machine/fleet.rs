@@ -119,6 +119,32 @@ impl Core {
         Ok(())
     }
 
+    /// A lost dedicated node answers again: it rejoins as a ready, empty node (its
+    /// servers were released when it was lost) and the queue is dispatched onto it. A
+    /// cloud node is not taken back: its lost VM is deleted. A ready node answering
+    /// changes nothing.
+    pub(super) fn handle_node_answered(&mut self, node_id: NodeId) -> Result<(), RejectReason> {
+        let node = self.nodes.get(&node_id).ok_or(RejectReason::UnknownNode)?;
+        match node.state {
+            NodeState::Lost if !node.is_cloud() => {}
+            NodeState::Ready | NodeState::Draining => return Ok(()),
+            state => {
+                return Err(RejectReason::WrongState {
+                    state: format!("{state:?}").to_lowercase(),
+                });
+            }
+        }
+        assert_eq!(node.allocated_mib, 0, "a lost node holds no RAM");
+        let usable_mib = node.usable_mib();
+        self.nodes.get_mut(&node_id).expect("exists").state = NodeState::Provisioning;
+        self.totals.provisioning_usable_mib += usable_mib as u64;
+        self.provisioning.insert(node_id, usable_mib);
+        self.node_became_ready(node_id);
+        self.update_largest_dedicated();
+        self.request_demand_evaluation();
+        Ok(())
+    }
+
     pub(super) fn fire_provision_timeout(&mut self, node_id: NodeId) {
         let node = &self.nodes[&node_id];
         if node.state != NodeState::Provisioning {

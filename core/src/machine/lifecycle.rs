@@ -111,7 +111,7 @@ impl Core {
                         match kind {
                             FailureKind::ResourceUnavailable => self.stats.provision_sold_out += 1,
                             FailureKind::RateLimited => self.stats.provision_rate_limited += 1,
-                            FailureKind::Other => {}
+                            FailureKind::Other | FailureKind::Permanent => {}
                         }
                         let fallback = &self.config.policy.fallback;
                         self.provider
@@ -150,10 +150,10 @@ impl Core {
             Pending::StartContainer { server_id, .. } => {
                 let server = self.servers.get_mut(&server_id).expect("pending server exists");
                 server.pending_command = None;
-                if succeeded {
-                    self.arm_server_timer(server_id, None);
-                } else {
-                    self.retry_start(server_id);
+                match failure {
+                    None => self.arm_server_timer(server_id, None),
+                    Some(FailureKind::Permanent) => self.reject_start(server_id, RejectReason::StartFailed),
+                    Some(_) => self.retry_start(server_id),
                 }
             }
             Pending::StopContainer(server_id) => {
@@ -200,6 +200,19 @@ impl Core {
             self.arm_server_timer(server_id, None);
             self.enqueue(server_id, request, true);
         }
+        self.dispatch();
+    }
+
+    /// A start attempt failed and the start ends here: the RAM goes back, the server
+    /// rests stopped, the start is rejected with `reason`.
+    pub(super) fn reject_start(&mut self, server_id: ServerId, reason: RejectReason) {
+        self.release_ram(server_id);
+        let server = self.servers.get_mut(&server_id).expect("exists");
+        let request = server.start.take().expect("a starting server has a start request");
+        server.state = ServerState::Stopped;
+        self.arm_server_timer(server_id, None);
+        self.begin_storage_accrual(server_id);
+        self.end_start_event(server_id, request.requested_at, StartOutcome::Rejected { reason });
         self.dispatch();
     }
 

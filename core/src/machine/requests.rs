@@ -32,6 +32,7 @@ impl Core {
             Input::PlayerCount { server_id, players } => self.handle_player_count(server_id, players),
             Input::ContainerExited { server_id } => self.handle_container_exited(server_id),
             Input::NodeLost { node_id } => self.handle_node_lost(node_id),
+            Input::NodeAnswered { node_id } => self.handle_node_answered(node_id),
             Input::CommandSucceeded { command_id } => self.handle_command_result(command_id, None),
             Input::CommandFailed { command_id, kind, .. } => self.handle_command_result(command_id, Some(kind)),
             Input::Timeout => Ok(()),

@@ -94,7 +94,7 @@ impl ProviderHealth {
                 let entry = self.backoff.entry(wanted).or_default();
                 entry.until = entry.until.max(now.plus_ms(config.sold_out_backoff_ms));
             }
-            FailureKind::Other => {
+            FailureKind::Other | FailureKind::Permanent => {
                 let entry = self.backoff.entry(wanted).or_default();
                 entry.consecutive_failures += 1;
                 if entry.consecutive_failures >= 2 {

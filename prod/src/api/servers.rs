@@ -15,7 +15,7 @@ use super::extract::{Json, Path};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody};
 use crate::runtime::RuntimeError;
-use crate::store::{HostnameChange, Principal, ServerRow};
+use crate::store::{HostnameChange, LastStartFailure, Principal, ServerRow};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -73,6 +73,9 @@ pub struct ServerView {
     /// The server's custom hostname (players may type it instead of `address`), if set.
     pub hostname: Option<String>,
     pub status: StatusView,
+    /// Why the server's last start failed (kind, node, message, when), until a start
+    /// succeeds. Shown by GET /v1/servers/{id} and the start and stop answers, not in lists.
+    pub last_start_failure: Option<LastStartFailure>,
 }
 
 fn status_of(core: &Core, server_id: ServerId) -> Option<StatusView> {
@@ -127,13 +130,20 @@ fn server_view(router: &payperplay_router::RouterConfig, row: ServerRow, status:
         created_at_ms: row.created_at_ms,
         updated_at_ms: row.updated_at_ms,
         status,
+        last_start_failure: None,
     }
+}
+
+/// `view` with the server's last failed start from the store.
+async fn with_start_failure(state: &AppState, mut view: ServerView) -> Result<ServerView, ApiError> {
+    view.last_start_failure = state.store.start_failure(view.id).await?;
+    Ok(view)
 }
 
 /// The server's view with its status asked of the core.
 async fn view(state: &AppState, row: ServerRow) -> Result<ServerView, ApiError> {
     let status = status(state, row.id).await?;
-    Ok(server_view(&state.router, row, status))
+    with_start_failure(state, server_view(&state.router, row, status)).await
 }
 
 /// Submits `input` about the server in `row`; answers with the server's view as the
@@ -144,7 +154,7 @@ async fn submit_for_view(state: &AppState, input: Input, row: ServerRow) -> Resu
         .runtime
         .submit(input, move |core| status_of(core, server_id))
         .await?;
-    Ok(server_view(&state.router, row, known_status(status)?))
+    with_start_failure(state, server_view(&state.router, row, known_status(status)?)).await
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {

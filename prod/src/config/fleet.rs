@@ -228,6 +228,23 @@ pub struct ContainersConfig {
     pub unknown_grace_ms: u64,
     /// Seconds the engine gives a stopping server before SIGKILL (above a world save).
     pub stop_timeout_s: u32,
+    /// Where running servers' player counts come from (`status_ping` or `rcon`).
+    pub player_count_source: PlayerCountSource,
+    /// A node whose free disk (the probe's `df` of its `data_path`) is below this
+    /// takes no new container: the start fails as `disk_full`.
+    pub disk_free_mib_min: u64,
+}
+
+/// How the node observer reads a running server's player count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlayerCountSource {
+    /// The status ping's `players.online`.
+    #[default]
+    StatusPing,
+    /// RCON `list` (counts players a server hides from status pings,
+    /// `hide-online-players`); a server whose RCON does not answer is status-pinged.
+    Rcon,
 }
 
 impl Default for ContainersConfig {
@@ -247,6 +264,8 @@ impl Default for ContainersConfig {
             reconcile_interval_ms: 60_000,
             unknown_grace_ms: 120_000,
             stop_timeout_s: payperplay_nodes::driver::STOP_TIMEOUT_S_DEFAULT,
+            player_count_source: PlayerCountSource::StatusPing,
+            disk_free_mib_min: 1_024,
         }
     }
 }

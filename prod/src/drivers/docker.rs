@@ -21,7 +21,7 @@ use payperplay_nodes::{
     generate_rcon_password,
 };
 
-use super::{BoxFuture, ContainerDriver, DriverError, NodeRef, ObservationSink};
+use super::{BoxFuture, ContainerDriver, DriverError, NodeRef, ObservationSink, StartFailure, StartFailureKind};
 use crate::config::{ContainersConfig, DedicatedNodeConfig, SecretsConfig};
 use crate::store::Store;
 
@@ -46,6 +46,8 @@ pub struct TrackedContainer {
     pub container_id: String,
     /// Where its game port answers status pings.
     pub game_address: SocketAddr,
+    /// Where its RCON port answers (`None`: not labelled).
+    pub rcon_address: Option<SocketAddr>,
 }
 
 /// The nodes' engines and what is known of the containers on them.
@@ -62,6 +64,12 @@ pub struct NodeFleet {
     /// Servers whose exit this process reported and that have not been started since
     /// (so reconciliation does not report an exit twice while the core catches up).
     exit_reported: Mutex<BTreeSet<ServerId>>,
+    /// Where servers' sealed RCON passwords are kept, and the keys that open them
+    /// (set by `DockerContainers::new`).
+    rcon_keys: Mutex<Option<(Store, SecretBox)>>,
+    /// Opened RCON passwords, so player polls by RCON do not read the store each time
+    /// (a server's password never changes once made).
+    rcon_passwords: Mutex<BTreeMap<ServerId, secrecy::SecretString>>,
 }
 
 impl std::fmt::Debug for NodeFleet {
@@ -135,7 +143,46 @@ impl NodeFleet {
             tracked: Mutex::new(BTreeMap::new()),
             watching: Mutex::new(BTreeSet::new()),
             exit_reported: Mutex::new(BTreeSet::new()),
+            rcon_keys: Mutex::new(None),
+            rcon_passwords: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The server's RCON password: made and sealed at its first start, opened after.
+    pub async fn rcon_password(&self, server_id: ServerId) -> Result<secrecy::SecretString, DriverError> {
+        if let Some(password) = lock(&self.rcon_passwords).get(&server_id) {
+            return Ok(password.clone());
+        }
+        let password = self.open_rcon_password(server_id).await?;
+        lock(&self.rcon_passwords).insert(server_id, password.clone());
+        Ok(password)
+    }
+
+    async fn open_rcon_password(&self, server_id: ServerId) -> Result<secrecy::SecretString, DriverError> {
+        let keys = lock(&self.rcon_keys).clone();
+        let (store, secrets) = keys.ok_or_else(|| {
+            DriverError::Permanent(
+                "no secret key configured to seal RCON passwords (set PAYPERPLAY_SECRET_KEY)".to_string(),
+            )
+        })?;
+        let row_id = server_id.0 as i64;
+        let store_error = |error: crate::store::StoreError| DriverError::Transient(error.to_string());
+        let sealed = match store.rcon_password_sealed(row_id).await.map_err(store_error)? {
+            Some(sealed) => sealed,
+            None => {
+                let password = generate_rcon_password().map_err(|error| DriverError::Transient(error.to_string()))?;
+                let sealed = secrets
+                    .encrypt(row_id, &password)
+                    .map_err(|error| DriverError::Transient(error.to_string()))?;
+                store
+                    .set_rcon_password_sealed_once(row_id, &sealed)
+                    .await
+                    .map_err(store_error)?
+            }
+        };
+        secrets.decrypt(row_id, &sealed).map_err(|error| {
+            DriverError::Permanent(format!("server {server_id}: RCON password cannot be opened: {error}"))
+        })
     }
 
     /// Names of the nodes with a usable engine driver, in name order.
@@ -371,41 +418,49 @@ pub fn driver_error(error: NodeError) -> DriverError {
 /// Runs servers' containers on the fleet's engines.
 pub struct DockerContainers {
     fleet: Arc<NodeFleet>,
-    store: Store,
-    secrets: Option<SecretBox>,
 }
 
 impl DockerContainers {
     pub fn new(fleet: Arc<NodeFleet>, store: Store, secrets: Option<SecretBox>) -> DockerContainers {
-        DockerContainers { fleet, store, secrets }
+        *lock(&fleet.rcon_keys) = secrets.map(|secrets| (store, secrets));
+        DockerContainers { fleet }
     }
 
-    /// The server's RCON password: made and sealed at its first start, opened after.
-    async fn rcon_password(&self, server_id: ServerId) -> Result<secrecy::SecretString, DriverError> {
-        let secrets = self.secrets.as_ref().ok_or_else(|| {
-            DriverError::Permanent(
-                "no secret key configured to seal RCON passwords (set PAYPERPLAY_SECRET_KEY)".to_string(),
-            )
-        })?;
-        let row_id = server_id.0 as i64;
-        let store_error = |error: crate::store::StoreError| DriverError::Transient(error.to_string());
-        let sealed = match self.store.rcon_password_sealed(row_id).await.map_err(store_error)? {
-            Some(sealed) => sealed,
-            None => {
-                let password = generate_rcon_password().map_err(|error| DriverError::Transient(error.to_string()))?;
-                let sealed = secrets
-                    .encrypt(row_id, &password)
-                    .map_err(|error| DriverError::Transient(error.to_string()))?;
-                self.store
-                    .set_rcon_password_sealed_once(row_id, &sealed)
-                    .await
-                    .map_err(store_error)?
-            }
-        };
-        secrets.decrypt(row_id, &sealed).map_err(|error| {
-            DriverError::Permanent(format!("server {server_id}: RCON password cannot be opened: {error}"))
-        })
+    /// Refuses a start on a node whose last probe found less free disk than
+    /// `disk_free_mib_min` (a container and its world would not fit).
+    fn check_disk(&self, node: &str) -> Result<(), DriverError> {
+        let min_mib = self.fleet.config.disk_free_mib_min;
+        match self.fleet.status(node).and_then(|status| status.disk_free_mib) {
+            Some(free_mib) if free_mib < min_mib => Err(DriverError::Start(StartFailure {
+                kind: StartFailureKind::DiskFull,
+                node: node.to_string(),
+                message: format!(
+                    "node {node}: only {free_mib} MiB of disk free, below the minimum of {min_mib} MiB for a new container"
+                ),
+            })),
+            _ => Ok(()),
+        }
     }
+}
+
+/// A node error of a start as its owner is shown it.
+pub fn start_failure(node: &str, error: NodeError) -> DriverError {
+    let kind = match &error {
+        NodeError::UnknownImage { .. } => StartFailureKind::UnknownImage,
+        NodeError::RefusedConfig { .. } => StartFailureKind::EngineRefused,
+        NodeError::NoDisk { .. } => StartFailureKind::DiskFull,
+        NodeError::NoFreePort { .. } => StartFailureKind::NoFreePort,
+        other => match other.kind() {
+            FailureKind::NodeUnreachable => StartFailureKind::NodeUnreachable,
+            FailureKind::Transient => StartFailureKind::EngineError,
+            FailureKind::Permanent => StartFailureKind::Other,
+        },
+    };
+    DriverError::Start(StartFailure {
+        kind,
+        node: node.to_string(),
+        message: error.to_string(),
+    })
 }
 
 impl ContainerDriver for DockerContainers {
@@ -424,6 +479,7 @@ impl ContainerDriver for DockerContainers {
     ) -> BoxFuture<'_, Result<(), DriverError>> {
         Box::pin(async move {
             let driver = self.fleet.driver_or_error(&node.name)?;
+            self.check_disk(&node.name)?;
             if restore_world {
                 // No object storage yet: an "archived" world stays in its volume on the node.
                 tracing::info!(server = %server_id, node = %node.name, "world kept in its volume; nothing to restore");
@@ -438,14 +494,17 @@ impl ContainerDriver for DockerContainers {
                 motd: config.motd.clone(),
                 max_players: config.max_players,
                 image: config.image.clone(),
-                rcon_password: self.rcon_password(server_id).await?,
+                rcon_password: self.fleet.rcon_password(server_id).await?,
                 extra_env: config
                     .extra_env
                     .iter()
                     .map(|(key, value)| (key.clone(), value.clone()))
                     .collect(),
             };
-            let started = driver.start(&spec).await.map_err(driver_error)?;
+            let started = driver
+                .start(&spec)
+                .await
+                .map_err(|error| start_failure(&node.name, error))?;
             tracing::info!(server = %server_id, node = %node.name, command_id = %command_id,
                 container = %started.container_id, game_port = started.ports.game, created = started.created,
                 "container running");
@@ -455,6 +514,7 @@ impl ContainerDriver for DockerContainers {
                     node: node.name.clone(),
                     container_id: started.container_id,
                     game_address: SocketAddr::new(driver.config().bind_address, started.ports.game),
+                    rcon_address: Some(SocketAddr::new(driver.config().bind_address, started.ports.rcon)),
                 },
             );
             self.fleet.watch_readiness(server_id, sink);
@@ -490,6 +550,7 @@ impl ContainerDriver for DockerContainers {
     fn delete_world(&self, _command_id: CommandId, server_id: ServerId) -> BoxFuture<'_, Result<(), DriverError>> {
         Box::pin(async move {
             self.fleet.untrack(server_id, None);
+            lock(&self.fleet.rcon_passwords).remove(&server_id);
             for name in self.fleet.node_names() {
                 let driver = self.fleet.driver(&name).expect("listed");
                 driver.remove(server_id.0).await.map_err(driver_error)?;

@@ -38,6 +38,10 @@ pub enum DriverError {
     /// the core backs off, so the executor does not retry.
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// A server's container did not start on a node, for a reason its owner is shown
+    /// (the server view's `last_start_failure`).
+    #[error("{0}")]
+    Start(StartFailure),
 }
 
 impl DriverError {
@@ -46,7 +50,89 @@ impl DriverError {
         match self {
             DriverError::SoldOut(_) => FailureKind::ResourceUnavailable,
             DriverError::RateLimited(_) => FailureKind::RateLimited,
-            DriverError::Transient(_) | DriverError::Permanent(_) => FailureKind::Other,
+            DriverError::Start(failure) if failure.kind.fails_on_every_node() => FailureKind::Permanent,
+            DriverError::Transient(_) | DriverError::Permanent(_) | DriverError::Start(_) => FailureKind::Other,
+        }
+    }
+
+    /// Whether the executor tries the command again itself (a dropped connection, an
+    /// engine 5xx, a node that does not answer right now).
+    pub fn is_retried(&self) -> bool {
+        match self {
+            DriverError::Transient(_) => true,
+            DriverError::Start(failure) => matches!(
+                failure.kind,
+                StartFailureKind::EngineError | StartFailureKind::NodeUnreachable
+            ),
+            DriverError::Permanent(_) | DriverError::SoldOut(_) | DriverError::RateLimited(_) => false,
+        }
+    }
+}
+
+/// Why a server's container did not start, as its owner is shown it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFailureKind {
+    /// The image is not on the node's engine.
+    UnknownImage,
+    /// The engine refused the container's configuration (HTTP 4xx).
+    EngineRefused,
+    /// The node's disk is full, or its free space is below `containers.disk_free_mib_min`.
+    DiskFull,
+    /// No game port of the node's range is free.
+    NoFreePort,
+    /// The node's SSH or engine did not answer.
+    NodeUnreachable,
+    /// The engine failed or timed out (HTTP 5xx); retried.
+    EngineError,
+    /// Anything else (the node's configuration, the platform's own keys or store).
+    Other,
+}
+
+impl StartFailureKind {
+    /// Its name as stored and shown (`unknown_image`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            StartFailureKind::UnknownImage => "unknown_image",
+            StartFailureKind::EngineRefused => "engine_refused",
+            StartFailureKind::DiskFull => "disk_full",
+            StartFailureKind::NoFreePort => "no_free_port",
+            StartFailureKind::NodeUnreachable => "node_unreachable",
+            StartFailureKind::EngineError => "engine_error",
+            StartFailureKind::Other => "other",
+        }
+    }
+
+    /// The image or the container's configuration is wrong: every node refuses it the
+    /// same, so the core ends the start instead of retrying it.
+    pub fn fails_on_every_node(self) -> bool {
+        matches!(self, StartFailureKind::UnknownImage | StartFailureKind::EngineRefused)
+    }
+}
+
+/// A failed start: what kind, on which node, the message naming node and cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StartFailure {
+    pub kind: StartFailureKind,
+    pub node: String,
+    pub message: String,
+}
+
+impl StartFailure {
+    /// Any failed start command as its owner is shown it (`node`: the command's node).
+    pub fn of(error: &DriverError, node: &str) -> StartFailure {
+        match error {
+            DriverError::Start(failure) => failure.clone(),
+            other => StartFailure {
+                kind: if matches!(other, DriverError::Transient(_)) {
+                    StartFailureKind::EngineError
+                } else {
+                    StartFailureKind::Other
+                },
+                node: node.to_string(),
+                message: other.to_string(),
+            },
         }
     }
 }

@@ -11,10 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use payperplay_core::{Command, CommandId, CommandKind, Email, Input, NodeId, UserId};
+use payperplay_core::{Command, CommandId, CommandKind, Email, Input, NodeId, ServerId, Timestamp, UserId};
 
 use super::{AlarmKind, Alarms, RuntimeDeps};
-use crate::drivers::{DriverError, NodeRef, ObservationSink, cloud_node_name, location_name, vm_type_name};
+use crate::drivers::{
+    DriverError, NodeRef, ObservationSink, StartFailure, cloud_node_name, location_name, vm_type_name,
+};
 use crate::email;
 use crate::store::{NewEmail, StoreError};
 
@@ -65,7 +67,7 @@ impl Executor {
             };
             let reason = match result {
                 Ok(()) => break Ok(()),
-                Err(DriverError::Transient(reason)) if attempts < attempts_max => reason,
+                Err(error) if error.is_retried() && attempts < attempts_max => error.to_string(),
                 Err(error) if until_success => {
                     let reason = error.to_string();
                     if attempts >= attempts_max {
@@ -108,6 +110,9 @@ impl Executor {
         }
         if let Err(reason) = &outcome {
             tracing::error!(command_id = %command.id, kind = command.kind.name(), %reason, "command failed");
+        }
+        if let CommandKind::StartContainer { server_id, .. } = &command.kind {
+            self.record_start_outcome(*server_id, outcome.as_ref().err(), now).await;
         }
         if command.kind.awaits_result() {
             let input = match outcome {
@@ -190,6 +195,22 @@ impl Executor {
                 Ok(())
             }
             CommandKind::SendEmail { user_id, email } => self.queue_mail(command.id, *user_id, email).await,
+        }
+    }
+
+    /// Keeps a failed start's kind, node and message for the server view; a start
+    /// that succeeded clears it.
+    async fn record_start_outcome(&self, server_id: ServerId, error: Option<&DriverError>, now: Timestamp) {
+        let server_id = server_id.0 as i64;
+        let written = match error {
+            None => self.deps.store.clear_start_failure(server_id).await,
+            Some(error) => {
+                let failure = StartFailure::of(error, self.node_name.as_deref().unwrap_or("unknown"));
+                self.deps.store.record_start_failure(server_id, &failure, now).await
+            }
+        };
+        if let Err(store_error) = written {
+            tracing::warn!(server = server_id, %store_error, "start outcome not recorded for the server view");
         }
     }
 

@@ -30,7 +30,7 @@ pub use nodes::{NodeRecord, NodeRecordState};
 pub use oauth::{OAuthProfile, OAuthSignIn, OAuthState, ResealCounts, SealError};
 pub use outbox::{NewEmail, OutboxRow};
 pub use retention::{Pruned, run_pruner};
-pub use servers::{HostnameChange, ServerRow};
+pub use servers::{HostnameChange, LastStartFailure, ServerRow};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

@@ -196,3 +196,60 @@ impl Store {
         }
     }
 }
+
+/// A server's last failed start, as the server view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
+pub struct LastStartFailure {
+    /// `unknown_image`, `engine_refused`, `disk_full`, `no_free_port`,
+    /// `node_unreachable`, `engine_error` or `other`.
+    pub kind: String,
+    /// The node the start was tried on.
+    pub node: String,
+    /// What went wrong, naming the node and the cause.
+    pub message: String,
+    pub failed_at_ms: i64,
+}
+
+impl Store {
+    /// Keeps `failure` as the server's last failed start (replacing an older one).
+    pub async fn record_start_failure(
+        &self,
+        server_id: i64,
+        failure: &crate::drivers::StartFailure,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO server_start_failures (server_id, kind, node, message, failed_at_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (server_id) DO UPDATE
+             SET kind = $2, node = $3, message = $4, failed_at_ms = $5",
+        )
+        .bind(server_id)
+        .bind(failure.kind.name())
+        .bind(&failure.node)
+        .bind(&failure.message)
+        .bind(to_db(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets the server's last failed start (a start succeeded).
+    pub async fn clear_start_failure(&self, server_id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM server_start_failures WHERE server_id = $1")
+            .bind(server_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The server's last failed start, if its last start failed.
+    pub async fn start_failure(&self, server_id: i64) -> StoreResult<Option<LastStartFailure>> {
+        Ok(
+            sqlx::query_as("SELECT kind, node, message, failed_at_ms FROM server_start_failures WHERE server_id = $1")
+                .bind(server_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}

@@ -295,6 +295,7 @@ async fn a_boot_that_never_answers_is_killed_and_the_start_given_up(pool: PgPool
 struct PrivateSshd {
     child: tokio::process::Child,
     port: u16,
+    config_path: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -326,11 +327,21 @@ impl PrivateSshd {
         );
         let config_path = dir.join("sshd_config");
         std::fs::write(&config_path, config).unwrap();
+        let child = PrivateSshd::spawn(&config_path, port).await;
+        PrivateSshd {
+            child,
+            port,
+            config_path,
+            _dir: TempDir(dir),
+        }
+    }
+
+    async fn spawn(config_path: &std::path::Path, port: u16) -> tokio::process::Child {
         let child = tokio::process::Command::new("/usr/sbin/sshd")
             .arg("-D")
             .arg("-e")
             .arg("-f")
-            .arg(&config_path)
+            .arg(config_path)
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -339,11 +350,12 @@ impl PrivateSshd {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
         })
         .await;
-        PrivateSshd {
-            child,
-            port,
-            _dir: TempDir(dir),
-        }
+        child
+    }
+
+    /// Starts it again on the same port, after `kill`.
+    async fn restart(&mut self) {
+        self.child = PrivateSshd::spawn(&self.config_path, self.port).await;
     }
 
     /// SIGKILL to sshd and every process it forked (its sessions leave its process
@@ -462,6 +474,34 @@ async fn a_node_whose_sshd_stops_is_lost_and_its_server_runs_elsewhere(pool: PgP
         .await
         .unwrap();
     assert_eq!(lost, 1);
+
+    // sshd answers again: the core takes the node back, and placement there works.
+    sshd.restart().await;
+    wait_until("the node is ready again", 30_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|node| node["name"] == "remote-private" && node["state"] == "ready" && node["engine_ready"] == true)
+    })
+    .await;
+    let answered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal WHERE input->>'type' = 'node_answered'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(answered, 1);
+    // It has the most free RAM again, so spread placement picks it.
+    let second = app.create_server(&token, "homecoming", 2048).await;
+    start(&app, &token, second).await;
+    wait_until("the second server runs", 30_000, || async {
+        app.state_of(&token, second).await == "running"
+    })
+    .await;
+    let (_, server) = app.get(&format!("/v1/servers/{second}"), &token).await;
+    assert_eq!(server["status"]["node_id"], remote_id, "{server}");
+    let container = app.container_of(second).await.expect("its container");
+    assert!(container.running, "{container:?}");
     app.stop().await;
 }
 
@@ -834,5 +874,204 @@ async fn a_node_whose_host_key_is_not_the_pinned_one_is_not_ready_and_says_why(p
     );
     let (status, _) = app.get(&format!("/v1/servers/{id}"), &token).await;
     assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
+
+// --- a failed start says why ---
+
+async fn balance_micros(app: &TestApp, user_id: i64) -> i64 {
+    sqlx::query_scalar("SELECT balance_micros FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn journaled_start_failures(app: &TestApp, kind: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM journal WHERE input->>'type' = 'command_failed' AND input->>'kind' = $1")
+        .bind(kind)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Starts a server under `config` whose start cannot succeed; returns the server view
+/// once the start ended, after checking that nothing was lost: no container, no charge.
+async fn failed_start_view(pool: PgPool, config: payperplay_prod::config::Config, email: &str) -> (TestApp, Value) {
+    let app = TestApp::start_with(pool, config).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user(email).await;
+    app.credit(&admin, user_id, 100_000_000).await;
+    wait_until("the node's engine answers its probe", 10_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        nodes[0]["engine_ready"] == true
+    })
+    .await;
+    let id = app.create_server(&token, "doomed", 2048).await;
+    start(&app, &token, id).await;
+    wait_until("the start ended with its failure shown", 30_000, || async {
+        let (_, server) = app.get(&format!("/v1/servers/{id}"), &token).await;
+        server["status"]["state"] == "stopped" && server["last_start_failure"].is_object()
+    })
+    .await;
+    let (status, server) = app.get(&format!("/v1/servers/{id}"), &token).await;
+    assert_eq!(status, StatusCode::OK, "{server}");
+    assert!(app.container_of(id).await.is_none(), "no container is left");
+    assert_eq!(balance_micros(&app, user_id).await, 100_000_000, "nothing charged");
+    let failure = &server["last_start_failure"];
+    assert_eq!(failure["node"], "dedi-test", "{server}");
+    assert!(
+        failure["message"].as_str().unwrap().contains("dedi-test"),
+        "the message names the node: {server}"
+    );
+    assert!(failure["failed_at_ms"].as_i64().unwrap() > 0, "{server}");
+    (app, server)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_start_with_an_unknown_image_is_rejected_at_once_and_the_server_view_says_why(pool: PgPool) {
+    let mut config = test_config();
+    config.containers.image = "payperplay/no-such-image:never-built".to_string();
+    let (app, server) = failed_start_view(pool, config, "image@example.com").await;
+    let failure = &server["last_start_failure"];
+    assert_eq!(failure["kind"], "unknown_image", "{server}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("payperplay/no-such-image:never-built"),
+        "the message names the image: {server}"
+    );
+    // Permanent: one attempt, not retried, the start rejected by the core.
+    assert_eq!(journaled_start_failures(&app, "permanent").await, 1);
+    assert_eq!(journaled_start_failures(&app, "other").await, 0);
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_start_the_engine_refuses_is_rejected_at_once_and_the_server_view_says_why(pool: PgPool) {
+    let mut config = test_config();
+    // Not a valid image reference: the engine answers 400.
+    config.containers.image = "Not/A//Valid:Reference".to_string();
+    let (app, server) = failed_start_view(pool, config, "refused@example.com").await;
+    let failure = &server["last_start_failure"];
+    assert_eq!(failure["kind"], "engine_refused", "{server}");
+    assert!(failure["message"].as_str().unwrap().contains("refused"), "{server}");
+    assert_eq!(journaled_start_failures(&app, "permanent").await, 1);
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_start_on_a_node_short_of_disk_is_retried_then_rejected_and_the_server_view_says_why(pool: PgPool) {
+    let mut config = test_config();
+    // More free disk than any test machine has: the node counts as full.
+    config.containers.disk_free_mib_min = 1 << 40;
+    let attempts_max = config.core.lifecycle.start_attempts_max;
+    let (app, server) = failed_start_view(pool, config, "disk@example.com").await;
+    let failure = &server["last_start_failure"];
+    assert_eq!(failure["kind"], "disk_full", "{server}");
+    assert!(failure["message"].as_str().unwrap().contains("disk free"), "{server}");
+    // Node-bound, so retried (as another node might take it), then rejected.
+    assert_eq!(journaled_start_failures(&app, "other").await, i64::from(attempts_max));
+    assert_eq!(journaled_start_failures(&app, "permanent").await, 0);
+    app.stop().await;
+}
+
+// --- player counts by RCON `list` ---
+
+#[sqlx::test(migrations = "../migrations")]
+async fn player_counts_read_by_rcon_list_keep_a_server_awake_that_hides_its_players_from_status_pings(pool: PgPool) {
+    let mut config = test_config();
+    config.containers.player_count_source = payperplay_prod::config::PlayerCountSource::Rcon;
+    config
+        .containers
+        .extra_env
+        .insert("HIDE_ONLINE_PLAYERS".to_string(), "true".to_string());
+    let app = TestApp::start_with(pool, config).await;
+    let (admin, _) = app.admin().await;
+    let (token, user_id) = app.user("rcon@example.com").await;
+    app.credit(&admin, user_id, 100_000_000).await;
+    let id = app.create_server(&token, "hidden", 2048).await;
+    start(&app, &token, id).await;
+    wait_until("running", 20_000, || async {
+        app.state_of(&token, id).await == "running"
+    })
+    .await;
+    let address = game_address(&app, id).await;
+    let poll_ms = app.config.containers.player_poll_interval_ms;
+    let watch = Stopwatch::start();
+    let player = join(address, "Hidden").await;
+    wait_until("the core sees the player through RCON", 10_000, || async {
+        players_seen_by_core(&app, id).await == 1
+    })
+    .await;
+    eprintln!(
+        "figure: player join seen by the core through RCON list after {} ms (poll interval {poll_ms} ms)",
+        watch.elapsed().as_millis()
+    );
+    // Status pings cannot see them: the count came from RCON.
+    let report = payperplay_nodes::ready::status(address).await.expect("answers");
+    assert_eq!(report.players_online, 0, "status pings hide the players");
+
+    let idle_ms = app.config.core.lifecycle.idle_sleep_after_ms;
+    app.clock.advance_ms(idle_ms + 60_000);
+    tokio::time::sleep(Duration::from_millis(3 * poll_ms)).await;
+    assert_eq!(app.state_of(&token, id).await, "running", "a player is on");
+    assert_eq!(players_seen_by_core(&app, id).await, 1);
+
+    drop(player);
+    wait_until("the core sees the player leave", 10_000, || async {
+        players_seen_by_core(&app, id).await == 0
+    })
+    .await;
+    app.clock.advance_ms(idle_ms + 60_000);
+    wait_until("sleeping", 20_000, || async {
+        app.state_of(&token, id).await == "sleeping"
+    })
+    .await;
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_lost_before_serve_restarted_is_taken_back_when_it_answers_again(pool: PgPool) {
+    let mut sshd = PrivateSshd::start().await;
+    let mut config = test_config();
+    config.fleet.dedicated_nodes = vec![
+        test_node("remote-again", 12 * 1024, ssh_engine(sshd.port)),
+        test_node("local-stay", 8 * 1024, local_engine()),
+    ];
+    let app = TestApp::start_with(pool, config).await;
+    let (admin, _) = app.admin().await;
+    let node_state = |nodes: &Value, name: &str| -> (Value, Value) {
+        let node = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null);
+        (node["state"].clone(), node["engine_ready"].clone())
+    };
+    wait_until("both engines answer", 10_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        node_state(&nodes, "remote-again").1 == true && node_state(&nodes, "local-stay").1 == true
+    })
+    .await;
+    sshd.kill().await;
+    wait_until("the node is lost", 30_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        node_state(&nodes, "remote-again").0 == "lost"
+    })
+    .await;
+    // serve restarts while the node is lost; the node answers again after that.
+    let app = app.restart().await;
+    let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+    assert_eq!(node_state(&nodes, "remote-again").0, "lost", "{nodes}");
+    sshd.restart().await;
+    wait_until("the node is ready again", 30_000, || async {
+        let (_, nodes) = app.get("/v1/admin/nodes", &admin).await;
+        node_state(&nodes, "remote-again") == (Value::from("ready"), Value::from(true))
+    })
+    .await;
     app.stop().await;
 }
