@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn a_host_key_from_the_platform_replaces_the_images_and_reads_back() {
         let without = bootstrap().user_data().unwrap();
-        assert!(!without.contains("ssh_keys:"), "{without}");
+        assert!(!without.contains("\nssh_keys:"), "{without}");
         assert!(without.contains(NO_HOST_KEY));
         let mut with = bootstrap();
         with.host_key = Some(host_key());
