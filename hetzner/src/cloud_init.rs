@@ -18,6 +18,87 @@ pub struct WorkerBootstrap {
     pub ssh_public_key: String,
     /// Where the node POSTs readiness; empty for the marker file alone.
     pub ready_url: String,
+    /// The VM's SSH host key, made by the platform (which pins its public half), or
+    /// `None` to keep the image's own.
+    pub host_key: Option<HostKey>,
+}
+
+/// An Ed25519 SSH host key for one VM, in OpenSSH form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostKey {
+    /// `-----BEGIN OPENSSH PRIVATE KEY-----` ... `-----END OPENSSH PRIVATE KEY-----`.
+    pub private_openssh: String,
+    /// One line, `ssh-ed25519 AAAA...`.
+    pub public_openssh: String,
+}
+
+impl std::fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostKey")
+            .field("private_openssh", &"[redacted]")
+            .field("public_openssh", &self.public_openssh)
+            .finish()
+    }
+}
+
+/// Placeholders whose value is a block of lines (made by this module, checked line by
+/// line), not one line.
+const BLOCK_PLACEHOLDERS: [&str; 1] = ["ssh_host_keys"];
+
+/// What `{{ssh_host_keys}}` becomes without a host key from the platform.
+const NO_HOST_KEY: &str = "# SSH host keys: the image's own (the platform pins configured keys or learns the first)";
+
+/// cloud-init's `ssh_keys` block for `key` (its `ed25519_private` block scalar is what
+/// the fake Hetzner API reads back, [`host_key_of_user_data`]).
+fn host_key_block(key: &HostKey) -> Result<String, HetznerError> {
+    let public = key.public_openssh.trim();
+    let public_ok = public.starts_with("ssh-ed25519 ") && one_line_key(public);
+    let private_lines: Vec<&str> = key.private_openssh.trim().lines().collect();
+    let private_ok = private_lines.first() == Some(&"-----BEGIN OPENSSH PRIVATE KEY-----")
+        && private_lines.last() == Some(&"-----END OPENSSH PRIVATE KEY-----")
+        && private_lines[1..private_lines.len() - 1]
+            .iter()
+            .all(|line| !line.is_empty() && line.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)));
+    if !public_ok || !private_ok {
+        return Err(HetznerError::Config(
+            "the VM's SSH host key must be an OpenSSH Ed25519 key pair (private block and one public line)".to_owned(),
+        ));
+    }
+    let mut block = String::from("ssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n");
+    for line in private_lines {
+        block.push_str("    ");
+        block.push_str(line);
+        block.push('\n');
+    }
+    block.push_str("  ed25519_public: ");
+    block.push_str(public);
+    Ok(block)
+}
+
+/// One line of letters, digits, spaces and `+/=@._-` (a public key with its comment).
+fn one_line_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" +/=@._-".contains(&b))
+}
+
+/// The private host key a worker's user data carries (`ssh_keys.ed25519_private`),
+/// as the fake Hetzner API reads it to give a VM that host key.
+pub fn host_key_of_user_data(user_data: &str) -> Option<String> {
+    let mut lines = user_data
+        .lines()
+        .skip_while(|line| line.trim_end() != "  ed25519_private: |");
+    lines.next()?;
+    let mut key = String::new();
+    for line in lines {
+        let Some(content) = line.strip_prefix("    ") else {
+            break;
+        };
+        key.push_str(content);
+        key.push('\n');
+    }
+    (!key.is_empty()).then_some(key)
 }
 
 impl WorkerBootstrap {
@@ -28,13 +109,7 @@ impl WorkerBootstrap {
 
     /// The user data for this node, from another template with the same placeholders.
     pub fn render(&self, template: &str) -> Result<String, HetznerError> {
-        let key_ok = !self.ssh_public_key.trim().is_empty()
-            && self
-                .ssh_public_key
-                .trim()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b" +/=@._-".contains(&b));
-        if !key_ok {
+        if !one_line_key(self.ssh_public_key.trim()) {
             return Err(HetznerError::Config(
                 "the SSH public key must be one non-empty line of letters, digits, spaces and +/=@._-".to_owned(),
             ));
@@ -54,6 +129,13 @@ impl WorkerBootstrap {
             ("node_id", self.node_id.to_string()),
             ("ssh_public_key", self.ssh_public_key.trim().to_owned()),
             ("ready_url", self.ready_url.clone()),
+            (
+                "ssh_host_keys",
+                match &self.host_key {
+                    Some(key) => host_key_block(key)?,
+                    None => NO_HOST_KEY.to_owned(),
+                },
+            ),
         ]);
         render(template, &values)
     }
@@ -76,7 +158,7 @@ pub fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String,
                 "user data template: unknown placeholder {{{{{name}}}}}"
             )));
         };
-        if value.contains(['\n', '\r']) {
+        if value.contains(['\n', '\r']) && !BLOCK_PLACEHOLDERS.contains(&name) {
             return Err(HetznerError::Config(format!(
                 "user data value for {name} holds a line break"
             )));
@@ -104,7 +186,47 @@ mod tests {
             node_id: 17,
             ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB payperplay@control".into(),
             ready_url: "https://control.example/v1/nodes/17/ready".into(),
+            host_key: None,
         }
+    }
+
+    /// A made-up key pair of the right shape (the template checks shape, not maths).
+    fn host_key() -> HostKey {
+        HostKey {
+            private_openssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n\
+                              AAAAAAAAABAAAAMwAAAAtzc2gtZW=\n-----END OPENSSH PRIVATE KEY-----\n"
+                .into(),
+            public_openssh: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfNode17".into(),
+        }
+    }
+
+    #[test]
+    fn a_host_key_from_the_platform_replaces_the_images_and_reads_back() {
+        let without = bootstrap().user_data().unwrap();
+        assert!(!without.contains("\nssh_keys:"), "{without}");
+        assert!(without.contains(NO_HOST_KEY));
+        let mut with = bootstrap();
+        with.host_key = Some(host_key());
+        let user_data = with.user_data().unwrap();
+        assert!(
+            user_data.contains(
+                "ssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n    \
+                 -----BEGIN OPENSSH PRIVATE KEY-----\n    b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+            ),
+            "{user_data}"
+        );
+        assert!(user_data.contains("\n  ed25519_public: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfNode17\n"));
+        assert!(
+            user_data.contains("\ndisable_root: true\nssh_deletekeys: true\n"),
+            "a top-level key"
+        );
+        assert_eq!(host_key_of_user_data(&user_data), Some(host_key().private_openssh));
+        assert_eq!(host_key_of_user_data(&without), None);
+        let mut broken = host_key();
+        broken.private_openssh =
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nruncmd: [reboot]\n-----END OPENSSH PRIVATE KEY-----".into();
+        with.host_key = Some(broken);
+        assert!(with.user_data().unwrap_err().to_string().contains("host key"));
     }
 
     #[test]

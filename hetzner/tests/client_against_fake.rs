@@ -101,6 +101,7 @@ async fn order_vm_waits_for_the_action_and_reports_the_endpoint_the_fake_was_giv
         node_id: 1,
         ssh_public_key: key.public_key.clone(),
         ready_url: String::new(),
+        host_key: None,
     }
     .user_data()
     .unwrap();

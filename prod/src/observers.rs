@@ -171,9 +171,15 @@ impl NodeObserver {
         for interval in [&mut probe, &mut players, &mut reconcile] {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
+        let mut removed = self.fleet.subscribe_removed();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
+                _ = removed.changed() => {
+                    if self.fleet.driver(&self.name).is_none() {
+                        return Ok(()); // the node left the fleet (its VM was deleted)
+                    }
+                }
                 _ = probe.tick() => {
                     if self.fleet.driver(&self.name).is_none() {
                         return Ok(()); // the node left the fleet (its VM was deleted)

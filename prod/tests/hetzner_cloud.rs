@@ -72,6 +72,8 @@ fn cloud_config(api_endpoint: &str) -> CloudConfig {
         ready_wait_ms_max: 10_000,
         rate_limit_wait_ms_max: 10_000,
         request_timeout_ms: 5_000,
+        // No VM is reached over SSH here (no fleet): no host key is made for it.
+        learn_host_key_on_first_use: true,
         ..CloudConfig::default()
     }
 }

@@ -19,7 +19,7 @@ pub mod trace;
 pub mod workload;
 
 pub use outcome::Outcome;
-pub use run::{RunResult, Simulation};
+pub use run::{IssuedCommand, RunResult, Simulation};
 pub use scenario::{Scenario, ScenarioError};
 
 /// Run a scenario to completion.

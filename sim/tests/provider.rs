@@ -304,6 +304,84 @@ duration = "3days"
     assert!(md.contains("fallbacks"), "{md}");
 }
 
+/// The core's commands of a run, exposed for comparison with production: a sold-out
+/// type's refused order is followed by an order of the fallback type, and recording the
+/// commands changes nothing in the run (the same outcome bytes).
+#[test]
+fn recorded_commands_show_the_fallback_order_and_change_nothing() {
+    let sold_out = r#"[[fleet.cloud.sold_out]]
+server_type = "small"
+location = "fsn1"
+after = "0s"
+duration = "3days"
+"#;
+    let make = || {
+        let mut s = scenario_with(sold_out, "");
+        s.core.policy.server_type = Some("small".into());
+        s
+    };
+    let plain = Simulation::new(make()).run_full();
+    let mut sim = Simulation::new(make());
+    sim.record_commands();
+    let recorded = sim.run_full();
+    assert_eq!(
+        plain.outcome.to_json(),
+        recorded.outcome.to_json(),
+        "recording changed the run"
+    );
+    assert!(plain.commands.is_empty(), "commands are kept only when asked for");
+
+    let scenario = make();
+    let type_names: Vec<String> = scenario
+        .core
+        .catalog
+        .server_types
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let catalog = (type_names, scenario.core.catalog.locations.clone());
+    let orders: Vec<(u64, String, String)> = recorded
+        .commands
+        .iter()
+        .filter_map(|issued| match &issued.command.kind {
+            payperplay_core::CommandKind::ProvisionNode {
+                server_type, location, ..
+            } => Some((
+                issued.at.ms(),
+                catalog.0[server_type.0 as usize].clone(),
+                catalog.1[location.0 as usize].clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(orders.len() >= 2, "{orders:?}");
+    assert_eq!(
+        (orders[0].1.as_str(), orders[0].2.as_str()),
+        ("small", "fsn1"),
+        "{orders:?}"
+    );
+    // Refused as sold out: the next order is the fallback, the same location's
+    // cheapest larger type, and the sold-out pair is not ordered again while it is
+    // backed off.
+    assert_eq!(
+        (orders[1].1.as_str(), orders[1].2.as_str()),
+        ("big", "fsn1"),
+        "{orders:?}"
+    );
+    let backoff_ms = 30 * 60 * 1000;
+    assert!(
+        orders
+            .iter()
+            .skip(1)
+            .all(|(at, t, l)| !(t == "small" && l == "fsn1") || *at >= orders[0].0 + backoff_ms),
+        "{orders:?}"
+    );
+    let times: Vec<u64> = recorded.commands.iter().map(|issued| issued.at.ms()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "commands in issue order");
+    let ids: Vec<u64> = recorded.commands.iter().map(|issued| issued.command.id.0).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "command ids ascend");
+}
+
 #[test]
 fn requests_per_hour_alone_sets_the_sustained_rate() {
     // 30 requests an hour and nothing else: the bucket refills one request every

@@ -23,6 +23,24 @@ pub struct FakeConfig {
     /// (`fake-hetzner/ssh-port`, `fake-hetzner/game-ports`), so a client that only
     /// speaks the Hetzner API can find them.
     pub hint_labels: bool,
+    /// Give a VM whose user data carries an SSH host key (the worker template's
+    /// `ssh_keys`) an sshd of its own presenting that key, as cloud-init would; its SSH
+    /// port replaces the endpoint's. `None`: every VM is its endpoint as configured.
+    pub vm_sshd: Option<VmSshdConfig>,
+}
+
+/// How the fake starts a VM's own sshd (tests: the setup's OpenSSH server binary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSshdConfig {
+    /// The sshd binary, e.g. `/usr/sbin/sshd`.
+    pub binary: String,
+    /// The keys allowed to log in (as root), e.g. the test client's public key.
+    pub authorized_keys_file: String,
+    /// Where each VM's host key and sshd configuration are written; the system's
+    /// temporary directory when omitted.
+    #[serde(default)]
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +223,7 @@ impl Default for FakeConfig {
             sold_out: Vec::new(),
             endpoints: Vec::new(),
             hint_labels: true,
+            vm_sshd: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod control;
 pub mod labels;
 mod routes;
 mod selectors;
+mod vm_sshd;
 
 use control::*;
 use routes::*;
@@ -36,7 +37,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::clock::{Stopwatch, unix_now_ms};
-pub use config::{EndpointConfig, FakeConfig, SoldOutWindow};
+pub use config::{EndpointConfig, FakeConfig, SoldOutWindow, VmSshdConfig};
 use labels::Selector;
 
 /// Label keys of the fake's per-VM hints.
@@ -82,6 +83,8 @@ struct FakeServer {
     endpoint: EndpointConfig,
     user_data: String,
     ssh_keys: Vec<u64>,
+    /// The VM's own sshd (with the host key of its user data), ended with the VM.
+    _sshd: Option<Arc<vm_sshd::VmSshd>>,
 }
 
 #[derive(Debug, Clone)]

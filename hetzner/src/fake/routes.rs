@@ -207,6 +207,23 @@ pub(super) async fn create_server(State(state): State<FakeState>, body: Bytes) -
         inner.config.endpoints[index].clone()
     };
     inner.vms_created += 1;
+    // A host key in the user data and an sshd to run: the VM presents that key.
+    let mut endpoint = endpoint;
+    let host_key = crate::cloud_init::host_key_of_user_data(&user_data);
+    let sshd = match (&inner.config.vm_sshd, host_key) {
+        (Some(sshd), Some(host_key)) => {
+            let sshd =
+                super::vm_sshd::VmSshd::start(sshd, &endpoint.ip, id, &host_key).map_err(|message| ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "server_error",
+                    message: format!("the fake could not start the VM's sshd: {message}"),
+                    details: json!({}),
+                })?;
+            endpoint.ssh_port = sshd.port;
+            Some(Arc::new(sshd))
+        }
+        _ => None,
+    };
     let mut labels = labels;
     if inner.config.hint_labels {
         labels.insert(HINT_LABEL_SSH_PORT.to_owned(), endpoint.ssh_port.to_string());
@@ -229,6 +246,7 @@ pub(super) async fn create_server(State(state): State<FakeState>, body: Bytes) -
         endpoint,
         user_data,
         ssh_keys: ssh_keys.clone(),
+        _sshd: sshd,
     };
     let server_json = inner.server_json(&server);
     inner.servers.insert(id, server);

@@ -35,13 +35,19 @@ pub struct CloudConfig {
     /// seen it unknown this long (an order in flight is known: its node is).
     pub reconcile_grace_ms: u64,
     /// How a new VM is reached: SSH (user, port, the private half of
-    /// `ssh_public_key`, pinned host keys; none pinned: the first key seen is pinned
-    /// for this process) to the engine's socket. The fake Hetzner API names each
-    /// VM's own SSH port and game ports in labels, which win over these.
+    /// `ssh_public_key`) to the engine's socket. The fake Hetzner API names each VM's
+    /// own SSH port and game ports in labels, which win over these.
     pub ssh_user: String,
     pub ssh_port: u16,
     pub ssh_key_file: String,
+    /// The VM's SSH host key. By default the platform makes one per VM (derived from
+    /// `ssh_key_file`'s key and the node id), passes it in the cloud-init user data and
+    /// pins its public half before it connects: a VM presenting another key is refused.
+    /// `ssh_host_keys`: pin these instead (an image with known keys; the user data
+    /// carries none). `learn_host_key_on_first_use`: pin the first key seen (for this
+    /// process), only when no key is configured.
     pub ssh_host_keys: Vec<String>,
+    pub learn_host_key_on_first_use: bool,
     pub engine_socket_path: String,
     /// Game ports handed out on a VM, "first-last"; RCON ports start
     /// `rcon_port_offset` above the first.
@@ -70,6 +76,7 @@ impl Default for CloudConfig {
             ssh_port: default_ssh_port(),
             ssh_key_file: String::new(),
             ssh_host_keys: Vec::new(),
+            learn_host_key_on_first_use: false,
             engine_socket_path: default_engine_socket(),
             game_ports: default_game_ports(),
             rcon_port_offset: default_rcon_ports_first() - default_game_ports().first,

@@ -429,6 +429,13 @@ impl Config {
                     "cloud.ssh_public_key is empty: VMs need the platform's SSH key".to_string(),
                 ));
             }
+            if cloud.learn_host_key_on_first_use && !cloud.ssh_host_keys.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "cloud.learn_host_key_on_first_use with cloud.ssh_host_keys: pin the configured keys or learn, \
+                     not both"
+                        .to_string(),
+                ));
+            }
             if cloud.ready_wait_ms_max == 0 || cloud.reconcile_interval_ms == 0 {
                 return Err(ConfigError::Invalid(
                     "cloud.ready_wait_ms_max and cloud.reconcile_interval_ms must be at least 1".to_string(),

@@ -57,6 +57,9 @@ pub struct NodeFleet {
     drivers: Mutex<BTreeMap<String, Arc<NodeDriver>>>,
     /// Told the name of every node added after start (its observer starts then).
     added: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    /// Bumped whenever a node leaves the fleet, so its observer ends then (not at its
+    /// next probe tick).
+    removed: tokio::sync::watch::Sender<u64>,
     status: Mutex<BTreeMap<String, EngineStatus>>,
     tracked: Mutex<BTreeMap<ServerId, TrackedContainer>>,
     /// Containers whose readiness is being watched (one watch per container).
@@ -139,6 +142,7 @@ impl NodeFleet {
             config: config.clone(),
             drivers: Mutex::new(drivers),
             added: Mutex::new(None),
+            removed: tokio::sync::watch::Sender::new(0),
             status: Mutex::new(status),
             tracked: Mutex::new(BTreeMap::new()),
             watching: Mutex::new(BTreeSet::new()),
@@ -208,13 +212,24 @@ impl NodeFleet {
     /// Adds a node whose engine answered (a cloud VM); a node of that name is replaced.
     /// Whoever listens to [`NodeFleet::subscribe_added`] starts its observer.
     pub fn add_node(&self, name: String, driver: Arc<NodeDriver>) {
+        self.insert_node(name, driver, None);
+    }
+
+    /// Adds a node whose engine has not answered yet (a VM adopted at start or by
+    /// reconciliation): not ready until its observer's first probe answers.
+    pub fn add_unprobed_node(&self, name: String, driver: Arc<NodeDriver>) {
+        self.insert_node(name, driver, Some("not probed yet (adopted VM)".to_string()));
+    }
+
+    /// `not_ready`: why the node is not ready yet; `None`: its engine answered.
+    fn insert_node(&self, name: String, driver: Arc<NodeDriver>, not_ready: Option<String>) {
         let fresh = lock(&self.drivers).insert(name.clone(), driver).is_none();
         if fresh {
             lock(&self.status).insert(
                 name.clone(),
                 EngineStatus {
-                    ready: true,
-                    reason: None,
+                    ready: not_ready.is_none(),
+                    reason: not_ready,
                     engine_version: None,
                     disk_free_mib: None,
                 },
@@ -225,10 +240,19 @@ impl NodeFleet {
         }
     }
 
-    /// Removes a node (its VM is deleted); its observer ends. True when it was there.
+    /// Removes a node (its VM is deleted); its observer ends now. True when it was there.
     pub fn remove_node(&self, name: &str) -> bool {
         lock(&self.status).remove(name);
-        lock(&self.drivers).remove(name).is_some()
+        let removed = lock(&self.drivers).remove(name).is_some();
+        if removed {
+            self.removed.send_modify(|removals| *removals += 1);
+        }
+        removed
+    }
+
+    /// Changes whenever a node leaves the fleet (an observer then checks its own).
+    pub fn subscribe_removed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.removed.subscribe()
     }
 
     /// The names of nodes added from now on (one listener).

@@ -97,7 +97,8 @@ impl HetznerCloud {
         if fleet.driver(&name).is_some() {
             return None;
         }
-        let node = match cloud::vm_node_config(&self.config, &name, vm) {
+        let node_id = cloud::vm_node_id(vm)?;
+        let node = match cloud::vm_node_config(&self.config, node_id, &name, vm) {
             Ok(node) => node,
             Err(error) => {
                 tracing::warn!(vm = %vm.name, %error, "VM cannot be adopted as a node");
@@ -106,7 +107,8 @@ impl HetznerCloud {
         };
         match fleet.node_driver_for(&node) {
             Ok(driver) => {
-                fleet.add_node(name.clone(), Arc::new(driver));
+                // Not ready until its observer's first probe answers.
+                fleet.add_unprobed_node(name.clone(), Arc::new(driver));
                 Some(name)
             }
             Err(error) => {
@@ -199,7 +201,7 @@ impl HetznerCloud {
             return Ok(());
         };
         let name = cloud_node_name_of(node_id, vm_type, location);
-        let node = cloud::vm_node_config(&self.config, &name, vm)?;
+        let node = cloud::vm_node_config(&self.config, node_id, &name, vm)?;
         let waited = cloud::wait_until_node(fleet, &node, deadline).await?;
         metrics::histogram!("payperplay_cloud_vm_engine_wait_seconds").record(waited.as_secs_f64());
         Ok(())
@@ -213,6 +215,13 @@ impl HetznerCloud {
         let vm_types: Vec<&str> = catalog.server_types.iter().map(|t| t.name.as_str()).collect();
         let locations: Vec<&str> = catalog.locations.iter().map(String::as_str).collect();
         self.client.check_catalog(&vm_types, &locations).await?;
+        if cloud::made_host_key(&self.config, NodeId(0)).is_err() {
+            return Err(HetznerError::Config(format!(
+                "cloud.ssh_key_file {:?} cannot be read: the platform makes every VM's SSH host key from it \
+                 (or configure cloud.ssh_host_keys, or cloud.learn_host_key_on_first_use)",
+                self.config.ssh_key_file
+            )));
+        }
         self.client
             .ensure_ssh_key(&self.ssh_key_name, &self.ssh_public_key)
             .await?;
@@ -245,6 +254,7 @@ impl HetznerCloud {
             node_id: node_id.0,
             ssh_public_key: self.ssh_public_key.clone(),
             ready_url: self.ready_url.clone(),
+            host_key: cloud::made_host_key(&self.config, node_id)?,
         }
         .user_data()
         .map_err(driver_error)?;

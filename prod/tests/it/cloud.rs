@@ -6,16 +6,19 @@
 //! reconciliation by label deletes VMs the core does not know and reports nodes whose
 //! VM the provider lost.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::common::{GAME_PORTS_PER_TEST, RCON_PORT_OFFSET, START, TestApp, eventually, test_config, test_ssh_port};
 use axum::http::{Method, StatusCode};
-use payperplay_core::{Catalog, PolicyConfig, ServerId, VmType};
+use payperplay_core::{Catalog, NodeId, PolicyConfig, ServerId, VmType};
 use payperplay_hetzner::client::{LABEL_NODE, LABEL_PLATFORM};
-use payperplay_hetzner::fake::{self, EndpointConfig, FakeConfig, FakeState};
+use payperplay_hetzner::fake::{self, EndpointConfig, FakeConfig, FakeState, HINT_LABEL_SSH_PORT, VmSshdConfig};
 use payperplay_hetzner::{ClientConfig, HetznerClient, VmOrder};
 use payperplay_prod::clock::ManualClock;
 use payperplay_prod::config::{CloudConfig, Config, PortRange};
+use payperplay_prod::drivers::cloud::{host_key_secret, vm_host_key};
+use payperplay_prod::drivers::{HetznerCloud, NodeFleet, cloud_node_name_of};
 use payperplay_prod::trace_export::TraceExport;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -409,4 +412,231 @@ pub fn remove_platform_containers(platform: &str) {
             .args(&ids)
             .output();
     }
+}
+
+/// The fake gives each VM whose user data carries a host key an sshd of its own
+/// presenting that key (the test setup's sshd binary and authorized client key).
+fn vm_sshd() -> VmSshdConfig {
+    let services = required("PAYPERPLAY_SERVICES_DIR");
+    VmSshdConfig {
+        binary: "/usr/sbin/sshd".to_string(),
+        authorized_keys_file: format!("{services}/sshd/authorized_keys"),
+        dir: None,
+    }
+}
+
+/// The host key an sshd on 127.0.0.1:`port` presents (`ssh-ed25519 AAAA...`), as
+/// OpenSSH's own `ssh-keyscan` reads it.
+async fn presented_host_key(port: u16) -> String {
+    for _ in 0..50 {
+        let output = tokio::process::Command::new("ssh-keyscan")
+            .args(["-t", "ed25519", "-p", &port.to_string(), "127.0.0.1"])
+            .output()
+            .await
+            .expect("ssh-keyscan runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        if let Some(line) = text.lines().find(|line| !line.starts_with('#')) {
+            return line.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no host key from 127.0.0.1:{port}");
+}
+
+/// `[cloud]` for VMs whose host key the platform makes: none configured, none learned.
+fn made_host_key_config(api: &str) -> Config {
+    let mut config = cloud_test_config(api);
+    let cloud = config.cloud.as_mut().unwrap();
+    cloud.ssh_host_keys.clear();
+    assert!(!cloud.learn_host_key_on_first_use, "learning is off unless configured");
+    config
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_vm_presents_the_host_key_the_platform_made_for_it_and_becomes_a_node(pool: PgPool) {
+    let api = start_fake_hetzner(vec![sshd_endpoint(test_ssh_port())], |fake| {
+        fake.vm_sshd = Some(vm_sshd());
+    })
+    .await;
+    let config = made_host_key_config(&api);
+    let platform = config.containers.platform.clone();
+    let cloud = config.cloud.clone().unwrap();
+    let drivers = crate::common::real_drivers(&config, &pool).await;
+    let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
+    let (admin, _) = app.admin().await;
+    let (token, ids) = start_four(&app, &admin).await;
+    eventually("fourth server runs on a cloud node", || async {
+        app.state_of(&token, ids[3]).await == "running"
+    })
+    .await;
+    let client = fake_client(&api, &platform);
+    let vms = client.list_platform_vms().await.unwrap();
+    assert_eq!(vms.len(), 1, "{vms:?}");
+    let node_id: u64 = vms[0].labels[LABEL_NODE].parse().unwrap();
+    let ssh_port: u16 = vms[0].labels[HINT_LABEL_SSH_PORT].parse().unwrap();
+    assert_ne!(ssh_port, test_ssh_port(), "the VM has an sshd of its own");
+    // What the VM presents is the key the platform made for its node (and passed in
+    // its user data: the fake has it from nowhere else), not the setup's host key.
+    let made = vm_host_key(&host_key_secret(&cloud).unwrap(), &platform, NodeId(node_id)).unwrap();
+    let presented = presented_host_key(ssh_port).await;
+    assert_eq!(
+        presented,
+        made.public_openssh
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_ne!(presented, required("PAYPERPLAY_TEST_SSH_HOST_KEY"));
+    let (state,): (String,) = sqlx::query_as("SELECT state FROM nodes WHERE kind = 'cloud'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "ready");
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_vm_presenting_another_host_key_is_refused_with_the_reason(pool: PgPool) {
+    // The fake ignores the key in the user data: its VM is the setup's sshd, whose host
+    // key is not the one the platform made for the VM.
+    let api = start_fake_hetzner(vec![sshd_endpoint(test_ssh_port())], |_| {}).await;
+    let config = made_host_key_config(&api);
+    let platform = config.containers.platform.clone();
+    let drivers = crate::common::real_drivers(&config, &pool).await;
+    let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
+    let (admin, _) = app.admin().await;
+    let (token, ids) = start_four(&app, &admin).await;
+    eventually("an order failed", || async {
+        let failed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM commands WHERE kind = 'provision_node' AND status = 'failed'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        failed >= 1
+    })
+    .await;
+    let reason: String = sqlx::query_scalar(
+        "SELECT COALESCE(error, '') FROM commands WHERE kind = 'provision_node' AND status = 'failed' LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        reason.contains("refused: it presents an SSH host key the platform did not give it"),
+        "{reason}"
+    );
+    assert!(reason.contains("not a pinned one"), "{reason}");
+    let ready_cloud_nodes: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE kind = 'cloud' AND state = 'ready'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(ready_cloud_nodes, 0, "a VM with a foreign host key became a node");
+    assert_ne!(app.state_of(&token, ids[3]).await, "running");
+    let failed_commands: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM commands WHERE kind = 'provision_node' AND status = 'failed'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let client = fake_client(&api, &platform);
+    let names: Vec<String> = client
+        .list_platform_vms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|vm| vm.name)
+        .collect();
+    for id in failed_commands {
+        assert!(
+            !names.contains(&client.vm_name(id as u64)),
+            "refused VM kept: {names:?}"
+        );
+    }
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn learning_the_first_host_key_happens_only_where_configured(pool: PgPool) {
+    // No key made, none pinned, learning on: the setup's sshd is trusted on first use.
+    let api = start_fake_hetzner(vec![sshd_endpoint(test_ssh_port())], |_| {}).await;
+    let mut config = made_host_key_config(&api);
+    config.cloud.as_mut().unwrap().learn_host_key_on_first_use = true;
+    let drivers = crate::common::real_drivers(&config, &pool).await;
+    let app = TestApp::start_full(pool, config, ManualClock::new(START), drivers).await;
+    let (admin, _) = app.admin().await;
+    let (token, ids) = start_four(&app, &admin).await;
+    eventually("fourth server runs on a cloud node", || async {
+        app.state_of(&token, ids[3]).await == "running"
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_adopted_vm_is_not_ready_before_its_first_probe() {
+    let api = start_fake_hetzner(vec![sshd_endpoint(test_ssh_port())], |_| {}).await;
+    let config = cloud_test_config(&api);
+    let platform = config.containers.platform.clone();
+    let client = fake_client(&api, &platform);
+    client
+        .order_vm(&VmOrder {
+            command_id: 7,
+            node_id: 7,
+            server_type: "cpx32".to_string(),
+            location: "fsn1".to_string(),
+            ssh_keys: Vec::new(),
+            user_data: String::new(),
+        })
+        .await
+        .unwrap();
+    // No observer runs here, so nothing probes the adopted VM's engine.
+    let fleet = Arc::new(NodeFleet::from_config(&config.containers, &[]));
+    let cloud = HetznerCloud::new(config.cloud.as_ref().unwrap())
+        .unwrap()
+        .with_fleet(fleet.clone());
+    let adopted = cloud.adopt_all().await.unwrap();
+    assert_eq!(adopted, vec![cloud_node_name_of(NodeId(7), "cpx32", "fsn1")]);
+    let status = fleet.status(&adopted[0]).expect("a status");
+    assert!(!status.ready, "adopted and shown ready before any probe: {status:?}");
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("not probed yet")),
+        "{status:?}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_removed_nodes_observer_ends_at_removal_not_at_its_next_probe(pool: PgPool) {
+    let mut config = test_config();
+    // The next probe tick is ten minutes away: only the removal can end the observer.
+    config.containers.probe_interval_ms = 600_000;
+    config.containers.reconcile_interval_ms = 600_000;
+    config.containers.player_poll_interval_ms = 600_000;
+    let app = TestApp::start_with(pool, config).await;
+    let services = app.services.as_ref().unwrap();
+    let fleet = services.fleet.clone().unwrap();
+    // Another name for the test node's engine: a node the core does not know.
+    let mut node = app.config.fleet.dedicated_nodes[0].clone();
+    node.name = "it-extra-node".to_string();
+    let driver = fleet.node_driver_for(&node).unwrap();
+    fleet.add_unprobed_node(node.name.clone(), Arc::new(driver));
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let observer =
+        payperplay_prod::observers::spawn_node(fleet.clone(), services.handle.clone(), shutdown, node.name.clone());
+    // Its first probe answers: it runs, and the node is ready only now.
+    eventually("the extra node's first probe answered", || async {
+        fleet.status(&node.name).is_some_and(|status| status.ready)
+    })
+    .await;
+    assert!(!observer.is_finished());
+    assert!(fleet.remove_node(&node.name));
+    tokio::time::timeout(std::time::Duration::from_secs(20), observer)
+        .await
+        .expect("the observer ended at the node's removal, not at its next probe tick")
+        .expect("the observer task ended cleanly");
+    assert!(fleet.status(&node.name).is_none(), "no status left for a removed node");
+    app.stop().await;
 }

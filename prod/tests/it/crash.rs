@@ -167,7 +167,13 @@ impl Drop for SeedOnFailure {
 }
 
 /// One HTTP/1.1 request to serve on loopback; (status, JSON body or Null).
-async fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Option<(u16, Value)> {
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let body = body.map(|body| body.to_string()).unwrap_or_default();
     let mut headers = token
@@ -196,9 +202,9 @@ async fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Op
     Some((status, json))
 }
 
-struct Serve {
-    child: tokio::process::Child,
-    port: u16,
+pub struct Serve {
+    pub child: tokio::process::Child,
+    pub port: u16,
 }
 
 fn free_port() -> u16 {
@@ -209,7 +215,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn spawn_serve(config_path: &std::path::Path, database_url: &str, secret_key: &str) -> Serve {
+pub async fn spawn_serve(config_path: &std::path::Path, database_url: &str, secret_key: &str) -> Serve {
     let port = free_port();
     let log_path = config_path.with_extension(format!("{port}.log"));
     let log = std::fs::File::create(&log_path).expect("serve log file");
@@ -242,7 +248,36 @@ async fn spawn_serve(config_path: &std::path::Path, database_url: &str, secret_k
     }
 }
 
+/// The crash test's fleet: one 4 GiB VM type in two locations, VMs deleted 1 s after
+/// they empty.
+const CRASH_CORE: &str = r#"
+[core.catalog]
+locations = ["fsn1", "nbg1"]
+expected_provision = "5s"
+
+[[core.catalog.server_types]]
+name = "cpx22"
+ram_gb = 4
+vcpu = 2
+hourly_eur = 0.0128
+monthly_eur = 7.99
+
+[core.policy]
+evaluate_every = "1s"
+
+[core.policy.reactive]
+scale_up_cooldown = "1s"
+scale_down_empty_after = "1s"
+scale_down_cooldown = "500ms"
+"#;
+
 fn config_toml(api: &str, platform: &str) -> String {
+    serve_config_toml(api, platform, CRASH_CORE)
+}
+
+/// serve's configuration against the fake at `api`, VMs in front of the test sshd and
+/// engine; `core` holds the `[core.*]` tables (catalog and policy).
+pub fn serve_config_toml(api: &str, platform: &str, core: &str) -> String {
     let q = |text: &str| format!("{text:?}");
     format!(
         r#"
@@ -290,26 +325,7 @@ rate_limit_wait_ms_max = 10000
 request_timeout_ms = 5000
 reconcile_interval_ms = 300
 reconcile_grace_ms = 600
-
-[core.catalog]
-locations = ["fsn1", "nbg1"]
-expected_provision = "5s"
-
-[[core.catalog.server_types]]
-name = "cpx22"
-ram_gb = 4
-vcpu = 2
-hourly_eur = 0.0128
-monthly_eur = 7.99
-
-[core.policy]
-evaluate_every = "1s"
-
-[core.policy.reactive]
-scale_up_cooldown = "1s"
-scale_down_empty_after = "1s"
-scale_down_cooldown = "500ms"
-"#,
+{core}"#,
         platform = q(platform),
         image = q(&required("PAYPERPLAY_TEST_IMAGE")),
         api = q(api),

@@ -21,4 +21,5 @@ mod router;
 mod schemathesis;
 mod servers;
 mod soak;
+mod sold_out;
 mod submit;

@@ -46,7 +46,7 @@ use rand_chacha::ChaCha8Rng;
 use self::compress::FleetFigures;
 use self::queue::{EventQueue, Lane, Scheduled, SimEvent, event_key, key_at};
 use self::recorder::Recorder;
-pub use self::recorder::{RunResult, VmLife};
+pub use self::recorder::{IssuedCommand, RunResult, VmLife};
 use self::world::{SimServer, Vm};
 use crate::outcome::Outcome;
 use crate::provider::Provider;
@@ -86,6 +86,8 @@ pub struct Simulation {
     core_inputs: u64,
     progress: Option<Box<dyn FnMut(Timestamp, Timestamp)>>,
     vm_log: Option<Vec<VmLife>>,
+    /// Every command the core issued, when asked for ([`Self::record_commands`]).
+    command_log: Option<Vec<IssuedCommand>>,
     /// The core's counters when measuring began (outcomes count what came after).
     stats_at_warmup: Option<payperplay_core::CoreStats>,
 }
@@ -160,6 +162,7 @@ impl Simulation {
             core_inputs: 0,
             progress: None,
             vm_log: None,
+            command_log: None,
             stats_at_warmup: None,
         };
         for input in inputs {
@@ -183,6 +186,13 @@ impl Simulation {
     /// Keep a record of every VM's life for [`RunResult::vms`].
     pub fn record_vms(&mut self) {
         self.vm_log = Some(Vec::new());
+    }
+
+    /// Keep every command the core issues, with its time, for [`RunResult::commands`]
+    /// (to compare a run's decisions with production's). Recording changes nothing in
+    /// the run: the same outcome, byte for byte.
+    pub fn record_commands(&mut self) {
+        self.command_log = Some(Vec::new());
     }
 
     pub fn core(&self) -> &Core {
@@ -324,6 +334,12 @@ impl Simulation {
     /// each queue takes everything, every command before any event.
     fn drain(&mut self) {
         while let Some(command) = self.core.poll_command() {
+            if let Some(log) = &mut self.command_log {
+                log.push(IssuedCommand {
+                    at: self.now,
+                    command: command.clone(),
+                });
+            }
             self.execute(command);
         }
         while let Some(event) = self.core.poll_event() {

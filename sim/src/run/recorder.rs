@@ -31,6 +31,16 @@ pub struct RunResult {
     pub start_wait_cdf: Vec<(f64, f64)>,
     /// Every cloud VM's life, when asked for with [`Simulation::record_vms`].
     pub vms: Vec<VmLife>,
+    /// Every command the core issued, in issue order, when asked for with
+    /// [`Simulation::record_commands`].
+    pub commands: Vec<IssuedCommand>,
+}
+
+/// One command as the core issued it, and when (simulated time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCommand {
+    pub at: Timestamp,
+    pub command: payperplay_core::Command,
 }
 
 /// One cloud VM as the provider billed it.
@@ -341,11 +351,13 @@ impl Simulation {
         let outcome = self.outcome(&measured);
         let start_wait_cdf = self.recorder.start_wait.cdf(START_WAIT_CDF_POINTS);
         let vms = self.vm_log.take().unwrap_or_default();
+        let commands = self.command_log.take().unwrap_or_default();
         RunResult {
             outcome,
             timeline: self.recorder.timeline.finish(),
             start_wait_cdf,
             vms,
+            commands,
         }
     }
 
