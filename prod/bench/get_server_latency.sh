@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Latency of GET /v1/servers/{id} at a fixed request rate, on loopback.
+# Latency of GET /v1/servers/{id} (and of one POST) at a fixed request rate, on loopback.
 #
 #   source scripts/start-services.sh   # or set DATABASE_URL to a superuser URL
-#   prod/bench/get_server_latency.sh [RATE_PER_S] [DURATION_S]
+#   prod/bench/get_server_latency.sh [RATE_PER_S] [DURATION_S] [get|post|both]
+#
+# PAYPERPLAY_BIN=path measures that `payperplay` binary instead of building one.
+# `post` (or `both`, the default) also sends POST /v1/admin/users/{id}/credit (a
+# journaled input with a ledger command and its posting) at the same rate.
 #
 # Builds `payperplay` (release), creates a fresh database, migrates it, serves on a
 # free loopback port, makes a verified user with a server, then
@@ -14,6 +18,7 @@ set -euo pipefail
 
 rate="${1:-1000}"
 duration_s="${2:-30}"
+which="${3:-both}"
 connections=10
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 : "${DATABASE_URL:?set DATABASE_URL (source scripts/start-services.sh)}"
@@ -29,8 +34,12 @@ for tool in hey wrk curl psql; do
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo_root/target}"
-cargo build --release -q -p payperplay-prod --manifest-path "$repo_root/Cargo.toml"
-binary="$CARGO_TARGET_DIR/release/payperplay"
+if [ -n "${PAYPERPLAY_BIN:-}" ]; then
+    binary="$PAYPERPLAY_BIN" # a build to measure as it is (no cargo build)
+else
+    cargo build --release -q -p payperplay-prod --manifest-path "$repo_root/Cargo.toml"
+    binary="$CARGO_TARGET_DIR/release/payperplay"
+fi
 
 database="payperplay_bench_$$"
 psql "$DATABASE_URL" -q -c "CREATE DATABASE $database" >/dev/null
@@ -52,6 +61,7 @@ listen = "127.0.0.1:$port"
 port = 1
 [auth]
 admin_emails = ["bench-admin@example.com"]
+mutations_per_user_per_minute = 100000000
 [[fleet.dedicated_nodes]]
 name = "bench"
 capacity_mib = 65536
@@ -75,15 +85,40 @@ curl -fsS -H 'content-type: application/json' -d '{"email":"bench@example.com","
 code="$(psql "$bench_url" -Atc "SELECT body FROM email_outbox WHERE recipient='bench@example.com'" | grep -oE '[0-9a-f]{64}' | head -n1)"
 curl -fsS -H 'content-type: application/json' -d "{\"token\":\"$code\"}" "$base/v1/accounts/verify" >/dev/null
 token="$(curl -fsS -H 'content-type: application/json' -d '{"email":"bench@example.com","password":"bench password 1"}' "$base/v1/accounts/login" | json "['token']")"
+admin_session() { # email -> token of a verified user made admin
+    curl -fsS -H 'content-type: application/json' -d "{\"email\":\"$1\",\"password\":\"bench password 1\"}" "$base/v1/accounts/register" >/dev/null
+    local code
+    code="$(psql "$bench_url" -Atc "SELECT body FROM email_outbox WHERE recipient='$1'" | grep -oE '[0-9a-f]{64}' | head -n1)"
+    curl -fsS -H 'content-type: application/json' -d "{\"token\":\"$code\"}" "$base/v1/accounts/verify" >/dev/null
+    "$binary" --config "$work_dir/bench.toml" admin grant "$1" >/dev/null
+    curl -fsS -H 'content-type: application/json' -d "{\"email\":\"$1\",\"password\":\"bench password 1\"}" "$base/v1/accounts/login" | json "['token']"
+}
 server_id="$(curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' -d '{"name":"bench","ram_mib":4096}' "$base/v1/servers" | json "['id']")"
 url="$base/v1/servers/$server_id"
 curl -fsS -H "authorization: Bearer $token" "$url" >/dev/null
 
-echo "== hey: $rate req/s for ${duration_s}s over $connections connections: GET /v1/servers/$server_id"
 per_connection=$((rate / connections))
-echo "   command: hey -z ${duration_s}s -c $connections -q $per_connection -H 'Authorization: Bearer ...' $url"
-hey -z "${duration_s}s" -c "$connections" -q "$per_connection" -H "Authorization: Bearer $token" "$url" \
-    | sed -n '/Summary/,/Details/p;/Status code distribution/,$p'
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$which" != post ]; then
+    echo "== hey: $rate req/s for ${duration_s}s over $connections connections: GET /v1/servers/$server_id"
+    echo "   command: hey -z ${duration_s}s -c $connections -q $per_connection -H 'Authorization: Bearer ...' $url"
+    hey -z "${duration_s}s" -c "$connections" -q "$per_connection" -H "Authorization: Bearer $token" "$url" \
+        | sed -n '/Summary/,/Details/p;/Status code distribution/,$p'
+    echo "== load average after GET: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+if [ "$which" != get ]; then
+    admin_token="$(admin_session bench-admin@example.com)"
+    user_id="$(psql "$bench_url" -Atc "SELECT id FROM users WHERE email='bench@example.com'")"
+    credit_url="$base/v1/admin/users/$user_id/credit"
+    echo "== hey: $rate req/s for ${duration_s}s over $connections connections: POST /v1/admin/users/$user_id/credit"
+    echo "   command: hey -z ${duration_s}s -c $connections -q $per_connection -m POST -T application/json -d '{\"amount_micros\":1000}' -H 'Authorization: Bearer ...' $credit_url"
+    hey -z "${duration_s}s" -c "$connections" -q "$per_connection" -m POST -T application/json \
+        -d '{"amount_micros":1000}' -H "Authorization: Bearer $admin_token" "$credit_url" \
+        | sed -n '/Summary/,/Details/p;/Status code distribution/,$p'
+    echo "== load average after POST: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "   journal rows now: $(psql "$bench_url" -Atc "SELECT COUNT(*) FROM journal")"
+fi
+if [ "$which" = post ]; then exit 0; fi
 
 echo "== wrk: saturation for 10s over $connections connections, 2 threads"
 echo "   command: wrk -t2 -c$connections -d10s --latency -H 'Authorization: Bearer ...' $url"

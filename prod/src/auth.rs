@@ -155,6 +155,7 @@ impl FromRequestParts<AppState> for Authenticated {
         if !is_read(&parts.method) {
             state.accounts.mutations_by_user.check(&principal.user_id)?;
         }
+        crate::runtime::RequestScope::note_user(principal.user_id);
         Ok(Authenticated(principal))
     }
 }

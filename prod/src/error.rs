@@ -97,7 +97,7 @@ impl ApiError {
         }
     }
 
-    fn detail(&self) -> ErrorDetail {
+    pub(crate) fn detail(&self) -> ErrorDetail {
         let (code, field, message) = match self {
             ApiError::BadRequest { code, field, message } => (code.to_string(), field.clone(), message.clone()),
             ApiError::Unauthorized => (

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod internal;
 pub mod oauth;
+pub mod requests;
 pub mod servers;
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::clock::Clock;
 use crate::config::{AuthConfig, Config};
 use crate::error::{ApiError, ErrorBody};
-use crate::runtime::RuntimeHandle;
+use crate::runtime::{RequestScope, RuntimeHandle};
 use crate::store::{IdempotencyClaim, Store};
 
 #[derive(Clone)]
@@ -159,7 +160,8 @@ fn add_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
             add(
                 "503",
                 "Database or runtime temporarily unavailable (`Retry-After` says when to retry); \
-                 `outcome_unknown` when the request was taken up but its answer was lost",
+                 `outcome_unknown` when the request was taken up but its answer was lost: then \
+                 `error.request_id` (and `Location`) names it for `GET /v1/requests/{id}`",
             );
         }
     }
@@ -208,6 +210,7 @@ pub fn app(state: AppState, body_limit_bytes: usize) -> Router {
         .merge(admin::routes())
         .merge(health::routes())
         .merge(oauth::routes())
+        .merge(requests::routes())
         .split_for_parts();
     let mut openapi = openapi;
     add_common_errors(&mut openapi);
@@ -224,6 +227,13 @@ pub fn app(state: AppState, body_limit_bytes: usize) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(track_metrics))
+        .layer(middleware::from_fn_with_state(
+            RequestsState {
+                store: state.store.clone(),
+                clock: state.clock.clone(),
+            },
+            track_requests,
+        ))
         .layer(middleware::from_fn_with_state(
             IdempotencyState {
                 store: state.store.clone(),
@@ -246,6 +256,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .merge(admin::routes())
         .merge(health::routes())
         .merge(oauth::routes())
+        .merge(requests::routes())
         .split_for_parts();
     add_common_errors(&mut openapi);
     openapi
@@ -384,6 +395,58 @@ async fn idempotent_posts(State(state): State<IdempotencyState>, request: Reques
         tracing::error!(%error, "idempotency key answer not stored");
     }
     Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+#[derive(Clone)]
+struct RequestsState {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+/// Runs every mutating request in a [`RequestScope`], so the input it submits to the
+/// runtime carries the request's id and user (journaled with it, its outcome recorded).
+/// An `outcome_unknown` answer to a request that submitted an input gets that id as
+/// `error.request_id` and `Location: /v1/requests/{id}`, where its user asks later.
+async fn track_requests(State(state): State<RequestsState>, request: Request, next: Next) -> Response {
+    use axum::http::{Method, StatusCode, header};
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    let scope = RequestScope::new();
+    let response = scope.clone().run(next.run(request)).await;
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return response;
+    }
+    let Some(tag) = scope.tag_if_submitted() else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let mut body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(body) if body["error"]["code"] == "outcome_unknown" => body,
+        _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    if let Err(error) = state.store.note_unknown_request(tag, state.clock.now()).await {
+        // Without the row the route answers 404, which is right unless the input was
+        // journaled (then the journal append wrote the row).
+        tracing::warn!(request = tag.id, %error, "outcome-unknown request not noted");
+    }
+    body["error"]["request_id"] = tag.id.into();
+    if let Some(message) = body["error"]["message"].as_str() {
+        body["error"]["message"] = format!(
+            "{message} (GET /v1/requests/{} tells whether it was carried out)",
+            tag.id
+        )
+        .into();
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Ok(location) = axum::http::HeaderValue::from_str(&format!("/v1/requests/{}", tag.id)) {
+        parts.headers.insert(header::LOCATION, location);
+    }
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
 }
 
 /// The longest any request may take: longer than the runtime's own bounds (a

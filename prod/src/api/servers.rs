@@ -383,7 +383,8 @@ async fn update_server(
             principal.user_id,
             id,
             name.as_deref(),
-            request.ram_mib,
+            // The tier is the core's: the runtime wrote an accepted change already.
+            None,
             hostname_change,
             state.clock.now(),
         )

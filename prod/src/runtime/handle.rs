@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use super::RuntimeError;
 use super::alarms::Alarms;
 use crate::drivers::ObservationSink;
+use crate::store::RequestTag;
 
 /// How long an API request waits for room in the input channel.
 const SUBMIT_WAIT_MS_MAX: u64 = 2_000;
@@ -41,6 +42,8 @@ pub(super) enum Request {
         input: Input,
         answer: AnswerFn,
         expires_at: Instant,
+        /// The API request it came from (journaled with it, its outcome recorded).
+        request: Option<RequestTag>,
     },
     Query {
         query: QueryFn,
@@ -151,6 +154,7 @@ impl RuntimeHandle {
             input,
             answer,
             expires_at: Instant::now() + Duration::from_millis(REQUEST_TTL_MS),
+            request: RequestScope::submitted(),
         })
         .await?;
         match tokio::time::timeout(Duration::from_millis(ANSWER_WAIT_MS_MAX), answered).await {
@@ -214,5 +218,62 @@ impl RuntimeHandle {
     /// The active alarms.
     pub fn alarms(&self) -> &Alarms {
         &self.alarms
+    }
+}
+
+/// One mutating API request, while it is handled: its id (told to the client when the
+/// outcome of its input is unknown, to ask later at `GET /v1/requests/{id}`) and the
+/// user it came from, once authenticated. `submit` tags its input with it.
+#[derive(Debug)]
+pub struct RequestScope {
+    pub id: i64,
+    user_id: AtomicI64,
+    submitted: AtomicBool,
+}
+
+tokio::task_local! {
+    static REQUEST_SCOPE: Arc<RequestScope>;
+}
+
+impl RequestScope {
+    /// A scope with a fresh random id (53 bits: exact as a JSON number everywhere).
+    pub fn new() -> Arc<RequestScope> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("the OS random number generator works");
+        let id = (u64::from_le_bytes(bytes) >> 11).max(1) as i64;
+        Arc::new(RequestScope {
+            id,
+            user_id: AtomicI64::new(0),
+            submitted: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `future` (the request's handling) inside this scope.
+    pub async fn run<F: std::future::Future>(self: Arc<Self>, future: F) -> F::Output {
+        REQUEST_SCOPE.scope(self, future).await
+    }
+
+    /// Notes the authenticated user of the request being handled (if in a scope).
+    pub fn note_user(user_id: i64) {
+        let _ = REQUEST_SCOPE.try_with(|scope| scope.user_id.store(user_id, Ordering::SeqCst));
+    }
+
+    /// The tag of the request being handled, for its first input (a request id names
+    /// one input); None outside a scope, before authentication, or for a second input.
+    fn submitted() -> Option<RequestTag> {
+        REQUEST_SCOPE
+            .try_with(|scope| {
+                let user_id = scope.user_id.load(Ordering::SeqCst);
+                (user_id != 0 && !scope.submitted.swap(true, Ordering::SeqCst))
+                    .then_some(RequestTag { id: scope.id, user_id })
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// The tag, when the request submitted an input to the runtime.
+    pub fn tag_if_submitted(&self) -> Option<RequestTag> {
+        let user_id = self.user_id.load(Ordering::SeqCst);
+        (self.submitted.load(Ordering::SeqCst) && user_id != 0).then_some(RequestTag { id: self.id, user_id })
     }
 }

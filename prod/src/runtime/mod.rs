@@ -16,11 +16,14 @@
 //! - `executor.rs`: carries out one command against the drivers, with retries (ledger,
 //!   mail and world commands until they succeed).
 //! - `alarms.rs`: what an operator must look at.
+//! - `requests.rs`: request outcomes (for `GET /v1/requests/{id}`) and the servers
+//!   table's tiers, which follow the core's.
 
 mod alarms;
 mod executor;
 mod handle;
 mod recovery;
+mod requests;
 mod run;
 
 use std::sync::Arc;
@@ -57,7 +60,7 @@ pub(crate) fn handle_guarded(
 }
 
 pub use alarms::{Alarm, AlarmKind, Alarms};
-pub use handle::{Inbox, RecoveryPhase, RecoveryView, RuntimeHandle, channel};
+pub use handle::{Inbox, RecoveryPhase, RecoveryView, RequestScope, RuntimeHandle, channel};
 pub use run::node_record;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,4 +117,6 @@ pub struct Runtime {
     /// Held while the runtime lives: one owner of the core per database. Checked
     /// periodically; its epoch fences the store's writes.
     journal_lock: JournalLock,
+    /// The API request the next journaled input comes from (see `requests.rs`).
+    pending_request: Option<crate::store::RequestTag>,
 }

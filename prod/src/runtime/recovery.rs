@@ -70,6 +70,7 @@ impl Runtime {
             handle,
             next_seq: replayed.next_seq,
             journal_lock,
+            pending_request: None,
         };
         // Fire-and-forget commands recorded but not finished before the stop, and
         // ledger, mail and world commands that failed: carried out until they succeed.

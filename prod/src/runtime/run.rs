@@ -78,6 +78,7 @@ impl Runtime {
         // The first ticks are immediate: recovery has just done both.
         lock_check.tick().await;
         balance_check.tick().await;
+        self.converge_server_tiers().await?;
         loop {
             if *shutdown.borrow() {
                 tracing::info!("runtime stopping");
@@ -111,7 +112,7 @@ impl Runtime {
                         metrics::counter!("payperplay_runtime_requests_expired_total").increment(1);
                         answer(Err(RuntimeError::Expired));
                     }
-                    Some(Request::Input { input, answer, .. }) => match self.journal_and_handle(input).await {
+                    Some(Request::Input { input, answer, request, .. }) => match self.handle_request(input, request).await {
                         Ok(Ok(())) => answer(Ok(&self.core)),
                         Ok(Err(rejection)) => answer(Err(RuntimeError::Rejected(rejection))),
                         Err(error) => {
@@ -146,15 +147,22 @@ impl Runtime {
     pub(super) async fn journal_and_handle(&mut self, input: Input) -> Result<Result<(), Rejection>, RuntimeError> {
         let now = self.deps.clock.now();
         let seq = self.next_seq;
+        let request = self.pending_request.take();
         self.deps
             .store
-            .append_journal(seq, now, &serde_json::to_value(&input).map_err(StoreError::from)?)
+            .append_journal_with(
+                seq,
+                now,
+                &serde_json::to_value(&input).map_err(StoreError::from)?,
+                request,
+            )
             .await?;
         self.next_seq += 1;
         let hook = self.deps.runtime_config.input_hook.clone();
         let result = match handle_guarded(&mut self.core, hook.as_ref(), now, input) {
             Ok(result) => result,
             Err(message) => {
+                self.note_outcome(request, Err(message.as_str()));
                 tracing::error!(seq, %message, "input made the core panic: quarantined");
                 metrics::counter!("payperplay_quarantined_inputs_total").increment(1);
                 self.handle.alarms.raise(
@@ -169,6 +177,7 @@ impl Runtime {
                 return Err(RuntimeError::Quarantined { seq, message });
             }
         };
+        self.note_outcome(request, Ok(&result));
         metrics::counter!("payperplay_core_inputs_total").increment(1);
         if result.is_err() {
             metrics::counter!("payperplay_core_rejections_total").increment(1);

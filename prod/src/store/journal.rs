@@ -105,6 +105,18 @@ impl Store {
 
     /// Appends one input (fenced: fails with `Fenced` once another runtime leads).
     pub async fn append_journal(&self, seq: i64, at: Timestamp, input: &serde_json::Value) -> StoreResult<()> {
+        self.append_journal_with(seq, at, input, None).await
+    }
+
+    /// `append_journal`, recording in the same transaction that the input came from
+    /// `request` (so "journaled" and "the request's row names the input" are one fact).
+    pub async fn append_journal_with(
+        &self,
+        seq: i64,
+        at: Timestamp,
+        input: &serde_json::Value,
+        request: Option<super::RequestTag>,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         self.check_fence(&mut tx).await?;
         let result = sqlx::query("INSERT INTO journal (seq, at_ms, input, epoch) VALUES ($1, $2, $3, $4)")
@@ -120,6 +132,9 @@ impl Store {
                 return Err(StoreError::JournalConflict(seq));
             }
             Err(error) => return Err(error.into()),
+        }
+        if let Some(request) = request {
+            Store::record_journaled_request(&mut tx, request, seq, at).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -8,7 +8,10 @@
 //!
 //! Length: `PAYPERPLAY_SOAK_S` (default 40 s, what CI runs); restarts of each kind:
 //! `PAYPERPLAY_SOAK_RESTARTS` (default 2); seed: `PAYPERPLAY_SOAK_SEED` (printed, and
-//! named in every failure).
+//! named in every failure); `PAYPERPLAY_SOAK_BIN`: the `payperplay` binary to run
+//! (default: the one cargo built; a copy keeps a long soak on one version while the
+//! worktree is rebuilt). The issue's long run, alone on its own services:
+//! `PAYPERPLAY_SOAK_S=1800 PAYPERPLAY_SOAK_RESTARTS=3 PAYPERPLAY_SOAK_PG_RESTART=1`.
 
 use std::time::Duration;
 
@@ -53,7 +56,8 @@ struct Serve {
 }
 
 fn spawn(url: &str, config_path: &std::path::Path, port: u16, router_port: u16) -> Serve {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payperplay"))
+    let binary = std::env::var("PAYPERPLAY_SOAK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_payperplay").to_string());
+    let child = tokio::process::Command::new(binary)
         .arg("serve")
         .arg("--config")
         .arg(config_path)
@@ -231,6 +235,8 @@ socket_path = "{socket}"
     faults.sort();
     let mut faults = faults.into_iter().peekable();
     let mut servers: Vec<(usize, i64)> = Vec::new();
+    let mut tier_events: std::collections::BTreeMap<i64, Vec<TierEvent>> = Default::default();
+    let mut n_outcome_unknown = 0u64;
     let mut n_requests = 0u64;
     let mut n_answered = 0u64;
     let started = payperplay_prod::clock::Stopwatch::start();
@@ -274,11 +280,40 @@ socket_path = "{socket}"
                 let (owner, id) = servers[rng.below(servers.len() as u64) as usize];
                 ("POST", format!("/v1/servers/{id}/stop"), None, users[owner].0.clone())
             }
+            65..=69 if !servers.is_empty() => {
+                let (owner, id) = servers[rng.below(servers.len() as u64) as usize];
+                let ram_mib = [2048, 4096][rng.below(2) as usize];
+                (
+                    "PATCH",
+                    format!("/v1/servers/{id}"),
+                    Some(json!({ "ram_mib": ram_mib })),
+                    users[owner].0.clone(),
+                )
+            }
             65..=84 => ("GET", "/v1/billing/balance".to_string(), None, token),
             _ => ("GET", "/v1/servers".to_string(), None, token),
         };
         n_requests += 1;
-        if let Some((status, answer)) = http(port, method, &path, Some(&token), body.as_ref()).await {
+        let response = http(port, method, &path, Some(&token), body.as_ref()).await;
+        if method == "PATCH" {
+            let server_id: i64 = path.rsplit('/').next().unwrap().parse().unwrap();
+            let ram_mib = body.as_ref().unwrap()["ram_mib"].as_u64().unwrap();
+            let event = match &response {
+                Some((200, _)) => TierEvent::Set(ram_mib),
+                Some((503, answer)) if answer["error"]["code"] == "outcome_unknown" => {
+                    n_outcome_unknown += 1;
+                    match answer["error"]["request_id"].as_i64() {
+                        Some(request_id) => TierEvent::Ask { request_id, ram_mib },
+                        None => TierEvent::Lost,
+                    }
+                }
+                // Refused, or not taken up (503 other than outcome_unknown, 429).
+                Some((400..=499 | 503, _)) => TierEvent::Unchanged,
+                _ => TierEvent::Lost,
+            };
+            tier_events.entry(server_id).or_default().push(event);
+        }
+        if let Some((status, answer)) = response {
             n_answered += 1;
             assert!(status != 500, "seed {seed}: {method} {path} answered 500: {answer}");
             if path == "/v1/servers" && method == "POST" && status == 201 {
@@ -287,7 +322,10 @@ socket_path = "{socket}"
         }
         tokio::time::sleep(Duration::from_millis(5 + rng.below(20))).await;
     }
-    eprintln!("soak (seed {seed}): {n_requests} requests, {n_answered} answered");
+    eprintln!(
+        "soak (seed {seed}): {n_requests} requests, {n_answered} answered, \
+         {n_outcome_unknown} tier changes answered outcome_unknown"
+    );
 
     // Settle: a last clean restart (the start-up balance check runs), then every start
     // request ends and every server is stopped.
@@ -363,6 +401,59 @@ socket_path = "{socket}"
     .await
     .unwrap();
     assert_eq!(duplicates, 0, "seed {seed}");
+    // Every server's tier in the table is the one its tier changes left, asking
+    // `GET /v1/requests/{id}` about those answered `outcome_unknown`.
+    let mut n_tiers_checked = 0;
+    for (owner, id) in &servers {
+        let token = &users[*owner].0;
+        let mut expected = Some(2048);
+        for event in tier_events.get(id).map(Vec::as_slice).unwrap_or_default() {
+            match *event {
+                TierEvent::Set(ram_mib) => expected = Some(ram_mib),
+                TierEvent::Unchanged => {}
+                TierEvent::Lost => expected = None,
+                TierEvent::Ask { request_id, ram_mib } => {
+                    let (status, request) = http(port, "GET", &format!("/v1/requests/{request_id}"), Some(token), None)
+                        .await
+                        .unwrap();
+                    match (status, request["state"].as_str()) {
+                        (200, Some("carried_out")) => expected = Some(ram_mib),
+                        (200, Some("rejected" | "not_journaled" | "quarantined")) | (404, _) => {}
+                        _ => expected = None,
+                    }
+                }
+            }
+        }
+        if let Some(expected) = expected {
+            let (_, server) = http(port, "GET", &format!("/v1/servers/{id}"), Some(token), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                server["ram_mib"].as_u64(),
+                Some(expected),
+                "seed {seed}: server {id}'s tier after {:?}",
+                tier_events.get(id)
+            );
+            n_tiers_checked += 1;
+        }
+    }
+    eprintln!(
+        "soak (seed {seed}): tiers of {n_tiers_checked} of {} servers checked",
+        servers.len()
+    );
     kill_9(&mut serve).await;
     remove_containers(&platform);
+}
+
+/// What a tier change the soak sent did, as far as its answer tells.
+#[derive(Debug, Clone, Copy)]
+enum TierEvent {
+    /// 200: the tier is this now.
+    Set(u64),
+    /// Refused or not taken up: no effect.
+    Unchanged,
+    /// `outcome_unknown`: ask about the request later.
+    Ask { request_id: i64, ram_mib: u64 },
+    /// No answer: unknown for good.
+    Lost,
 }
