@@ -17,6 +17,7 @@ pub mod placement;
 pub mod policy;
 pub mod prewarm;
 pub mod queue;
+pub mod snapshot;
 #[cfg(test)]
 mod test_rng;
 #[cfg(any(test, feature = "testkit"))]
@@ -34,6 +35,7 @@ pub use io::{
     Rejection, StartOutcome, StopReason,
 };
 pub use machine::{Core, CoreStats, Outputs, QueueStatus};
+pub use snapshot::{CORE_VERSION, CRATE_VERSION, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotError, SnapshotHeader};
 pub use model::{Node, NodeKind, NodeState, Server, ServerState, User};
 pub use policy::{
     CompositePolicy, FallbackConfig, FleetTotals, FleetView, PolicyConfig, PredictiveConfig, ReactiveConfig,
