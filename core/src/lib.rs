@@ -35,11 +35,11 @@ pub use io::{
     Rejection, StartOutcome, StopReason,
 };
 pub use machine::{Core, CoreStats, Outputs, QueueStatus};
-pub use snapshot::{CORE_VERSION, CRATE_VERSION, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotError, SnapshotHeader};
 pub use model::{Node, NodeKind, NodeState, Server, ServerState, User};
 pub use policy::{
     CompositePolicy, FallbackConfig, FleetTotals, FleetView, PolicyConfig, PredictiveConfig, ReactiveConfig,
     ScaleDownConfig, ScaleDownRule, ScalingDecision, ScalingPolicy, ScheduleWindow, ScheduledConfig, SpareConfig,
     Trigger, Weekday,
 };
+pub use snapshot::{CORE_VERSION, CRATE_VERSION, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotError, SnapshotHeader};
 pub use types::*;

@@ -8,8 +8,8 @@ use payperplay_core::prewarm::{BilledTo, PrewarmConfig};
 use payperplay_core::testkit::cloud_catalog;
 use payperplay_core::{
     Command, CommandKind, Core, CoreConfig, Event, FailureKind, Input, MS_PER_HOUR, MS_PER_MINUTE, NodeId,
-    PolicyConfig, PredictiveConfig, ReactiveConfig, ScaleDownConfig, ScaleDownRule, ServerId, Snapshot,
-    SnapshotError, SpareConfig, Timestamp, UserId,
+    PolicyConfig, PredictiveConfig, ReactiveConfig, ScaleDownConfig, ScaleDownRule, ServerId, Snapshot, SnapshotError,
+    SpareConfig, Timestamp, UserId,
 };
 use proptest::prelude::*;
 
@@ -258,13 +258,17 @@ proptest! {
 #[test]
 fn a_snapshot_of_an_unknown_format_is_refused_naming_the_version() {
     let mut core = Core::new(config(1));
-    core.handle(Timestamp(1), Input::RegisterUser { user_id: UserId(1) }).expect("registers");
+    core.handle(Timestamp(1), Input::RegisterUser { user_id: UserId(1) })
+        .expect("registers");
     let mut value = serde_json::to_value(core.snapshot()).expect("serializes");
     value["format_version"] = serde_json::json!(99);
     let snapshot: Snapshot = serde_json::from_value(value).expect("the envelope parses");
     let error = Core::restore(snapshot).err().expect("format 99 is refused");
     assert_eq!(error, SnapshotError::UnknownFormat { found: 99 });
-    assert!(error.to_string().contains("snapshot format version 99 is unknown"), "{error}");
+    assert!(
+        error.to_string().contains("snapshot format version 99 is unknown"),
+        "{error}"
+    );
 }
 
 #[test]

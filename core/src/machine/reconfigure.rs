@@ -86,8 +86,12 @@ impl Core {
                 *location = location_map[location.0 as usize].expect("checked");
             }
         }
-        self.provider
-            .remap(|(t, l)| Some((type_map.get(t.0 as usize)?.as_ref().copied()?, location_map.get(l.0 as usize)?.as_ref().copied()?)));
+        self.provider.remap(|(t, l)| {
+            Some((
+                type_map.get(t.0 as usize)?.as_ref().copied()?,
+                location_map.get(l.0 as usize)?.as_ref().copied()?,
+            ))
+        });
         let learned = self.policy.state();
         self.config = config;
         self.policy = self.config.policy.build(&self.config.catalog);
