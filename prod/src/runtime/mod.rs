@@ -16,12 +16,15 @@
 //! - `executor.rs`: carries out one command against the drivers, with retries (ledger,
 //!   mail and world commands until they succeed).
 //! - `alarms.rs`: what an operator must look at.
+//! - `snapshots.rs`: snapshots of the core (cadence, on shutdown); recovery starts
+//!   from the newest usable one.
 
 mod alarms;
 mod executor;
 mod handle;
 mod recovery;
 mod run;
+mod snapshots;
 
 use std::sync::Arc;
 
@@ -78,6 +81,36 @@ pub enum RuntimeError {
     Quarantined { seq: i64, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+}
+
+/// Why the journal cannot be replayed under the rules it was recorded under.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(
+        "journal inputs {from_seq} to {to_seq} were recorded under core version {recorded} (crate {recorded_crate}), \
+         this is core version {ours} (crate {ours_crate}): a journal stretch of another core version can only be \
+         crossed by a snapshot taken at or after it (seq {next_seq}), and there is none"
+    )]
+    CoreVersion {
+        from_seq: i64,
+        to_seq: i64,
+        recorded: i32,
+        recorded_crate: String,
+        ours: u32,
+        ours_crate: &'static str,
+        next_seq: i64,
+    },
+    #[error("the journal was pruned before seq {first_seq} and no usable snapshot covers it")]
+    JournalPruned { first_seq: i64 },
+    #[error("the configuration recorded at journal seq {seq} does not decode: {reason}")]
+    RecordedConfig { seq: i64, reason: String },
+    #[error("the configuration cannot take effect at journal seq {seq}: {error}")]
+    Reconfigure {
+        seq: i64,
+        error: payperplay_core::ConfigError,
+    },
 }
 
 /// Called with each input before the core handles it, inside the runtime's panic
@@ -114,4 +147,5 @@ pub struct Runtime {
     /// Held while the runtime lives: one owner of the core per database. Checked
     /// periodically; its epoch fences the store's writes.
     journal_lock: JournalLock,
+    snapshot_due: snapshots::SnapshotDue,
 }

@@ -12,6 +12,7 @@ mod oauth;
 mod outbox;
 mod retention;
 mod servers;
+mod snapshots;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use oauth::{OAuthProfile, OAuthSignIn, OAuthState, ResealCounts, SealError};
 pub use outbox::{NewEmail, OutboxRow};
 pub use retention::{Pruned, run_pruner};
 pub use servers::{HostnameChange, ServerRow};
+pub use snapshots::{RuntimeStart, SnapshotInfo};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
