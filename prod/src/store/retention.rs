@@ -74,7 +74,9 @@ impl Store {
 
     /// Deletes the journal before the newest snapshot taken before `taken_before_ms`
     /// (one this core can restore), and the snapshots before it: recovery starts from
-    /// that snapshot or a newer one. Returns (journal rows, snapshots) deleted.
+    /// that snapshot or a newer one. The journal's last row always stays: it marks
+    /// where the journal ends (the next sequence number). Returns (journal rows,
+    /// snapshots) deleted.
     async fn prune_journal(&self, taken_before_ms: i64) -> StoreResult<(u64, u64)> {
         let formats: Vec<i32> = payperplay_core::snapshot::SNAPSHOT_FORMATS_READ
             .iter()
@@ -88,7 +90,11 @@ impl Store {
         .bind(&formats)
         .fetch_one(&mut *tx)
         .await?;
-        let Some(cut) = cut else { return Ok((0, 0)) };
+        let Some(snapshot_seq) = cut else { return Ok((0, 0)) };
+        let journal_seq_max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM journal")
+            .fetch_one(&mut *tx)
+            .await?;
+        let cut = snapshot_seq.min(journal_seq_max.unwrap_or(0));
         sqlx::query("DELETE FROM quarantine WHERE seq < $1")
             .bind(cut)
             .execute(&mut *tx)
@@ -99,7 +105,7 @@ impl Store {
             .await?
             .rows_affected();
         let snapshots = sqlx::query("DELETE FROM core_snapshots WHERE seq < $1")
-            .bind(cut)
+            .bind(snapshot_seq)
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -119,10 +119,10 @@ async fn a_price_change_between_runs_bills_history_at_the_old_price_and_new_usag
     assert_balances_agree(&app, &admin, &token, user_id).await;
     // New usage at price B.
     run_for(&app, &token, server_id, 5 * MINUTE_MS).await;
+    assert_balances_agree(&app, &admin, &token, user_id).await;
     let rows = ram_usage(&pool, server_id).await;
     assert_eq!(&rows[..history.len()], &history[..], "history unchanged");
     assert_priced(&rows[history.len()..], PRICE_B);
-    assert_balances_agree(&app, &admin, &token, user_id).await;
     // The change is recorded at the journal's end, with the core version.
     let starts: Vec<(i64, Value, i32)> =
         sqlx::query_as("SELECT first_seq, core_config, core_version FROM runtime_starts ORDER BY id")
@@ -145,8 +145,15 @@ async fn observed(app: &TestApp, admin: &str, token: &str) -> Vec<Value> {
         ("/v1/admin/nodes", admin),
         ("/v1/admin/queue", admin),
     ] {
-        let (status, body) = app.get(path, who).await;
+        let (status, mut body) = app.get(path, who).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        // What the engine probe says is live, not the core's state.
+        for node in body.as_array_mut().into_iter().flatten() {
+            if let Some(node) = node.as_object_mut() {
+                node.remove("engine_ready");
+                node.remove("engine_reason");
+            }
+        }
         seen.push(body);
     }
     seen
@@ -278,25 +285,28 @@ async fn the_pruner_deletes_the_journal_a_snapshot_covers_once_it_is_old_enough(
         .expect("a whole journal exports");
     assert_eq!(stats.inputs as i64, journal_len);
 
-    // Old enough: the journal before the snapshot goes.
+    // Old enough: the journal before the snapshot goes, but for its last row (where
+    // it ends).
     let pruned = app
         .store
         .prune(&config, now.plus_ms(31 * 24 * 3_600_000))
         .await
         .unwrap();
-    assert_eq!(pruned.journal_rows as i64, snapshot_seq - 1, "{pruned:?}");
-    assert_eq!(count(&pool, "journal").await, journal_len - (snapshot_seq - 1));
+    let cut = snapshot_seq.min(journal_len);
+    assert!(cut > 1, "a journal to prune");
+    assert_eq!(pruned.journal_rows as i64, cut - 1, "{pruned:?}");
+    assert_eq!(count(&pool, "journal").await, journal_len - (cut - 1));
     let first_seq: i64 = sqlx::query_scalar("SELECT MIN(seq) FROM journal")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(first_seq, snapshot_seq);
+    assert_eq!(first_seq, cut);
     // export-trace over the pruned range says so.
     let error = payperplay_prod::trace_export::export_store(&app.store, app.config.core.clone(), Vec::new(), 100)
         .await
         .expect_err("the journal's start is gone");
     assert!(
-        error.to_string().contains(&format!("pruned before seq {snapshot_seq}")),
+        error.to_string().contains(&format!("pruned before seq {cut}")),
         "{error}"
     );
     // The runtime restarts from the snapshot, with the same state.
