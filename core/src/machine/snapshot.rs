@@ -38,6 +38,8 @@ pub(super) mod policy_state {
     use crate::policy::view::RestoredPolicyState;
     use crate::policy::{PolicyState, ScalingPolicy};
 
+    // serde's `with` passes the field itself by reference: a `&Box`.
+    #[allow(clippy::borrowed_box)]
     pub fn serialize<S: Serializer>(policy: &Box<dyn ScalingPolicy>, serializer: S) -> Result<S::Ok, S::Error> {
         policy.state().serialize(serializer)
     }
