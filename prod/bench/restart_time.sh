@@ -15,6 +15,10 @@
 # replay issues nothing new). Then `serve` starts RUNS times (default 3) with no
 # snapshot (snapshots deleted before each run), once more to take one (on its graceful
 # stop), and RUNS times from it; each time to ready and the replay time it logged.
+# Measured on the 2-core dev machine under load (other builds running), journal of
+# 993,597 inputs (the example keeps room for its quiet ending): without a snapshot
+# 2.86 s to ready (replay 2.76 s), with one 67 ms to ready (replay of nothing, the
+# snapshot 1.3 MB).
 set -euo pipefail
 
 n_inputs="${1:-1000000}"
