@@ -369,6 +369,29 @@ impl<'a, K: Ord + Copy> IntoIterator for &'a IdSet<K> {
     }
 }
 
+/// In snapshots a map is its entries in id order, `(id, value)` pairs; reading them
+/// back inserts them one by one (the slots' layout is rebuilt, not copied).
+impl<K: DenseId + serde::Serialize, V: serde::Serialize, S: Slots<V>> serde::Serialize for IdMap<K, V, S> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de, K: DenseId + serde::Deserialize<'de>, V: serde::Deserialize<'de>, S: Slots<V>> serde::Deserialize<'de>
+    for IdMap<K, V, S>
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<(K, V)>::deserialize(deserializer)?;
+        let mut map = IdMap::new();
+        for (key, value) in entries {
+            if map.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom("an id appears twice"));
+            }
+        }
+        Ok(map)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

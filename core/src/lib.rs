@@ -17,6 +17,7 @@ pub mod placement;
 pub mod policy;
 pub mod prewarm;
 pub mod queue;
+pub mod snapshot;
 #[cfg(test)]
 mod test_rng;
 #[cfg(any(test, feature = "testkit"))]
@@ -40,4 +41,5 @@ pub use policy::{
     ScaleDownConfig, ScaleDownRule, ScalingDecision, ScalingPolicy, ScheduleWindow, ScheduledConfig, SpareConfig,
     Trigger, Weekday,
 };
+pub use snapshot::{CORE_VERSION, CRATE_VERSION, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotError, SnapshotHeader};
 pub use types::*;

@@ -10,7 +10,7 @@ use crate::types::CommandId;
 
 const WINDOW: usize = 1 << 16;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PendingMap<V> {
     /// Id of `slots[0]`.
     base: u64,

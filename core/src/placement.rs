@@ -21,7 +21,7 @@ pub enum Strategy {
 }
 
 /// One index of ready, placeable nodes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct FreeIndex {
     /// Ascending keys `free_mib << 32 | node_id`: the order of `(free_mib, node_id)`,
     /// compared as one integer.

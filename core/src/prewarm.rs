@@ -90,7 +90,7 @@ impl PrewarmConfig {
 const NO_DAY: u32 = u32::MAX;
 
 /// One server's habit: the minute of day of the first demand, per day, in a ring.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Habit {
     day: [u32; MAX_HISTORY_DAYS],
     minute: [u16; MAX_HISTORY_DAYS],

@@ -11,14 +11,14 @@ use std::collections::VecDeque;
 
 use crate::types::{ServerId, Timestamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueEntry {
     pub server_id: ServerId,
     pub ram_mib: u32,
     pub requested_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct StartQueue {
     /// `(seq, entry)`, ascending by `seq`.
     entries: VecDeque<(i64, QueueEntry)>,

@@ -18,10 +18,12 @@ use crate::types::Timestamp;
 /// Timers armed exactly `delays[i]` ahead of the clock go to lane `i`.
 const MAX_LANES: usize = 6;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TimerQueue<T: Copy + Ord> {
     delays: Vec<u64>,
     lanes: Vec<VecDeque<(Timestamp, u64, T)>>,
+    /// Sorted in snapshots, so equal queues serialize to equal bytes.
+    #[serde(with = "crate::snapshot::heap")]
     heap: BinaryHeap<Reverse<(Timestamp, u64, T)>>,
     /// The earliest entry and where it sits (`None`: the heap; `Some(i)`: lane `i`),
     /// kept up to date so `peek` is one load.
@@ -47,6 +49,24 @@ impl<T: Copy + Ord> TimerQueue<T> {
             head: None,
             len: 0,
         }
+    }
+
+    /// The same entries under other lane delays (a reconfiguration), as if each had
+    /// been armed at `now`: the order of `(at, seq)` is kept.
+    pub(crate) fn with_delays(&self, now: Timestamp, delays: impl IntoIterator<Item = u64>) -> Self {
+        let mut entries: Vec<(Timestamp, u64, T)> = self
+            .lanes
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.heap.iter().map(|Reverse(entry)| *entry))
+            .collect();
+        entries.sort_unstable();
+        let mut queue = TimerQueue::new(delays);
+        for (at, seq, timer) in entries {
+            queue.push(now, at, seq, timer);
+        }
+        queue
     }
 
     /// Add a timer armed at `now`. `seq` must grow with every push and `now` must

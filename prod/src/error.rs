@@ -206,6 +206,7 @@ impl From<RuntimeError> for ApiError {
                 seq.map_or(String::new(), |seq| format!(" (journal {seq})"))
             )),
             error @ RuntimeError::Quarantined { .. } => ApiError::Internal(error.to_string()),
+            error @ RuntimeError::Recovery(_) => ApiError::Internal(error.to_string()),
             RuntimeError::Store(error) => error.into(),
         }
     }

@@ -51,6 +51,8 @@ pub enum StartError {
     Fleet(#[from] FleetError),
     #[error("cloud: {0}")]
     Cloud(#[from] payperplay_hetzner::HetznerError),
+    #[error("recovery: {0}")]
+    Recovery(#[from] runtime::RecoveryError),
 }
 
 /// The background half of the shell: the runtime owning the core and the mailer,
@@ -94,6 +96,7 @@ impl Services {
             Ok(runtime) => Some(runtime),
             Err(runtime::RuntimeError::Store(StoreError::JournalLocked)) => None,
             Err(runtime::RuntimeError::Store(error)) => return Err(error.into()),
+            Err(runtime::RuntimeError::Recovery(error)) => return Err(error.into()),
             Err(error) => return Err(StoreError::Unavailable(error.to_string()).into()),
         };
         let mailer = Arc::new(Mailer::new(

@@ -11,7 +11,7 @@ use payperplay_prod::clock::{Clock, SystemClock};
 use payperplay_prod::config::Config;
 use payperplay_prod::router::{PlatformBackend, RemoteBackend};
 use payperplay_prod::store::{self, Store};
-use payperplay_prod::trace_export::TraceExport;
+use payperplay_prod::trace_export;
 use payperplay_prod::{Services, drivers_from_config, telemetry};
 use secrecy::ExposeSecret;
 
@@ -138,16 +138,8 @@ async fn export_journal(config: &Config) -> anyhow::Result<()> {
 async fn export_trace(config: &Config) -> anyhow::Result<()> {
     let store = connect(config).await?;
     let stdout = std::io::stdout();
-    let mut export = TraceExport::new(std::io::BufWriter::new(stdout.lock()), config.core.clone());
-    store
-        .for_each_journal_row(EXPORT_PAGE_ROWS, |row| -> anyhow::Result<()> {
-            let input: payperplay_core::Input = serde_json::from_value(row.input)
-                .with_context(|| format!("journal entry {} is not a core input", row.seq))?;
-            export.push(u64::try_from(row.at_ms).unwrap_or(0), input)?;
-            Ok(())
-        })
-        .await?;
-    let stats = export.finish()?;
+    let out = std::io::BufWriter::new(stdout.lock());
+    let stats = trace_export::export_store(&store, config.core.clone(), out, EXPORT_PAGE_ROWS).await?;
     tracing::info!(
         inputs = stats.inputs,
         lines = stats.lines,

@@ -171,6 +171,11 @@ impl<W: Write> TraceExport<W> {
         Ok(())
     }
 
+    /// The configuration production switched to at this point (a runtime start).
+    pub fn reconfigure(&mut self, at_ms: u64, config: CoreConfig) -> Result<(), payperplay_core::ConfigError> {
+        self.core.reconfigure(Timestamp(at_ms), config)
+    }
+
     fn line(&mut self, value: serde_json::Value) -> std::io::Result<()> {
         self.stats.lines += 1;
         writeln!(self.out, "{value}")
@@ -182,6 +187,70 @@ impl<W: Write> TraceExport<W> {
         self.out.flush()?;
         Ok(self.stats)
     }
+}
+
+/// Why the journal in the database cannot be exported as a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceExportError {
+    #[error(
+        "the journal was pruned before seq {first_seq} (retention.journal_keep_ms): a trace starts at the \
+         journal's first input, so it cannot be exported any more; `export-journal` writes the rows that are left"
+    )]
+    Pruned { first_seq: i64 },
+    #[error("journal entry {seq} is not a core input: {error}")]
+    NotAnInput { seq: i64, error: serde_json::Error },
+    #[error("the configuration recorded at journal seq {seq}: {reason}")]
+    RecordedConfig { seq: i64, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("writing the trace: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Exports the whole journal as a trace to `out`, replayed under the configuration
+/// recorded with each runtime start (`current` when none is recorded). A journal
+/// pruned at its start is refused, saying so.
+pub async fn export_store<W: Write>(
+    store: &crate::store::Store,
+    current: CoreConfig,
+    out: W,
+    page_rows: i64,
+) -> Result<ExportStats, TraceExportError> {
+    let first_seq = store.journal_seq_min().await?;
+    if first_seq > 1 {
+        return Err(TraceExportError::Pruned { first_seq });
+    }
+    let starts = store.runtime_starts().await?;
+    let config_at = |start: &crate::store::RuntimeStart| -> Result<CoreConfig, TraceExportError> {
+        serde_json::from_value(start.core_config.clone()).map_err(|error| TraceExportError::RecordedConfig {
+            seq: start.first_seq,
+            reason: error.to_string(),
+        })
+    };
+    let first_config = match starts.first() {
+        Some(start) => config_at(start)?,
+        None => current,
+    };
+    let mut export = TraceExport::new(out, first_config);
+    let mut next_start = 0;
+    store
+        .for_each_journal_row(page_rows, |row| -> Result<(), TraceExportError> {
+            while let Some(start) = starts.get(next_start).filter(|start| start.first_seq <= row.seq) {
+                export
+                    .reconfigure(u64::try_from(start.started_at_ms).unwrap_or(0), config_at(start)?)
+                    .map_err(|error| TraceExportError::RecordedConfig {
+                        seq: start.first_seq,
+                        reason: error.to_string(),
+                    })?;
+                next_start += 1;
+            }
+            let input: Input = serde_json::from_value(row.input)
+                .map_err(|error| TraceExportError::NotAnInput { seq: row.seq, error })?;
+            export.push(u64::try_from(row.at_ms).unwrap_or(0), input)?;
+            Ok(())
+        })
+        .await?;
+    Ok(export.finish()?)
 }
 
 #[cfg(test)]

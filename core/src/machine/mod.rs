@@ -7,7 +7,9 @@ mod fleet;
 mod invariants;
 mod lifecycle;
 mod prewarm;
+mod reconfigure;
 mod requests;
+mod snapshot;
 mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -33,7 +35,7 @@ use crate::types::{
     ram_time_numerator,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 enum Timer {
     /// Per state: reservation timeout (starting), idle stop (running), archive (sleeping).
     Server(ServerId),
@@ -46,7 +48,7 @@ enum Timer {
     Prewarm(ServerId),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Pending {
     Provision(NodeId),
     DeleteNode(NodeId),
@@ -91,7 +93,7 @@ pub struct CoreStats {
 }
 
 /// A server's learned habit and its armed pre-warm timer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct HabitState {
     habit: Habit,
     armed_timer: Option<TimerSlot>,
@@ -121,8 +123,12 @@ pub struct QueueStatus {
     pub estimated_wait_ms: Option<u64>,
 }
 
+/// The whole state is serde data (`Core::snapshot`, `Core::restore`; the format in
+/// `crate::snapshot`): every field but scratch buffers, the policy as what it learned.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Core {
     config: CoreConfig,
+    #[serde(with = "snapshot::policy_state")]
     policy: Box<dyn ScalingPolicy>,
     now: Timestamp,
     users: IdMap<UserId, User>,
@@ -155,11 +161,13 @@ pub struct Core {
     /// Largest usable RAM of a ready dedicated node.
     largest_dedicated_usable_mib: u32,
     /// Scratch for the policy's view of a queue longer than `QUEUE_VIEW_MAX`.
+    #[serde(skip)]
     queue_view: Vec<(u32, u32)>,
     /// Usable RAM of a new node of each catalog type (catalog and reserve are fixed).
     type_usable_mib: Vec<u32>,
     /// Usable RAM of every node still provisioning.
     provisioning: BTreeMap<NodeId, u32>,
+    #[serde(skip)]
     dispatch_buffer: Vec<QueueEntry>,
     /// Ready cloud nodes that hold no server (scale-down candidates).
     empty_cloud: BTreeSet<NodeId>,
@@ -182,13 +190,7 @@ impl Core {
         let type_usable_mib = crate::policy::type_usable_mib(&config.catalog, &config.reserve);
         let largest_placeable_mib = type_usable_mib.iter().copied().max().unwrap_or(0);
         // Timers armed these fixed delays ahead get FIFO lanes (see `timerq`).
-        let timers = TimerQueue::new([
-            config.lifecycle.archive_after_ms,
-            config.lifecycle.reservation_timeout_ms,
-            config.lifecycle.idle_sleep_after_ms,
-            config.lifecycle.provision_timeout_ms,
-            config.policy.evaluate_every_ms().unwrap_or(0),
-        ]);
+        let timers = TimerQueue::new(reconfigure::timer_lanes(&config));
         Core {
             config,
             policy,

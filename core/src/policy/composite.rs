@@ -97,6 +97,20 @@ impl CompositePolicy {
 }
 
 impl ScalingPolicy for CompositePolicy {
+    fn state(&self) -> super::PolicyState {
+        super::PolicyState {
+            under_since: self.under_since.clone(),
+            demand: self.predictive.as_ref().map(|(_, profile)| profile.clone()),
+        }
+    }
+
+    fn set_state(&mut self, state: super::PolicyState) {
+        self.under_since = state.under_since;
+        if let (Some((config, profile)), Some(demand)) = (&mut self.predictive, state.demand) {
+            *profile = demand.with_history_of(config);
+        }
+    }
+
     fn evaluate(&mut self, view: &FleetView<'_>) -> ScalingDecision {
         let totals = view.totals;
         // Requests no VM type can hold wait for dedicated capacity: they are not cloud

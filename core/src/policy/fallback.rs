@@ -51,7 +51,7 @@ impl Default for FallbackConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Backoff {
     until: Timestamp,
     consecutive_failures: u32,
@@ -65,14 +65,26 @@ fn exponential(base_ms: u64, max_ms: u64, n: u32) -> u64 {
 }
 
 /// The provider's recent refusals. Bounded: one entry per (type, location).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProviderHealth {
+    /// (A list of pairs in snapshots: JSON keys are text.)
+    #[serde(with = "crate::snapshot::pairs")]
     backoff: BTreeMap<(VmTypeIdx, LocationIdx), Backoff>,
     rate_limited_until: Option<Timestamp>,
     consecutive_rate_limits: u32,
 }
 
 impl ProviderHealth {
+    /// The same back-offs under new catalog indices (a reconfiguration); `map`
+    /// returns `None` for a (type, location) that is gone, whose back-off is dropped.
+    pub fn remap(&mut self, map: impl Fn((VmTypeIdx, LocationIdx)) -> Option<(VmTypeIdx, LocationIdx)>) {
+        let backoff = std::mem::take(&mut self.backoff);
+        self.backoff = backoff
+            .into_iter()
+            .filter_map(|(key, value)| Some((map(key)?, value)))
+            .collect();
+    }
+
     pub fn on_failure(
         &mut self,
         config: &FallbackConfig,

@@ -29,7 +29,9 @@ pub use predictive::PredictiveConfig;
 pub use scale_down::{ScaleDownConfig, ScaleDownRule, billing_hour_left_ms};
 pub use scheduled::{ScheduleWindow, ScheduledConfig, Weekday};
 pub use spare::SpareConfig;
-pub use view::{FleetTotals, FleetView, QUEUE_VIEW_MAX, ScalingDecision, ScalingPolicy, StaticPolicy, Trigger};
+pub use view::{
+    FleetTotals, FleetView, PolicyState, QUEUE_VIEW_MAX, ScalingDecision, ScalingPolicy, StaticPolicy, Trigger,
+};
 
 #[cfg(test)]
 mod tests;

@@ -70,7 +70,7 @@ pub const HISTORY_MAX: usize = 16;
 const WEEK_SAMPLES_MIN: u8 = 2;
 
 /// The last `capacity` peaks of one slot (a ring) and their lower median.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Slot {
     peaks_mib: [u64; HISTORY_MAX],
     n: u8,
@@ -93,8 +93,9 @@ impl Slot {
 }
 
 /// The learned demand profile.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemandProfile {
+    #[serde(with = "crate::snapshot::array")]
     week: [Slot; HOURS_PER_WEEK],
     day: [Slot; 24],
     history_weeks: usize,
@@ -120,6 +121,14 @@ impl DemandProfile {
             current_hour: None,
             current_peak_mib: 0,
         }
+    }
+
+    /// This learned profile under `config`'s history lengths (a reconfiguration): the
+    /// peaks are kept, a shorter history forgets the oldest as new ones come.
+    pub fn with_history_of(mut self, config: &PredictiveConfig) -> DemandProfile {
+        self.history_weeks = config.history_weeks as usize;
+        self.history_days = config.history_days as usize;
+        self
     }
 
     /// Record the demand (RAM held plus RAM queued) seen at `now`.

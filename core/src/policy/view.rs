@@ -91,6 +91,39 @@ pub struct ScalingDecision {
 
 pub trait ScalingPolicy: Send {
     fn evaluate(&mut self, view: &FleetView<'_>) -> ScalingDecision;
+
+    /// What the policy has learned from what it saw (kept in snapshots and across a
+    /// reconfiguration); the default: nothing.
+    fn state(&self) -> PolicyState {
+        PolicyState::default()
+    }
+
+    /// Takes back what `state` returned (from a snapshot, or from the policy this one
+    /// replaces); parts it has no use for are dropped.
+    fn set_state(&mut self, _state: PolicyState) {}
+}
+
+/// What a policy has learned: the underutilized rule's clocks and the forecast's
+/// demand profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyState {
+    /// Since when each ready cloud node has been under the underutilized threshold.
+    pub under_since: Vec<(NodeId, Timestamp)>,
+    pub demand: Option<super::predictive::DemandProfile>,
+}
+
+/// Stands in for the policy while a snapshot is read back: holds its state until
+/// `Core::restore` builds the configured policy and hands it over.
+pub(crate) struct RestoredPolicyState(pub PolicyState);
+
+impl ScalingPolicy for RestoredPolicyState {
+    fn evaluate(&mut self, _view: &FleetView<'_>) -> ScalingDecision {
+        unreachable!("Core::restore replaces the restored state with the configured policy")
+    }
+
+    fn state(&self) -> PolicyState {
+        self.0.clone()
+    }
 }
 
 pub struct StaticPolicy;

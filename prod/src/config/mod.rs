@@ -89,8 +89,12 @@ pub struct RetentionConfig {
     pub outbox_keep_ms: u64,
     /// Sessions and verification codes, after they expired or were used or revoked.
     pub sessions_keep_ms: u64,
-    /// Stored answers to `Idempotency-Key` requests, after they were claimed.
+    /// Stored answers to `Idempotency-Key` requests, after they were claimed, and
+    /// request outcomes (`GET /v1/requests/{id}`), after the request.
     pub idempotency_keys_keep_ms: u64,
+    /// Journal rows covered by a snapshot taken this long ago (kept for `export-trace`
+    /// and `export-journal` until then; 0 keeps the journal whole).
+    pub journal_keep_ms: u64,
 }
 
 impl Default for RetentionConfig {
@@ -102,6 +106,7 @@ impl Default for RetentionConfig {
             outbox_keep_ms: 30 * DAY_MS,
             sessions_keep_ms: 7 * DAY_MS,
             idempotency_keys_keep_ms: 7 * DAY_MS,
+            journal_keep_ms: 30 * DAY_MS,
         }
     }
 }
@@ -200,6 +205,11 @@ pub struct RuntimeConfig {
     /// owner of the core per database) before standing by (the API answers 503 and
     /// the runtime leads as soon as the other lets the lock go).
     pub journal_lock_wait_ms: u64,
+    /// A snapshot of the core every this many inputs (0: not by count), and every
+    /// `snapshot_every_ms` when inputs came since the last one (0: not by time); also
+    /// on graceful shutdown. Recovery replays only the journal after the newest.
+    pub snapshot_every_inputs: u64,
+    pub snapshot_every_ms: u64,
     /// Tests only (not read from files): called with each input before the core
     /// handles it, to inject a panic.
     #[serde(skip)]
@@ -217,6 +227,8 @@ impl Default for RuntimeConfig {
             command_attempts_max: 3,
             command_retry_backoff_ms: 1_000,
             journal_lock_wait_ms: 10_000,
+            snapshot_every_inputs: 100_000,
+            snapshot_every_ms: 600_000,
             input_hook: None,
             fake_boot_ms: None,
             fake_provision_ms: None,

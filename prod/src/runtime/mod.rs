@@ -18,6 +18,8 @@
 //! - `alarms.rs`: what an operator must look at.
 //! - `requests.rs`: request outcomes (for `GET /v1/requests/{id}`) and the servers
 //!   table's tiers, which follow the core's.
+//! - `snapshots.rs`: snapshots of the core (cadence, on shutdown); recovery starts
+//!   from the newest usable one.
 
 mod alarms;
 mod executor;
@@ -25,6 +27,7 @@ mod handle;
 mod recovery;
 mod requests;
 mod run;
+mod snapshots;
 
 use std::sync::Arc;
 
@@ -81,6 +84,36 @@ pub enum RuntimeError {
     Quarantined { seq: i64, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+}
+
+/// Why the journal cannot be replayed under the rules it was recorded under.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(
+        "journal inputs {from_seq} to {to_seq} were recorded under core version {recorded} (crate {recorded_crate}), \
+         this is core version {ours} (crate {ours_crate}): a journal stretch of another core version can only be \
+         crossed by a snapshot taken at or after it (seq {next_seq}), and there is none"
+    )]
+    CoreVersion {
+        from_seq: i64,
+        to_seq: i64,
+        recorded: i32,
+        recorded_crate: String,
+        ours: u32,
+        ours_crate: &'static str,
+        next_seq: i64,
+    },
+    #[error("the journal was pruned before seq {first_seq} and no usable snapshot covers it")]
+    JournalPruned { first_seq: i64 },
+    #[error("the configuration recorded at journal seq {seq} does not decode: {reason}")]
+    RecordedConfig { seq: i64, reason: String },
+    #[error("the configuration cannot take effect at journal seq {seq}: {error}")]
+    Reconfigure {
+        seq: i64,
+        error: payperplay_core::ConfigError,
+    },
 }
 
 /// Called with each input before the core handles it, inside the runtime's panic
@@ -119,4 +152,5 @@ pub struct Runtime {
     journal_lock: JournalLock,
     /// The API request the next journaled input comes from (see `requests.rs`).
     pending_request: Option<crate::store::RequestTag>,
+    snapshot_due: snapshots::SnapshotDue,
 }

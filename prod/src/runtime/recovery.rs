@@ -3,15 +3,25 @@
 //! quarantining one that panics), the re-issue of commands that were not finished
 //! before the stop, reconciliation of users, servers and dedicated nodes between the
 //! database, the configuration and the core, and the balance check.
+//!
+//! The replay runs under the recorded rules: it starts from the newest usable snapshot
+//! (or an empty core under the first recorded configuration), and at each runtime
+//! start's first sequence number the core is reconfigured to the configuration
+//! recorded with it. Every stretch it replays must have been recorded by this core
+//! version; one of another version is refused (`RecoveryError::CoreVersion`). The
+//! configuration of this start then takes effect at the journal's end and is recorded
+//! there.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
-use payperplay_core::{Command, Core, Input, NodeKind, ServerId, Timestamp, UserId};
+use payperplay_core::{
+    Command, Core, CoreConfig, Input, NodeKind, ServerId, Snapshot, SnapshotHeader, Timestamp, UserId,
+};
 
 use super::handle::RecoveryPhase;
-use super::{AlarmKind, Runtime, RuntimeDeps, RuntimeError, RuntimeHandle, handle_guarded};
-use crate::store::{LockWait, StoreError};
+use super::{AlarmKind, RecoveryError, Runtime, RuntimeDeps, RuntimeError, RuntimeHandle, handle_guarded};
+use crate::store::{LockWait, RuntimeStart, StoreError};
 
 /// Journal rows read per query while replaying.
 const REPLAY_PAGE_ROWS: i64 = 5_000;
@@ -23,6 +33,10 @@ const REPLAY_RESTARTS_MAX: u32 = 16;
 struct Replayed {
     core: Core,
     next_seq: i64,
+    /// Journal rows handled (after the snapshot it started from, if any).
+    n_replayed: u64,
+    /// Quarantined rows skipped (after the snapshot it started from).
+    n_skipped: u64,
     /// Commands the core waits for a result of (issued again: drivers are idempotent).
     awaited: Vec<Command>,
     /// Fire-and-forget commands issued after the last one in the command log.
@@ -31,7 +45,14 @@ struct Replayed {
 
 enum ReplayError {
     Store(StoreError),
+    Recovery(RecoveryError),
     Panicked { seq: i64, message: String },
+}
+
+impl From<RecoveryError> for ReplayError {
+    fn from(error: RecoveryError) -> Self {
+        ReplayError::Recovery(error)
+    }
 }
 
 impl From<StoreError> for ReplayError {
@@ -54,9 +75,25 @@ impl Runtime {
         let mut deps = deps;
         deps.store = deps.store.fenced(journal_lock.epoch);
         handle.progress.set_phase(RecoveryPhase::Replaying);
-        let replayed = replay(&deps, &handle).await?;
+        let mut replayed = replay(&deps, &handle).await?;
         handle.progress.set_phase(RecoveryPhase::Reconciling);
         let now = deps.clock.now();
+        // This start's configuration takes effect here, at the journal's end (refused,
+        // naming the field, when the state cannot take it), and is recorded there.
+        let recorded_command_id_max = deps.store.command_id_max().await?;
+        replayed
+            .core
+            .reconfigure(now, deps.core_config.clone())
+            .map_err(|error| RecoveryError::Reconfigure {
+                seq: replayed.next_seq,
+                error,
+            })?;
+        while let Some(command) = replayed.core.poll_command() {
+            if !command.kind.awaits_result() && command.id.0 > recorded_command_id_max {
+                replayed.unrecorded.push(command);
+            }
+        }
+        while replayed.core.poll_event().is_some() {}
         deps.store
             .record_runtime_start(
                 replayed.next_seq,
@@ -64,6 +101,7 @@ impl Runtime {
                 now,
             )
             .await?;
+        let replayed_skipped = replayed.n_skipped;
         let mut runtime = Runtime {
             core: replayed.core,
             deps,
@@ -71,6 +109,7 @@ impl Runtime {
             next_seq: replayed.next_seq,
             journal_lock,
             pending_request: None,
+            snapshot_due: super::snapshots::SnapshotDue::new(replayed.n_replayed),
         };
         // Fire-and-forget commands recorded but not finished before the stop, and
         // ledger, mail and world commands that failed: carried out until they succeed.
@@ -94,6 +133,13 @@ impl Runtime {
         }
         runtime.reconcile().await?;
         runtime.check_balances().await?;
+        // A long replay is not repeated on the next start, nor one that skipped a
+        // quarantined input: the commands the core issued after a skipped input may
+        // differ from those recorded (a row that panics only under newer code, were
+        // CORE_VERSION not bumped); from the snapshot on, the state is this one.
+        if replayed_skipped > 0 || runtime.snapshot_due.by_inputs(&runtime.deps.runtime_config) {
+            runtime.take_snapshot().await?;
+        }
         // Requests may be sent from now on: the loop takes them up when it starts.
         runtime.handle.progress.set_phase(RecoveryPhase::Ready);
         runtime.handle.ready.store(true, Ordering::SeqCst);
@@ -208,6 +254,7 @@ async fn replay(deps: &RuntimeDeps, handle: &RuntimeHandle) -> Result<Replayed, 
         match replay_once(deps, handle, &skipped).await {
             Ok(replayed) => return Ok(replayed),
             Err(ReplayError::Store(error)) => return Err(error.into()),
+            Err(ReplayError::Recovery(error)) => return Err(error.into()),
             Err(ReplayError::Panicked { seq, message }) => {
                 tracing::error!(seq, %message, "replayed input made the core panic: quarantined, replaying again");
                 metrics::counter!("payperplay_quarantined_inputs_total").increment(1);
@@ -226,23 +273,44 @@ async fn replay_once(
     skipped: &BTreeSet<i64>,
 ) -> Result<Replayed, ReplayError> {
     let started = crate::clock::Stopwatch::start();
-    let mut core = Core::new(deps.core_config.clone());
+    let starts = deps.store.runtime_starts().await?;
+    let journal_seq_max = deps.store.journal_seq_max().await?;
+    let (mut core, first_seq) = starting_point(deps, &starts, journal_seq_max).await?;
+    check_versions(&starts, first_seq, journal_seq_max)?;
     let recorded_command_id_max = deps.store.command_id_max().await?;
-    handle
-        .progress
-        .journal_len
-        .store(deps.store.journal_seq_max().await?, Ordering::SeqCst);
-    handle.progress.replayed.store(0, Ordering::SeqCst);
+    handle.progress.journal_len.store(journal_seq_max, Ordering::SeqCst);
+    handle.progress.replayed.store(first_seq - 1, Ordering::SeqCst);
     let hook = deps.runtime_config.input_hook.as_ref();
     let mut unrecorded: Vec<Command> = Vec::new();
-    let mut last_seq = 0i64;
+    let mut last_seq = first_seq - 1;
     let mut n_replayed = 0u64;
+    let mut n_skipped = 0u64;
+    // The runtime starts at or after the starting point, each reconfiguring the core
+    // at its first sequence number.
+    let mut next_start = starts.partition_point(|start| start.first_seq < first_seq);
+    let mut take_outputs = |core: &mut Core| {
+        core.drain(
+            |command| {
+                // Awaited commands are asked of the core once the replay is done.
+                if !command.kind.awaits_result() && command.id.0 > recorded_command_id_max {
+                    unrecorded.push(command);
+                }
+            },
+            |_event| {},
+        )
+    };
     deps.store
-        .for_each_journal_row(REPLAY_PAGE_ROWS, |row| -> Result<(), ReplayError> {
+        .for_each_journal_row_from(first_seq, REPLAY_PAGE_ROWS, |row| -> Result<(), ReplayError> {
             assert_eq!(row.seq, last_seq + 1, "journal has no gaps");
             last_seq = row.seq;
             handle.progress.replayed.store(row.seq, Ordering::SeqCst);
+            while let Some(start) = starts.get(next_start).filter(|start| start.first_seq <= row.seq) {
+                reconfigure_at(&mut core, start)?;
+                take_outputs(&mut core);
+                next_start += 1;
+            }
             if skipped.contains(&row.seq) {
+                n_skipped += 1;
                 return Ok(());
             }
             let input: Input = serde_json::from_value(row.input).map_err(StoreError::from)?;
@@ -255,20 +323,18 @@ async fn replay_once(
                 }
                 Err(message) => return Err(ReplayError::Panicked { seq: row.seq, message }),
             }
-            core.drain(
-                |command| {
-                    // Awaited commands are asked of the core once the replay is done.
-                    if !command.kind.awaits_result() && command.id.0 > recorded_command_id_max {
-                        unrecorded.push(command);
-                    }
-                },
-                |_event| {},
-            );
+            take_outputs(&mut core);
             n_replayed += 1;
             Ok(())
         })
         .await?;
+    // Starts after the last input (a run that handled nothing) still reconfigured.
+    for start in &starts[next_start..] {
+        reconfigure_at(&mut core, start)?;
+        take_outputs(&mut core);
+    }
     tracing::info!(
+        first_seq,
         n_replayed,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal replayed"
@@ -281,7 +347,108 @@ async fn replay_once(
     Ok(Replayed {
         core,
         next_seq: last_seq + 1,
+        n_replayed,
+        n_skipped,
         awaited,
         unrecorded,
     })
+}
+
+/// The configuration recorded with a runtime start.
+fn recorded_config(start: &RuntimeStart) -> Result<CoreConfig, RecoveryError> {
+    serde_json::from_value(start.core_config.clone()).map_err(|error| RecoveryError::RecordedConfig {
+        seq: start.first_seq,
+        reason: error.to_string(),
+    })
+}
+
+/// Reconfigures the core to the configuration recorded with `start` (it took effect
+/// there when it was recorded, so it is accepted again).
+fn reconfigure_at(core: &mut Core, start: &RuntimeStart) -> Result<(), RecoveryError> {
+    let at = Timestamp(u64::try_from(start.started_at_ms).unwrap_or(0));
+    core.reconfigure(at, recorded_config(start)?)
+        .map_err(|error| RecoveryError::Reconfigure {
+            seq: start.first_seq,
+            error,
+        })
+}
+
+/// Where the replay starts: the newest snapshot that can be restored and that the
+/// journal continues (its format known, no pruned row after it), else an empty core
+/// under the first recorded configuration (the current one when none is recorded) at
+/// the journal's first row, which must be 1.
+async fn starting_point(
+    deps: &RuntimeDeps,
+    starts: &[RuntimeStart],
+    journal_seq_max: i64,
+) -> Result<(Core, i64), ReplayError> {
+    let journal_seq_min = deps.store.journal_seq_min().await?;
+    for info in deps.store.snapshots().await? {
+        let continues = info.seq <= journal_seq_max + 1 && (journal_seq_min == 0 || journal_seq_min <= info.seq);
+        if !continues {
+            tracing::warn!(
+                seq = info.seq,
+                journal_seq_min,
+                journal_seq_max,
+                "snapshot not continued by the journal: not used"
+            );
+            continue;
+        }
+        let header = SnapshotHeader {
+            format_version: info.format_version as u32,
+            core_version: info.core_version as u32,
+            crate_version: info.crate_version.clone(),
+        };
+        if let Err(error) = header.check() {
+            tracing::warn!(seq = info.seq, %error, "snapshot not used");
+            continue;
+        }
+        let state = deps.store.snapshot_state(info.seq).await?;
+        let restored = serde_json::from_slice::<Snapshot>(&state)
+            .map_err(|error| error.to_string())
+            .and_then(|snapshot| Core::restore(snapshot).map_err(|error| error.to_string()));
+        match restored {
+            Ok(core) => {
+                tracing::info!(
+                    seq = info.seq,
+                    taken_at_ms = info.taken_at_ms,
+                    "restored the core from a snapshot"
+                );
+                return Ok((core, info.seq));
+            }
+            Err(error) => tracing::warn!(seq = info.seq, %error, "snapshot does not restore: not used"),
+        }
+    }
+    if journal_seq_min > 1 {
+        return Err(RecoveryError::JournalPruned {
+            first_seq: journal_seq_min,
+        }
+        .into());
+    }
+    let config = match starts.first() {
+        Some(start) => recorded_config(start)?,
+        None => deps.core_config.clone(),
+    };
+    Ok((Core::new(config), 1))
+}
+
+/// Every journal stretch from `first_seq` to `journal_seq_max` must have been recorded
+/// by this core version.
+fn check_versions(starts: &[RuntimeStart], first_seq: i64, journal_seq_max: i64) -> Result<(), RecoveryError> {
+    for (i, start) in starts.iter().enumerate() {
+        let end_seq = starts.get(i + 1).map_or(journal_seq_max, |next| next.first_seq - 1);
+        let (from_seq, to_seq) = (start.first_seq.max(first_seq), end_seq.min(journal_seq_max));
+        if from_seq <= to_seq && start.core_version != payperplay_core::CORE_VERSION as i32 {
+            return Err(RecoveryError::CoreVersion {
+                from_seq: start.first_seq,
+                to_seq: end_seq,
+                recorded: start.core_version,
+                recorded_crate: start.crate_version.clone(),
+                ours: payperplay_core::CORE_VERSION,
+                ours_crate: payperplay_core::CRATE_VERSION,
+                next_seq: end_seq + 1,
+            });
+        }
+    }
+    Ok(())
 }

@@ -79,9 +79,16 @@ impl Runtime {
         lock_check.tick().await;
         balance_check.tick().await;
         self.converge_server_tiers().await?;
+        let snapshot_every_ms = self.deps.runtime_config.snapshot_every_ms;
+        let mut snapshot_tick = tokio::time::interval(Duration::from_millis(snapshot_every_ms.max(1_000)));
+        snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        snapshot_tick.tick().await;
         loop {
             if *shutdown.borrow() {
                 tracing::info!("runtime stopping");
+                if self.snapshot_due.inputs_since > 0 {
+                    self.snapshot_or_log().await;
+                }
                 return Ok(());
             }
             if self.deps.store.is_deposed() {
@@ -107,6 +114,9 @@ impl Runtime {
                 _ = shutdown.changed() => {}
                 _ = lock_check.tick() => self.journal_lock.check().await?,
                 _ = balance_check.tick() => self.check_balances().await?,
+                _ = snapshot_tick.tick(), if snapshot_every_ms > 0 && self.snapshot_due.inputs_since > 0 => {
+                    self.snapshot_or_log().await;
+                }
                 request = inbox.requests.recv() => match request {
                     Some(Request::Input { answer, expires_at, .. }) if expires_at <= tokio::time::Instant::now() => {
                         metrics::counter!("payperplay_runtime_requests_expired_total").increment(1);
@@ -188,6 +198,7 @@ impl Runtime {
                 reason: error.to_string(),
             });
         }
+        self.snapshot_if_due().await;
         Ok(result)
     }
 

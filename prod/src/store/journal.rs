@@ -169,13 +169,23 @@ impl Store {
     }
 
     /// Every journal row, oldest first, read `page_rows` at a time and handed to `each`
-    /// (replay on start, the journal and trace exports).
+    /// (the journal and trace exports).
     pub async fn for_each_journal_row<E: From<StoreError>>(
         &self,
         page_rows: i64,
+        each: impl FnMut(JournalRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.for_each_journal_row_from(1, page_rows, each).await
+    }
+
+    /// The journal rows from `first_seq` on, oldest first (replay from a snapshot).
+    pub async fn for_each_journal_row_from<E: From<StoreError>>(
+        &self,
+        first_seq: i64,
+        page_rows: i64,
         mut each: impl FnMut(JournalRow) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut last_seq = 0;
+        let mut last_seq = first_seq - 1;
         loop {
             let page = self.journal_page(last_seq, page_rows).await?;
             let Some(last) = page.last() else { return Ok(()) };
@@ -197,18 +207,28 @@ impl Store {
         )
     }
 
+    /// Records that from `first_seq` on the journal is handled under `core_config` by
+    /// this core version (the rules a replay of that stretch must use).
     pub async fn record_runtime_start(
         &self,
         first_seq: i64,
         core_config: &serde_json::Value,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO runtime_starts (started_at_ms, first_seq, core_config) VALUES ($1, $2, $3)")
-            .bind(to_db(now))
-            .bind(first_seq)
-            .bind(core_config)
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        self.check_fence(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO runtime_starts (started_at_ms, first_seq, core_config, core_version, crate_version)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(to_db(now))
+        .bind(first_seq)
+        .bind(core_config)
+        .bind(payperplay_core::CORE_VERSION as i32)
+        .bind(payperplay_core::CRATE_VERSION)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@ mod outbox;
 mod requests;
 mod retention;
 mod servers;
+mod snapshots;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub use outbox::{NewEmail, OutboxRow};
 pub use requests::{RequestOutcome, RequestRow, RequestTag};
 pub use retention::{Pruned, run_pruner};
 pub use servers::{HostnameChange, LastStartFailure, ServerRow};
+pub use snapshots::{RuntimeStart, SnapshotInfo};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

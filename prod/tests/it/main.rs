@@ -17,6 +17,7 @@ mod mail;
 mod nodes;
 mod oauth;
 mod recovery;
+mod replay_rules;
 mod router;
 mod schemathesis;
 mod servers;
