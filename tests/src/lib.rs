@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod ops;
+
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

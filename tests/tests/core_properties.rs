@@ -8,49 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use payperplay_core::prewarm::{BilledTo, PrewarmConfig};
 use payperplay_core::testkit::cloud_catalog;
 use payperplay_core::{
-    Command, CommandKind, Core, CoreConfig, Event, FailureKind, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR,
-    MS_PER_MINUTE, NodeId, Outputs, PolicyConfig, PredictiveConfig, ReactiveConfig, ScaleDownConfig, ScaleDownRule,
-    ScheduleWindow, ScheduledConfig, ServerId, ServerState, SpareConfig, StartOutcome, Timestamp, UserId, Weekday,
+    Command, CommandKind, Core, CoreConfig, Event, Input, LedgerKind, MIB_PER_GIB, MS_PER_HOUR, MS_PER_MINUTE, NodeId,
+    Outputs, PolicyConfig, PredictiveConfig, ReactiveConfig, ScaleDownConfig, ScaleDownRule, ScheduleWindow,
+    ScheduledConfig, ServerId, ServerState, SpareConfig, StartOutcome, Timestamp, UserId, Weekday,
 };
+use payperplay_tests::ops::{FAILURE_KINDS, N_SERVERS, N_USERS, Op, TIERS, op, pick_node};
 use proptest::prelude::*;
 
-const N_USERS: u64 = 3;
-const N_SERVERS: u64 = 8;
-const TIERS: [u32; 4] = [2048, 4096, 8192, 16384];
 const RAM_PRICE: u64 = 12_345;
-
-#[derive(Debug, Clone)]
-enum Op {
-    Start(u64),
-    Stop(u64),
-    Cancel(u64),
-    Delete(u64),
-    TopUp(u64, i64),
-    Players(u64, u32),
-    Advance(u64),
-    Complete(usize, bool, u8),
-    Boot(u64),
-    LoseNode(usize),
-    Exited(u64),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let server = 1..=N_SERVERS;
-    prop_oneof![
-        6 => server.clone().prop_map(Op::Start),
-        2 => server.clone().prop_map(Op::Stop),
-        1 => server.clone().prop_map(Op::Cancel),
-        1 => server.clone().prop_map(Op::Delete),
-        1 => (1..=N_USERS, 1i64..5_000_000).prop_map(|(u, a)| Op::TopUp(u, a)),
-        3 => (server.clone(), 0u32..4).prop_map(|(s, n)| Op::Players(s, n)),
-        4 => (0u64..30 * MS_PER_MINUTE).prop_map(Op::Advance),
-        1 => (1u64..30).prop_map(|h| Op::Advance(h * MS_PER_HOUR)),
-        8 => (any::<usize>(), prop::bool::weighted(0.85), 0u8..3).prop_map(|(i, ok, kind)| Op::Complete(i, ok, kind)),
-        4 => server.clone().prop_map(Op::Boot),
-        1 => any::<usize>().prop_map(Op::LoseNode),
-        1 => server.prop_map(Op::Exited),
-    ]
-}
 
 /// The core under test: variant 0 the reactive policy, 1 Cluster-Autoscaler-like
 /// scale-down with a spare pool and a forecast, 2 billing-aware scale-down with a
@@ -352,11 +317,7 @@ impl Harness {
             Op::Complete(i, ok, kind) => {
                 if !self.pending.is_empty() {
                     let command = self.pending.remove(i % self.pending.len());
-                    let kind = [
-                        FailureKind::Other,
-                        FailureKind::ResourceUnavailable,
-                        FailureKind::RateLimited,
-                    ][kind as usize];
+                    let kind = FAILURE_KINDS[kind as usize];
                     let input = if ok {
                         Input::CommandSucceeded { command_id: command.id }
                     } else {
@@ -372,10 +333,14 @@ impl Harness {
             Op::Boot(s) => _ = self.input(Input::ServerBooted { server_id: ServerId(s) }),
             Op::LoseNode(i) => {
                 let nodes: Vec<NodeId> = self.core.nodes().map(|n| n.id).collect();
-                if !nodes.is_empty() {
-                    self.input(Input::NodeLost {
-                        node_id: nodes[i % nodes.len()],
-                    });
+                if let Some(node_id) = pick_node(&nodes, i) {
+                    self.input(Input::NodeLost { node_id });
+                }
+            }
+            Op::AnswerNode(i) => {
+                let nodes: Vec<NodeId> = self.core.nodes().map(|n| n.id).collect();
+                if let Some(node_id) = pick_node(&nodes, i) {
+                    self.input(Input::NodeAnswered { node_id });
                 }
             }
             Op::Exited(s) => _ = self.input(Input::ContainerExited { server_id: ServerId(s) }),

@@ -7,44 +7,11 @@
 use payperplay_core::prewarm::{BilledTo, PrewarmConfig};
 use payperplay_core::testkit::cloud_catalog;
 use payperplay_core::{
-    Command, CommandKind, Core, CoreConfig, Event, FailureKind, Input, MS_PER_HOUR, MS_PER_MINUTE, NodeId,
-    PolicyConfig, PredictiveConfig, ReactiveConfig, ScaleDownConfig, ScaleDownRule, ServerId, Snapshot, SnapshotError,
-    SpareConfig, Timestamp, UserId,
+    Command, CommandKind, Core, CoreConfig, Event, Input, MS_PER_MINUTE, NodeId, PolicyConfig, PredictiveConfig,
+    ReactiveConfig, ScaleDownConfig, ScaleDownRule, ServerId, Snapshot, SnapshotError, SpareConfig, Timestamp, UserId,
 };
+use payperplay_tests::ops::{FAILURE_KINDS, N_SERVERS, N_USERS, Op, TIERS, op, pick_node};
 use proptest::prelude::*;
-
-const N_USERS: u64 = 3;
-const N_SERVERS: u64 = 8;
-const TIERS: [u32; 4] = [2048, 4096, 8192, 16384];
-
-#[derive(Debug, Clone)]
-enum Op {
-    Start(u64),
-    Stop(u64),
-    Delete(u64),
-    TopUp(u64, i64),
-    Players(u64, u32),
-    Advance(u64),
-    Complete(usize, bool, u8),
-    Boot(u64),
-    LoseNode(usize),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let server = 1..=N_SERVERS;
-    prop_oneof![
-        6 => server.clone().prop_map(Op::Start),
-        2 => server.clone().prop_map(Op::Stop),
-        1 => server.clone().prop_map(Op::Delete),
-        1 => (1..=N_USERS, 1i64..5_000_000).prop_map(|(u, a)| Op::TopUp(u, a)),
-        3 => (server.clone(), 0u32..4).prop_map(|(s, n)| Op::Players(s, n)),
-        4 => (0u64..30 * MS_PER_MINUTE).prop_map(Op::Advance),
-        1 => (1u64..30).prop_map(|h| Op::Advance(h * MS_PER_HOUR)),
-        8 => (any::<usize>(), prop::bool::weighted(0.85), 0u8..3).prop_map(|(i, ok, kind)| Op::Complete(i, ok, kind)),
-        4 => server.clone().prop_map(Op::Boot),
-        1 => any::<usize>().prop_map(Op::LoseNode),
-    ]
-}
 
 /// Variant 0: the reactive policy; 1: a spare pool, a forecast (a learned profile in
 /// the state) and underutilized scale-down (per-node clocks in the state).
@@ -146,6 +113,7 @@ impl Recorder {
         match *op {
             Op::Start(s) => self.input(Input::StartServer { server_id: ServerId(s) }),
             Op::Stop(s) => self.input(Input::StopServer { server_id: ServerId(s) }),
+            Op::Cancel(s) => self.input(Input::CancelStart { server_id: ServerId(s) }),
             Op::Delete(s) => self.input(Input::DeleteServer { server_id: ServerId(s) }),
             Op::TopUp(u, amount_micros) => self.input(Input::TopUp {
                 user_id: UserId(u),
@@ -169,11 +137,7 @@ impl Recorder {
             Op::Complete(i, ok, kind) => {
                 if !self.pending.is_empty() {
                     let command = self.pending.remove(i % self.pending.len());
-                    let kind = [
-                        FailureKind::Other,
-                        FailureKind::ResourceUnavailable,
-                        FailureKind::RateLimited,
-                    ][kind as usize];
+                    let kind = FAILURE_KINDS[kind as usize];
                     self.input(if ok {
                         Input::CommandSucceeded { command_id: command.id }
                     } else {
@@ -186,12 +150,17 @@ impl Recorder {
                 }
             }
             Op::Boot(s) => self.input(Input::ServerBooted { server_id: ServerId(s) }),
+            Op::Exited(s) => self.input(Input::ContainerExited { server_id: ServerId(s) }),
             Op::LoseNode(i) => {
                 let nodes: Vec<NodeId> = self.core.nodes().map(|n| n.id).collect();
-                if !nodes.is_empty() {
-                    self.input(Input::NodeLost {
-                        node_id: nodes[i % nodes.len()],
-                    });
+                if let Some(node_id) = pick_node(&nodes, i) {
+                    self.input(Input::NodeLost { node_id });
+                }
+            }
+            Op::AnswerNode(i) => {
+                let nodes: Vec<NodeId> = self.core.nodes().map(|n| n.id).collect();
+                if let Some(node_id) = pick_node(&nodes, i) {
+                    self.input(Input::NodeAnswered { node_id });
                 }
             }
         }
