@@ -282,8 +282,12 @@ impl NodeFleet {
         lock(&self.status).get(node).cloned()
     }
 
+    /// Records a probe's finding for a node of the fleet. A node removed meanwhile (its
+    /// probe was under way when its VM went) stays removed: no status comes back for it.
     pub fn set_status(&self, node: &str, status: EngineStatus) {
-        lock(&self.status).insert(node.to_string(), status);
+        if let Some(known) = lock(&self.status).get_mut(node) {
+            *known = status;
+        }
     }
 
     pub fn tracked(&self, server_id: ServerId) -> Option<TrackedContainer> {
